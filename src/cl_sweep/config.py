@@ -1,0 +1,257 @@
+"""Typed schemas for every config group, registered with Hydra, and the value checks run before training.
+
+The YAML files under ``conf/`` give values; the dataclasses here give types, so a misspelt or
+mistyped key fails when the config is composed, not an hour into a sweep. Each option's schema is
+stored as ``schema/<group>/<name>`` and each ``conf/<group>/<name>.yaml`` extends it. The option's
+file name is the registry key (``activation=hard_ash`` selects the activation registered as
+``hard_ash``) and its fields are exactly that component's hyperparameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+class ConfigError(ValueError):
+    """A config value outside what the component accepts; its message is one readable paragraph."""
+
+
+# --- activation ---------------------------------------------------------------------------------
+@dataclass
+class ActivationConfig:
+    name: str = MISSING
+
+
+@dataclass
+class AshConfig(ActivationConfig):
+    alpha: float = 3.0  # slope of the gate
+    z_k: float = 2.3  # threshold in per-example standard deviations above the mean
+
+
+@dataclass
+class HardAshConfig(AshConfig):
+    beta: float = 2.0  # upper clip of the value term
+
+
+@dataclass
+class TopKConfig(ActivationConfig):
+    k: int = 64
+
+
+@dataclass
+class LWTAConfig(ActivationConfig):
+    groups: int = 50
+
+
+@dataclass
+class ElephantConfig(ActivationConfig):
+    a: float = 0.16
+    d: float = 4.0
+
+
+# --- optimizer ----------------------------------------------------------------------------------
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    learning_rate: float = MISSING
+
+
+@dataclass
+class AdagradConfig(OptimizerConfig):
+    learning_rate: float = 2e-4
+    initial_accumulator_value: float = 1e-6
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    learning_rate: float = 5.5e-6
+    decay: float = 0.9993
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    learning_rate: float = 1e-5
+    b1: float = 0.98
+    b2: float = 0.9995
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    learning_rate: float = 4e-4
+
+
+@dataclass
+class SGDMConfig(OptimizerConfig):
+    learning_rate: float = 1e-5
+    momentum: float = 0.994
+
+
+# --- benchmark ----------------------------------------------------------------------------------
+@dataclass
+class BenchmarkConfig:
+    name: str = MISSING
+    dataset: str = "mnist"
+    # Class-incremental split: task t holds `classes_per_task` consecutive labels. One task holding
+    # every class is the i.i.d. baseline.
+    num_tasks: int = 5
+    classes_per_task: int = 2
+    batch_size: int = 64
+    epochs_per_task: int = 1
+    # Smoke tests only: train each task on the first N examples of the seed's shuffle.
+    limit_per_task: Optional[int] = None
+
+
+# --- model --------------------------------------------------------------------------------------
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    hidden_size: int = 1000
+    # Centred weight norm (gain fixed at 1) per layer: [layer 1, layer 2]. Paper A.4: on layer 1 only.
+    weight_norm: list[bool] = field(default_factory=lambda: [True, False])
+    # Elementwise clip of the optimizer's update (the paper's "gradient clip"); null disables it.
+    update_clip: Optional[float] = 0.01
+
+
+# --- top level ----------------------------------------------------------------------------------
+@dataclass
+class EarlyStopConfig:
+    # The reference's sweep speed-up: after `after_seeds` seeds, skip the rest when their mean
+    # final accuracy is below `threshold`.
+    enabled: bool = False
+    after_seeds: int = 2
+    threshold: float = 0.65
+
+
+@dataclass
+class Config:
+    activation: Any = MISSING
+    optimizer: Any = MISSING
+    benchmark: Any = MISSING
+    model: Any = MISSING
+    seed: int = 0  # first seed; the job trains seeds seed, seed+1, ..., seed+n_seeds-1
+    n_seeds: int = 5
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
+    progress: bool = True  # progress bars
+    skip_completed: bool = True  # a job whose result.json is complete for the same overrides is not re-run
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "activation": {
+        "ash": AshConfig,
+        "hard_ash": HardAshConfig,
+        "topk_subtract": TopKConfig,
+        "topk_mask": TopKConfig,
+        "lwta": LWTAConfig,
+        "relu": ActivationConfig,
+        "swish": ActivationConfig,
+        "sigmoid": ActivationConfig,
+        "hard_sigmoid": ActivationConfig,
+        "elephant": ElephantConfig,
+    },
+    "optimizer": {
+        "adagrad": AdagradConfig,
+        "rmsprop": RMSpropConfig,
+        "adam": AdamConfig,
+        "sgd": SGDConfig,
+        "sgdm": SGDMConfig,
+    },
+    "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig},
+    "model": {"mlp": MLPConfig},
+}
+
+
+def register_configs() -> None:
+    """Stores the top-level schema and one schema per group option in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+register_configs()
+
+
+# --- value checks -------------------------------------------------------------------------------
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(
+        f"invalid configuration: {key}={value!r} is not allowed; {allowed}. "
+        f"Fix the override (or the config file) and run again: nothing was trained."
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate(cfg: DictConfig | dict) -> None:
+    """Checks every value range the engine relies on; raises `ConfigError` naming key, value, and the allowed range."""
+    act, opt, bench, model = cfg["activation"], cfg["optimizer"], cfg["benchmark"], cfg["model"]
+    hidden = model["hidden_size"]
+    if not (isinstance(hidden, int) and hidden >= 1):
+        _fail("model.hidden_size", hidden, "it must be a positive integer")
+
+    # optimizer
+    lr = opt.get("learning_rate")
+    if not (_is_number(lr) and lr > 0):
+        _fail("optimizer.learning_rate", lr, "it must be a positive number (> 0)")
+    for key in ("decay", "b1", "b2", "momentum"):
+        if key in opt:
+            v = opt[key]
+            if not (_is_number(v) and 0.0 <= v < 1.0):
+                _fail(f"optimizer.{key}", v, "it must lie in [0, 1)")
+    if "initial_accumulator_value" in opt:
+        v = opt["initial_accumulator_value"]
+        if not (_is_number(v) and v >= 0):
+            _fail("optimizer.initial_accumulator_value", v, "it must be a number >= 0")
+
+    # activation
+    if "k" in act:
+        k = act["k"]
+        if not (isinstance(k, int) and 1 <= k <= hidden):
+            _fail("activation.k", k, f"it must be an integer in 1..{hidden} (model.hidden_size)")
+    if "groups" in act:
+        g = act["groups"]
+        divisors = [d for d in range(1, hidden + 1) if hidden % d == 0]
+        if not (isinstance(g, int) and g >= 1 and hidden % g == 0):
+            shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+            _fail("activation.groups", g, f"it must divide model.hidden_size={hidden} (allowed: {shown})")
+    for key in ("alpha", "beta", "a", "d"):
+        if key in act:
+            v = act[key]
+            if not (_is_number(v) and v > 0):
+                _fail(f"activation.{key}", v, "it must be a positive number (> 0)")
+    if "z_k" in act and not _is_number(act["z_k"]):
+        _fail("activation.z_k", act["z_k"], "it must be a finite number")
+
+    # benchmark
+    for key in ("batch_size", "epochs_per_task", "num_tasks", "classes_per_task"):
+        v = bench[key]
+        if not (isinstance(v, int) and v >= 1):
+            _fail(f"benchmark.{key}", v, "it must be a positive integer")
+    lim = bench.get("limit_per_task")
+    if lim is not None and not (isinstance(lim, int) and lim >= 1):
+        _fail("benchmark.limit_per_task", lim, "it must be null (all examples) or a positive integer")
+
+    # model and run
+    wn = list(model["weight_norm"])
+    if len(wn) != 2:
+        _fail("model.weight_norm", wn, "it must be a list of two booleans, [layer 1, layer 2]")
+    clip = model.get("update_clip")
+    if clip is not None and not (_is_number(clip) and clip > 0):
+        _fail("model.update_clip", clip, "it must be null (no clipping) or a positive number")
+    if not (isinstance(cfg["n_seeds"], int) and cfg["n_seeds"] >= 1):
+        _fail("n_seeds", cfg["n_seeds"], "it must be a positive integer")
+    if not (isinstance(cfg["seed"], int) and cfg["seed"] >= 0):
+        _fail("seed", cfg["seed"], "it must be an integer >= 0")
+    es = cfg["early_stop"]
+    if not (isinstance(es["after_seeds"], int) and es["after_seeds"] >= 1):
+        _fail("early_stop.after_seeds", es["after_seeds"], "it must be a positive integer")
+    if not (_is_number(es["threshold"]) and 0.0 <= es["threshold"] <= 1.0):
+        _fail("early_stop.threshold", es["threshold"], "it must be an accuracy in [0, 1]")

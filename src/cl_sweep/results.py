@@ -1,0 +1,173 @@
+"""The result file: one ``result.json`` per job, its schema, atomic writing, reading and validation.
+
+This module is plain data on purpose: the aggregator, the notebooks and other tools read results
+through it without importing JAX or the training engine.
+
+Schema version 1 (every key is always present):
+
+==========================  ==================================================================
+key                         meaning
+==========================  ==================================================================
+``schema``                  1
+``status``                  ``"ok"`` or ``"diverged"`` (a seed hit a non-finite loss)
+``benchmark``               benchmark name, e.g. ``"split_mnist"``
+``activation``              activation name (registry key), e.g. ``"hard_ash"``
+``optimizer``               optimizer name (registry key), e.g. ``"adagrad"``
+``hyperparameters``         flat dict of the activation/optimizer/model/benchmark values that
+                            define the grid point, e.g. ``{"activation.alpha": 3.0, ...}``
+``config``                  the whole resolved job config
+``overrides``               the command-line overrides that produced the job (list of str)
+``seeds``                   the seeds actually trained (list of int)
+``n_seeds_requested``       how many seeds the config asked for
+``early_stopped``           true when the early-stop rule skipped the remaining seeds
+``diverged``                per seed: true when its loss became NaN/inf
+``final_accuracy``          per seed: overall test accuracy after the last task (0-1), or null
+                            for a diverged seed
+``final_accuracy_mean``     mean over the non-diverged seeds, null when status is "diverged"
+``final_accuracy_std``      population std (ddof=0), same rule
+``accuracy_matrix``         per seed, T x T: row i = per-task test accuracy after task i
+``wall_time_s``             wall-clock seconds of the job (compilation included)
+``versions``                versions of cl_sweep, jax and jaxlib that produced the file
+``created``                 UTC timestamp (ISO 8601)
+==========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+RESULT_FILENAME = "result.json"
+STATUSES = ("ok", "diverged")
+
+REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
+    "schema": int,
+    "status": str,
+    "benchmark": str,
+    "activation": str,
+    "optimizer": str,
+    "hyperparameters": dict,
+    "config": dict,
+    "overrides": list,
+    "seeds": list,
+    "n_seeds_requested": int,
+    "early_stopped": bool,
+    "diverged": list,
+    "final_accuracy": list,
+    "final_accuracy_mean": (float, int, type(None)),
+    "final_accuracy_std": (float, int, type(None)),
+    "accuracy_matrix": list,
+    "wall_time_s": (float, int),
+    "versions": dict,
+    "created": str,
+}
+
+
+class ResultError(ValueError):
+    """A result file that is missing, unreadable, truncated or not of this schema."""
+
+
+def write_result(result: dict[str, Any], directory: str | os.PathLike) -> Path:
+    """Validates ``result`` and writes it atomically to ``directory/result.json``.
+
+    The JSON is written to a temporary file in the same directory, flushed and fsynced, then
+    renamed over the target, so a crash leaves either the old file or the new one, never half.
+    """
+    validate_result(result)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / RESULT_FILENAME
+    text = json.dumps(result, indent=2, sort_keys=False, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_result(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads and validates one result file; raises `ResultError` naming the file and the reason."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ResultError(f"{path}: not valid JSON, probably truncated ({e.msg} at line {e.lineno})") from None
+    try:
+        validate_result(result)
+    except ResultError as e:
+        raise ResultError(f"{path}: {e}") from None
+    return result
+
+
+def validate_result(result: Any) -> None:
+    """Raises `ResultError` unless ``result`` is a complete schema-1 result."""
+    if not isinstance(result, dict):
+        raise ResultError(f"not a result object (top level is {type(result).__name__})")
+    if "schema" not in result:
+        raise ResultError("no 'schema' key: not a cl_sweep result file")
+    if result["schema"] != SCHEMA_VERSION:
+        raise ResultError(f"schema {result['schema']!r} is not the supported version {SCHEMA_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if missing:
+        raise ResultError(f"missing keys {missing}")
+    for key, types in REQUIRED_KEYS.items():
+        value = result[key]
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise ResultError(f"key {key!r} has type bool")
+        if not isinstance(value, types):
+            raise ResultError(f"key {key!r} has type {type(value).__name__}")
+    if result["status"] not in STATUSES:
+        raise ResultError(f"status {result['status']!r} is not one of {STATUSES}")
+    n = len(result["seeds"])
+    for key in ("diverged", "final_accuracy", "accuracy_matrix"):
+        if len(result[key]) != n:
+            raise ResultError(f"{key!r} has {len(result[key])} entries for {n} seeds")
+    if n == 0:
+        raise ResultError("no seeds were trained")
+    if any(result["diverged"]) != (result["status"] == "diverged"):
+        raise ResultError("status does not agree with the per-seed 'diverged' flags")
+    if result["status"] == "ok":
+        for key in ("final_accuracy_mean", "final_accuracy_std"):
+            v = result[key]
+            if v is None or not math.isfinite(v):
+                raise ResultError(f"status is ok but {key!r} is {v!r}")
+
+
+def is_complete(directory: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any] | None:
+    """Returns the stored result in ``directory`` if it is valid (and, when ``overrides`` is
+    given, was produced by exactly those overrides); otherwise None."""
+    path = Path(directory) / RESULT_FILENAME
+    if not path.is_file():
+        return None
+    try:
+        result = read_result(path)
+    except ResultError:
+        return None
+    if overrides is not None and sorted(result["overrides"]) != sorted(overrides):
+        return None
+    return result
+
+
+def find_result_files(*roots: str | os.PathLike) -> Iterator[Path]:
+    """Yields every ``result.json`` under the given folders (any nesting), sorted."""
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            yield root
+            continue
+        yield from sorted(root.rglob(RESULT_FILENAME))

@@ -1,0 +1,78 @@
+"""Task splits (class-incremental or i.i.d.) and each seed's deterministic batch schedule.
+
+Everything here is NumPy on the host: it runs once per job and produces small index arrays; the
+images themselves stay on the accelerator and batches are gathered there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """Which train examples each task trains on, and which task each test example belongs to."""
+
+    train_indices: tuple[np.ndarray, ...]  # per task: int32 indices into the train set, ascending
+    test_task: np.ndarray  # [num_test] int32 task id of each test example, -1 if in no task
+    task_classes: tuple[tuple[int, ...], ...]  # per task: its labels
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.train_indices)
+
+
+def class_incremental_split(
+    train_labels: np.ndarray, test_labels: np.ndarray, num_tasks: int, classes_per_task: int
+) -> TaskSplit:
+    """Task t holds labels ``t*classes_per_task ... (t+1)*classes_per_task - 1`` (Split-MNIST: {0,1}, {2,3}, ...).
+
+    With one task of every class this is the ordinary i.i.d. benchmark.
+    """
+    num_labels = int(max(train_labels.max(), test_labels.max())) + 1
+    if num_tasks * classes_per_task > num_labels:
+        raise ValueError(
+            f"benchmark asks for {num_tasks} tasks x {classes_per_task} classes, but the dataset has {num_labels} classes"
+        )
+    task_classes = tuple(tuple(range(t * classes_per_task, (t + 1) * classes_per_task)) for t in range(num_tasks))
+    train_task = np.asarray(train_labels, np.int64) // classes_per_task
+    test_task = np.asarray(test_labels, np.int64) // classes_per_task
+    test_task = np.where(test_task < num_tasks, test_task, -1).astype(np.int32)
+    indices = tuple(np.flatnonzero(train_task == t).astype(np.int32) for t in range(num_tasks))
+    return TaskSplit(indices, test_task, task_classes)
+
+
+def task_order(task_indices: np.ndarray, seed: int, task: int, epochs: int, limit: int | None) -> np.ndarray:
+    """The seed's example order for one task: a fresh permutation per epoch, cut to ``limit`` examples.
+
+    With ``limit`` set, each epoch uses the first ``limit`` examples of the seed's *first*
+    shuffle (the same subset every epoch, reshuffled), so a smoke run trains on a fixed slice.
+    """
+    rng = np.random.default_rng([seed, task])
+    first = rng.permutation(task_indices)
+    subset = first if limit is None else first[:limit]
+    orders = [subset] + [rng.permutation(subset) for _ in range(epochs - 1)]
+    return np.concatenate(orders).astype(np.int32)
+
+
+def num_steps(num_examples: int, batch_size: int) -> int:
+    """Batches per task; the last partial batch is kept (as the reference does)."""
+    return -(-num_examples // batch_size)
+
+
+def batch_schedule(order: np.ndarray, batch_size: int, padded_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cuts an example order into ``[padded_steps, batch_size]`` indices and a 0/1 mask.
+
+    Padding slots (the tail of the last partial batch, and whole steps past the task's end) get
+    index 0 and mask 0: they contribute nothing to the loss, and steps past the end are never run.
+    """
+    steps = num_steps(len(order), batch_size)
+    if steps > padded_steps:
+        raise ValueError(f"{steps} steps do not fit in {padded_steps} padded steps")
+    idx = np.zeros(padded_steps * batch_size, np.int32)
+    mask = np.zeros(padded_steps * batch_size, np.float32)
+    idx[: len(order)] = order
+    mask[: len(order)] = 1.0
+    return idx.reshape(padded_steps, batch_size), mask.reshape(padded_steps, batch_size)
