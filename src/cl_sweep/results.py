@@ -100,13 +100,15 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
     """Reads and validates one result file; raises `ResultError` naming the file and the reason."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ResultError(f"{path}: not UTF-8 text (binary or corrupt bytes)") from None
     try:
         result = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ResultError(f"{path}: not valid JSON, probably truncated ({e.msg} at line {e.lineno})") from None
+        raise ResultError(f"{path}: not valid JSON, probably truncated ({e.msg}, line {e.lineno})") from None
     try:
         validate_result(result)
     except ResultError as e:
@@ -141,6 +143,11 @@ def validate_result(result: Any) -> None:
         raise ResultError("no seeds were trained")
     if any(result["diverged"]) != (result["status"] == "diverged"):
         raise ResultError("status does not agree with the per-seed 'diverged' flags")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in result["seeds"]):
+        raise ResultError("'seeds' must be integers")
+    for a in result["final_accuracy"]:
+        if a is not None and not (isinstance(a, (int, float)) and 0.0 <= a <= 1.0):
+            raise ResultError(f"final accuracy {a!r} is not a fraction in [0, 1]")
     if result["status"] == "ok":
         for key in ("final_accuracy_mean", "final_accuracy_std"):
             v = result[key]

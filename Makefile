@@ -1,0 +1,43 @@
+# cl_sweep — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RESULTS ?= results
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data train test test-fast tables bench clean
+
+help:  ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+setup: $(PY)  ## create .venv, install cl_sweep with its test tools, fetch and verify MNIST
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory data
+
+data:  ## fetch MNIST into the cache ($$CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep) and verify it
+	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('mnist'); print(f'MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
+
+train:  ## the main job: Hard ASH + Adagrad on Split-MNIST, 5 seeds (ARGS='key=value ...' to override)
+	$(PY) -m cl_sweep $(ARGS)
+
+test:  ## run the whole test suite (slow tests included), as CI does
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast:  ## only the fast tests
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder)
+	$(PY) -m cl_sweep.tables $(RESULTS) --out tables
+
+bench:  ## speed benchmarks (prints ms per step against a baseline timed in the same run)
+	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/ops_bench.py
+
+clean:  ## remove caches and scratch outputs (keeps results/ and the MNIST cache)
+	rm -rf .pytest_cache outputs build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

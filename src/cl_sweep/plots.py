@@ -1,0 +1,160 @@
+"""Figures of the aggregated results (matplotlib, rendered off-screen to files)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, colors
+from matplotlib.figure import Figure
+
+from cl_sweep import paper
+from cl_sweep.paper import PaperValue
+from cl_sweep.tables import within_paper
+
+# A bare Figure (no pyplot) renders with Agg and never touches the global backend, so importing
+# this module in a notebook or on a headless machine changes nothing there.
+
+_NAN_COLOUR = "0.85"
+# 10 classes, so chance is 10%: the accuracy scale starts there and is fixed so that heatmaps of
+# different runs can be compared by eye.
+_ACC_RANGE = (10.0, 100.0)
+_MIN_DIFF_RANGE = 5.0
+
+
+def _text_colour(rgba: tuple[float, float, float, float]) -> str:
+    r, g, b, _ = rgba
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _single_benchmark(best_df: pd.DataFrame, benchmark: str | None) -> tuple[pd.DataFrame, str]:
+    found = sorted(set(best_df["benchmark"])) if not best_df.empty else []
+    if benchmark is None:
+        if len(found) > 1:
+            raise ValueError(f"best_df holds several benchmarks {found}; pass benchmark=")
+        benchmark = found[0] if found else paper.PAPER_BENCHMARK
+    return best_df[best_df["benchmark"] == benchmark], benchmark
+
+
+def table2_heatmap(
+    best_df: pd.DataFrame, path: str | os.PathLike, *, benchmark: str | None = None
+) -> Path:
+    """Draws Table 2 as two heatmaps: our best mean per cell, and ours minus the paper's.
+
+    Left panel: best grid point's mean accuracy (%), annotated ``mean±std``. Right panel: the
+    difference ours − paper in percentage points on a diverging colormap centred on 0, annotated
+    with the difference, ✓/✗ for within/outside paper mean ± paper std, and the paper's value
+    (left out for a benchmark the paper has no numbers for). Rows and columns are in the paper's
+    order (all of its rows and columns, plus any others in the data); cells without a number are
+    grey.
+
+    Args:
+        best_df: the frame from `cl_sweep.tables.best_per_cell` (columns benchmark, activation,
+            optimizer, mean, std, complete).
+        path: the PNG to write (parent folders are created).
+        benchmark: which benchmark to draw; may be omitted when ``best_df`` holds only one.
+
+    Returns:
+        The path written.
+    """
+    best_df, benchmark = _single_benchmark(best_df, benchmark)
+    ref = paper.PAPER_TABLE2 if benchmark == paper.PAPER_BENCHMARK else {}
+    acts = paper.paper_order([*ref, *best_df["activation"]], paper.ACTIVATION_ORDER)
+    opts = paper.paper_order(
+        [*(o for row in ref.values() for o in row), *best_df["optimizer"]], paper.OPTIMIZER_ORDER
+    )
+    if not acts or not opts:
+        raise ValueError(f"nothing to draw: no results for benchmark {benchmark!r}")
+    shape = (len(acts), len(opts))
+    ours, ours_std = np.full(shape, np.nan), np.full(shape, np.nan)
+    ran = np.zeros(shape, dtype=bool)
+    incomplete = np.zeros(shape, dtype=bool)
+    ref_mean, ref_std = np.full(shape, np.nan), np.full(shape, np.nan)
+    for r in best_df.itertuples(index=False):
+        i, j = acts.index(r.activation), opts.index(r.optimizer)
+        ours[i, j], ours_std[i, j], ran[i, j] = r.mean, r.std, True
+        incomplete[i, j] = math.isfinite(r.mean) and not r.complete
+    for i, a in enumerate(acts):
+        for j, o in enumerate(opts):
+            if (v := ref.get(a, {}).get(o)) is not None:
+                ref_mean[i, j], ref_std[i, j] = v.mean, v.std
+
+    # Without paper values the difference panel would be all grey, so it is left out.
+    n_panels = 2 if ref else 1
+    fig = Figure(
+        figsize=(2.0 + n_panels * (2.0 + 1.3 * len(opts)), 1.6 + 0.62 * len(acts)),
+        layout="constrained",
+    )
+    axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
+    ax_ours = axes[0]
+
+    acc_cmap = colormaps["viridis"].with_extremes(bad=_NAN_COLOUR)
+    acc_norm = colors.Normalize(*_ACC_RANGE)
+    im = ax_ours.imshow(np.ma.masked_invalid(ours), cmap=acc_cmap, norm=acc_norm, aspect="auto")
+    fig.colorbar(im, ax=ax_ours, label="final accuracy (%)", shrink=0.9, pad=0.02)
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            if math.isfinite(ours[i, j]):
+                text = f"{ours[i, j]:.1f}±{ours_std[i, j]:.1f}" + ("†" if incomplete[i, j] else "")
+                colour = _text_colour(acc_cmap(acc_norm(ours[i, j])))
+            else:
+                text, colour = ("diverged" if ran[i, j] else "—"), "0.35"
+            ax_ours.text(j, i, text, ha="center", va="center", fontsize=9.5, color=colour)
+    ax_ours.set_title("Ours: best grid point, mean ± std over seeds (%)", pad=8)
+
+    if ref:
+        ax_diff = axes[1]
+        diff = ours - ref_mean
+        finite = np.isfinite(diff)
+        lim = max(_MIN_DIFF_RANGE, float(np.abs(diff[finite]).max()) if finite.any() else 0.0)
+        diff_cmap = colormaps["RdBu"].with_extremes(bad=_NAN_COLOUR)
+        diff_norm = colors.TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+        im2 = ax_diff.imshow(
+            np.ma.masked_invalid(diff), cmap=diff_cmap, norm=diff_norm, aspect="auto"
+        )
+        fig.colorbar(im2, ax=ax_diff, label="ours − paper (percentage points)", shrink=0.9, pad=0.02)
+        for i in range(shape[0]):
+            for j in range(shape[1]):
+                if finite[i, j]:
+                    within = within_paper(ours[i, j], PaperValue(ref_mean[i, j], ref_std[i, j]))
+                    main = f"{diff[i, j]:+.1f} {'✓' if within else '✗'}"
+                    colour = _text_colour(diff_cmap(diff_norm(diff[i, j])))
+                elif math.isfinite(ours[i, j]):
+                    main, colour = "not in paper", "0.35"
+                else:
+                    main, colour = ("diverged" if ran[i, j] else "—"), "0.35"
+                ax_diff.text(j, i - 0.12, main, ha="center", va="center", fontsize=10,
+                             fontweight="bold", color=colour)
+                if math.isfinite(ref_mean[i, j]):
+                    ax_diff.text(j, i + 0.22, f"paper {ref_mean[i, j]:.1f}±{ref_std[i, j]:.1f}",
+                                 ha="center", va="center", fontsize=7.5, color=colour)
+        ax_diff.set_title("Ours − paper (pp); ✓ within paper mean ± std, ✗ outside", pad=8)
+
+    act_labels = [paper.activation_name(a) for a in acts]
+    opt_labels = [paper.optimizer_name(o) for o in opts]
+    for ax in axes:
+        ax.set_xticks(range(len(opts)), opt_labels)
+        ax.xaxis.tick_top()
+        ax.set_yticks(range(len(acts)), act_labels)
+        ax.tick_params(length=0)
+        # White gridlines between cells keep neighbouring similar colours apart.
+        ax.set_xticks(np.arange(-0.5, len(opts)), minor=True)
+        ax.set_yticks(np.arange(-0.5, len(acts)), minor=True)
+        ax.grid(which="minor", color="white", linewidth=1.5)
+        ax.tick_params(which="minor", length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    suptitle = f"Final accuracy on {benchmark}: activation × optimizer"
+    if ref:
+        suptitle += " (paper Table 2)"
+    if incomplete.any():
+        suptitle += "   († fewer seeds than requested)"
+    fig.suptitle(suptitle, fontsize=13)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path

@@ -1,0 +1,976 @@
+"""Aggregates result.json files into the paper's tables (Markdown, CSV, LaTeX) beside its numbers.
+
+Pipeline: `load_results` (one row per job/file) -> `summarize` (one row per grid point, seeds
+pooled over jobs) -> `best_per_cell` (one row per activation x optimizer cell) -> the renderers
+(`table2`, `table1`, `optimizer_table`, `details_table`, `problems`) -> `write_tables`.
+
+All accuracies in the DataFrames are in percent (0-100), converted from the files' 0-1 fractions
+on loading, because every number they are compared with (the paper's) is in percent.
+
+This module reads plain data only; it must not import JAX or the training engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cl_sweep import paper
+from cl_sweep.paper import PaperBest, PaperValue
+from cl_sweep.results import ResultError, find_result_files, read_result
+
+#: Columns of `load_results`' frame (one row per result file).
+LOAD_COLUMNS: tuple[str, ...] = (
+    "benchmark",
+    "activation",
+    "optimizer",
+    "hp_key",
+    "hyperparameters",
+    "status",
+    "early_stopped",
+    "n_seeds",
+    "n_seeds_requested",
+    "seeds",
+    "diverged",
+    "final_accuracy",
+    "mean",
+    "std",
+    "wall_time_s",
+    "created",
+    "path",
+)
+
+#: Columns of `summarize`' frame (one row per grid point).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "benchmark",
+    "activation",
+    "optimizer",
+    "hp_key",
+    "hyperparameters",
+    "status",
+    "complete",
+    "early_stopped",
+    "n_jobs",
+    "n_seeds",
+    "n_seeds_requested",
+    "n_diverged_seeds",
+    "duplicate_seeds",
+    "seeds",
+    "final_accuracy",
+    "mean",
+    "std",
+    "wall_time_s",
+    "paths",
+)
+
+#: Columns of `best_per_cell`' frame (one row per benchmark x activation x optimizer).
+BEST_COLUMNS: tuple[str, ...] = (
+    "benchmark",
+    "activation",
+    "optimizer",
+    "hp_key",
+    "hyperparameters",
+    "mean",
+    "std",
+    "n_seeds",
+    "complete",
+    "early_stopped",
+    "n_grid_points",
+    "n_seeds_total",
+    "n_diverged",
+    "n_early_stopped",
+    "n_incomplete",
+)
+
+WITHIN = "✓"
+OUTSIDE = "✗"
+MISSING = "—"
+INCOMPLETE_MARK = "†"
+DERIVED_MARK = "‡"
+DEFAULTS_KEY_LABEL = "(defaults)"
+
+# Ours is compared at the paper's printed precision (one decimal) so that the mark agrees with
+# the numbers a reader sees side by side; the epsilon absorbs float noise such as 76.4 - 1.4.
+_DISPLAY_DECIMALS = 1
+_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        # 3 and 3.0 name the same grid point whether Hydra parsed the override as int or float.
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (int, str)):
+        return str(value)
+    if value is None:
+        return "null"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def hyperparameter_key(hyperparameters: dict[str, Any]) -> str:
+    """The canonical key of a grid point: its ``k=v`` pairs sorted by name, joined by ", ".
+
+    Args:
+        hyperparameters: the result's flat ``hyperparameters`` dict.
+
+    Returns:
+        E.g. ``"activation.alpha=3, optimizer.lr=0.01"``; ``""`` for an empty dict.
+    """
+    return ", ".join(f"{k}={_format_value(hyperparameters[k])}" for k in sorted(hyperparameters))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Turns one validated result into a row; raises `ResultError` for values the schema check
+    does not look inside (element types, ranges) so that one odd file cannot break the tables."""
+    seeds = result["seeds"]
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ResultError("'seeds' holds a non-integer")
+    if not all(isinstance(d, bool) for d in result["diverged"]):
+        raise ResultError("'diverged' holds a non-boolean")
+    accuracy: list[float | None] = []
+    for acc, diverged in zip(result["final_accuracy"], result["diverged"], strict=True):
+        if acc is None:
+            if not diverged:
+                raise ResultError("'final_accuracy' is null for a seed that did not diverge")
+            accuracy.append(None)
+            continue
+        if not _is_number(acc) or not math.isfinite(acc):
+            raise ResultError(f"'final_accuracy' holds {acc!r}")
+        if not 0.0 <= acc <= 1.0:
+            raise ResultError(f"'final_accuracy' {acc!r} is not a fraction in [0, 1]")
+        accuracy.append(100.0 * acc)
+    try:
+        hp_key = hyperparameter_key(result["hyperparameters"])
+    except TypeError as e:
+        raise ResultError(f"'hyperparameters' cannot be keyed ({e})") from None
+
+    def pct(v: float | None) -> float:
+        return math.nan if v is None else 100.0 * float(v)
+
+    return {
+        "benchmark": result["benchmark"],
+        "activation": result["activation"],
+        "optimizer": result["optimizer"],
+        "hp_key": hp_key,
+        "hyperparameters": dict(result["hyperparameters"]),
+        "status": result["status"],
+        "early_stopped": result["early_stopped"],
+        "n_seeds": len(seeds),
+        "n_seeds_requested": result["n_seeds_requested"],
+        "seeds": list(seeds),
+        "diverged": list(result["diverged"]),
+        "final_accuracy": accuracy,
+        "mean": pct(result["final_accuracy_mean"]),
+        "std": pct(result["final_accuracy_std"]),
+        "wall_time_s": float(result["wall_time_s"]),
+        "created": result["created"],
+        "path": path,
+    }
+
+
+def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """Reads every ``result.json`` under the given folders (any nesting).
+
+    A file that cannot be used (unreadable, corrupt or truncated JSON, not a cl_sweep result, a
+    different schema version, odd values) is skipped and reported; the rest is still loaded.
+
+    Args:
+        *roots: folders to search (or result files).
+
+    Returns:
+        ``(jobs, bad_files)``: ``jobs`` has one row per file with the columns `LOAD_COLUMNS`
+        (``final_accuracy``, ``mean`` and ``std`` in percent, ``hp_key`` the canonical
+        `hyperparameter_key`); ``bad_files`` lists ``(path, reason)``.
+    """
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[Path, str]] = []
+    for path in find_result_files(*roots):
+        try:
+            rows.append(_job_row(read_result(path), path))
+        except ResultError as e:
+            bad.append((path, str(e).removeprefix(f"{path}: ")))
+        except UnicodeDecodeError:
+            # read_result only anticipates OSError and JSON errors; binary garbage fails earlier.
+            bad.append((path, "not UTF-8 text (corrupt file)"))
+        except (ValueError, RecursionError) as e:
+            bad.append((path, f"cannot be parsed ({type(e).__name__}: {e})"))
+    return pd.DataFrame(rows, columns=list(LOAD_COLUMNS)), bad
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+
+
+def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
+    """Pools the seeds of the jobs of one grid point; a seed run twice is kept once (newest)."""
+    by_seed: dict[int, tuple[float | None, bool]] = {}
+    duplicates: set[int] = set()
+    # Newest last, so that a re-run of a seed supersedes the older run of it.
+    ordered = jobs.sort_values(["created", "path"], key=lambda c: c.astype(str))
+    for job in ordered.itertuples(index=False):
+        for seed, acc, div in zip(job.seeds, job.final_accuracy, job.diverged, strict=True):
+            if seed in by_seed:
+                duplicates.add(seed)
+            by_seed[seed] = (acc, div)
+    seeds = sorted(by_seed)
+    accuracy = [by_seed[s][0] for s in seeds]
+    n_diverged = sum(by_seed[s][1] for s in seeds)
+    if n_diverged:
+        status, mean, std = "diverged", math.nan, math.nan
+    else:
+        values = np.asarray(accuracy, dtype=float)
+        status, mean, std = "ok", float(values.mean()), float(values.std(ddof=0))
+    n_requested = int(jobs["n_seeds_requested"].max())
+    early_stopped = bool(jobs["early_stopped"].any())
+    return {
+        "status": status,
+        # A diverged grid point is final (more seeds cannot rescue it), so it is not "incomplete".
+        "complete": early_stopped or status == "diverged" or len(seeds) >= n_requested,
+        "early_stopped": early_stopped,
+        "n_jobs": len(jobs),
+        "n_seeds": len(seeds),
+        "n_seeds_requested": n_requested,
+        "n_diverged_seeds": int(n_diverged),
+        "duplicate_seeds": sorted(duplicates),
+        "seeds": seeds,
+        "final_accuracy": accuracy,
+        "mean": mean,
+        "std": std,
+        "wall_time_s": float(jobs["wall_time_s"].sum()),
+        "paths": [Path(p) for p in ordered["path"]],
+    }
+
+
+def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point (benchmark, activation, optimizer, hyperparameter key).
+
+    Jobs of the same grid point (e.g. different seed ranges) are pooled per seed; a seed present
+    in several jobs is kept once (the newest by ``created``) and listed in ``duplicate_seeds``.
+    ``mean``/``std`` are over the pooled seeds, population std (ddof=0), in percent.
+
+    A grid point with any diverged seed gets status ``"diverged"`` and NaN mean/std, so it is
+    never averaged into anything. It is ``complete`` when it has at least the requested number of
+    seeds (the largest request among its jobs), was early-stopped, or diverged.
+
+    Args:
+        jobs: the frame from `load_results`.
+
+    Returns:
+        A frame with the columns `SUMMARY_COLUMNS`, sorted in paper order.
+    """
+    keys = ["benchmark", "activation", "optimizer", "hp_key"]
+    rows = []
+    for (benchmark, activation, optimizer, hp_key), group in jobs.groupby(keys, sort=False):
+        rows.append(
+            {
+                "benchmark": benchmark,
+                "activation": activation,
+                "optimizer": optimizer,
+                "hp_key": hp_key,
+                "hyperparameters": group["hyperparameters"].iloc[0],
+                **_pooled(group),
+            }
+        )
+    return _paper_sorted(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)), extra=["hp_key"])
+
+
+def _paper_sorted(df: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    if df.empty:
+        return df.reset_index(drop=True)
+    act_rank = {k: i for i, k in enumerate(paper.paper_order(df["activation"], paper.ACTIVATION_ORDER))}
+    opt_rank = {k: i for i, k in enumerate(paper.paper_order(df["optimizer"], paper.OPTIMIZER_ORDER))}
+    order = df.assign(
+        _a=df["activation"].map(act_rank), _o=df["optimizer"].map(opt_rank)
+    ).sort_values(["benchmark", "_a", "_o", *extra], kind="stable")
+    return order.drop(columns=["_a", "_o"]).reset_index(drop=True)
+
+
+def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
+    """The winning grid point of every (benchmark, activation, optimizer) cell.
+
+    The winner is the highest mean among the ``ok`` grid points, looked for in tiers: complete
+    runs with all seeds first, then early-stopped ones, then incomplete ones. Early-stopped points
+    ran fewer seeds, so their means are not comparable to full ones and only win when nothing else
+    ran; incomplete points win only a cell that has nothing better and are marked in the tables.
+    Ties go to the smaller std. A cell whose every grid point diverged has NaN mean and no
+    winner (``hp_key`` None).
+
+    Args:
+        summary: the frame from `summarize`.
+
+    Returns:
+        A frame with the columns `BEST_COLUMNS`, in paper order.
+    """
+    rows = []
+    for (benchmark, activation, optimizer), cell in summary.groupby(
+        ["benchmark", "activation", "optimizer"], sort=False
+    ):
+        ok = cell[cell["status"] == "ok"]
+        tier = np.where(~ok["complete"], 2, np.where(ok["early_stopped"], 1, 0))
+        ranked = ok.assign(_tier=tier).sort_values(
+            ["_tier", "mean", "std", "hp_key"], ascending=[True, False, True, True], kind="stable"
+        )
+        row: dict[str, Any] = {
+            "benchmark": benchmark,
+            "activation": activation,
+            "optimizer": optimizer,
+            "hp_key": None,
+            "hyperparameters": None,
+            "mean": math.nan,
+            "std": math.nan,
+            "n_seeds": 0,
+            "complete": False,
+            "early_stopped": False,
+        }
+        if not ranked.empty:
+            win = ranked.iloc[0]
+            row.update(
+                hp_key=win["hp_key"],
+                hyperparameters=win["hyperparameters"],
+                mean=float(win["mean"]),
+                std=float(win["std"]),
+                n_seeds=int(win["n_seeds"]),
+                complete=bool(win["complete"]),
+                early_stopped=bool(win["early_stopped"]),
+            )
+        row.update(
+            n_grid_points=len(cell),
+            n_seeds_total=int(cell["n_seeds"].sum()),
+            n_diverged=int((cell["status"] == "diverged").sum()),
+            n_early_stopped=int(cell["early_stopped"].sum()),
+            n_incomplete=int((~cell["complete"]).sum()),
+        )
+        rows.append(row)
+    return _paper_sorted(pd.DataFrame(rows, columns=list(BEST_COLUMNS)))
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+@dataclass
+class Table:
+    """A rendered table: ``display`` (strings, for Markdown/LaTeX) and ``data`` (numbers, CSV)."""
+
+    name: str
+    title: str
+    display: pd.DataFrame
+    data: pd.DataFrame
+    legend: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """The table as a Markdown section (heading, legend, table, notes)."""
+        parts = [f"## {self.title}", ""]
+        if self.legend:
+            parts += [self.legend, ""]
+        if self.display.empty:
+            parts.append("_No data._")
+        else:
+            parts.append(self.display.to_markdown(index=False, disable_numparse=True))
+        if self.notes:
+            parts += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(parts) + "\n"
+
+    def to_latex(self) -> str:
+        """The table as a LaTeX ``table`` float (needs ``booktabs`` and ``amssymb``)."""
+        notes = [self.legend, *self.notes] if self.legend else self.notes
+        return _latex_table(self.display, caption=self.title, label=f"tab:{self.name}", notes=notes)
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{mean:.{_DISPLAY_DECIMALS}f} ± {std:.{_DISPLAY_DECIMALS}f}"
+
+
+def _fmt_paper(value: PaperValue | PaperBest | None) -> str:
+    return MISSING if value is None else _fmt(value.mean, value.std)
+
+
+def within_paper(mean: float, value: PaperValue | PaperBest | None) -> bool | None:
+    """Whether ``mean`` (%) lies within paper mean ± paper std, at the paper's precision.
+
+    Returns:
+        None when either number is missing.
+    """
+    if value is None or mean is None or not math.isfinite(mean):
+        return None
+    return abs(round(mean, _DISPLAY_DECIMALS) - value.mean) <= value.std + _EPS
+
+
+def _mark(within: bool | None) -> str:
+    return "" if within is None else (WITHIN if within else OUTSIDE)
+
+
+def _ours(row: pd.Series | None) -> str:
+    if row is None:
+        return MISSING
+    if not math.isfinite(row["mean"]):
+        return "diverged"
+    return _fmt(row["mean"], row["std"]) + ("" if row["complete"] else INCOMPLETE_MARK)
+
+
+def _for_benchmark(best: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+    return best[best["benchmark"] == benchmark].reset_index(drop=True)
+
+
+def _paper_table2(benchmark: str) -> dict[str, dict[str, PaperValue]]:
+    return paper.PAPER_TABLE2 if benchmark == paper.PAPER_BENCHMARK else {}
+
+
+def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+    """Paper Table 2: activation x optimizer matrix of ours (best grid point) beside the paper's.
+
+    Rows and columns are in paper order: all of the paper's rows and columns, plus any other
+    activation/optimizer in our data.
+
+    Args:
+        best: the frame from `best_per_cell` (may hold several benchmarks).
+        benchmark: which benchmark to tabulate; paper values are shown only for Split-MNIST.
+
+    Returns:
+        The `Table`; its ``data`` has one row per cell with numeric ours/paper/diff columns.
+    """
+    best = _for_benchmark(best, benchmark)
+    ref = _paper_table2(benchmark)
+    activations = paper.paper_order([*ref, *best["activation"]], paper.ACTIVATION_ORDER)
+    optimizers = paper.paper_order(
+        [*(o for row in ref.values() for o in row), *best["optimizer"]], paper.OPTIMIZER_ORDER
+    )
+    cells = {(r.activation, r.optimizer): r for _, r in best.iterrows()}
+    display_rows, data_rows = [], []
+    for act in activations:
+        drow = {"Activation": paper.activation_name(act)}
+        for opt in optimizers:
+            ours = cells.get((act, opt))
+            pv = ref.get(act, {}).get(opt)
+            mean = math.nan if ours is None else float(ours["mean"])
+            within = within_paper(mean, pv)
+            text = _ours(ours)
+            if within is not None:
+                text += f" {_mark(within)}"
+            if pv is not None:
+                text += f" ({_fmt_paper(pv)})"
+            drow[paper.optimizer_name(opt)] = text
+            data_rows.append(
+                {
+                    "benchmark": benchmark,
+                    "activation": act,
+                    "optimizer": opt,
+                    "mean": mean,
+                    "std": math.nan if ours is None else float(ours["std"]),
+                    "n_seeds": 0 if ours is None else int(ours["n_seeds"]),
+                    "complete": None if ours is None else bool(ours["complete"]),
+                    "paper_mean": math.nan if pv is None else pv.mean,
+                    "paper_std": math.nan if pv is None else pv.std,
+                    "diff": mean - pv.mean if pv is not None else math.nan,
+                    "within_paper_std": within,
+                    "hyperparameters": None if ours is None else ours["hp_key"],
+                }
+            )
+        display_rows.append(drow)
+    legend = (
+        "Final accuracy (%), mean ± std over seeds of the best grid point per cell"
+        + (
+            "; in parentheses the paper's value. "
+            f"{WITHIN} = ours within paper mean ± paper std, {OUTSIDE} = outside."
+            if ref
+            else f". No paper values for benchmark `{benchmark}`."
+        )
+    )
+    notes = [
+        f"{MISSING} = not run; diverged = every grid point of the cell diverged; "
+        f"{INCOMPLETE_MARK} = best grid point has fewer seeds than requested."
+    ]
+    return Table(
+        "table2",
+        f"Table 2: final accuracy per activation and optimizer ({benchmark})",
+        pd.DataFrame(display_rows, columns=["Activation", *map(paper.optimizer_name, optimizers)]),
+        pd.DataFrame(data_rows),
+        legend,
+        notes,
+    )
+
+
+def _best_over(best: pd.DataFrame, by: str) -> dict[str, pd.Series]:
+    """For each value of ``by``, the cell with the highest mean (ties: smaller std)."""
+    ok = best[np.isfinite(best["mean"].astype(float))]
+    out: dict[str, pd.Series] = {}
+    for key, group in ok.groupby(by, sort=False):
+        out[key] = group.sort_values(["mean", "std"], ascending=[False, True], kind="stable").iloc[0]
+    return out
+
+
+def _paper_row_best(activation: str) -> PaperBest | None:
+    row = paper.PAPER_TABLE2.get(activation)
+    if not row:
+        return None
+    opt, v = max(row.items(), key=lambda kv: kv[1].mean)
+    return PaperBest(v.mean, v.std, opt)
+
+
+def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+    """Paper Table 1: the best optimizer per activation, ours vs the paper's.
+
+    Rows: the activations in our data, in paper order. Where the printed Table 1 has no row for an
+    activation, the paper column shows the best of its Table 2 row instead (marked).
+
+    Args:
+        best: the frame from `best_per_cell`.
+        benchmark: which benchmark to tabulate.
+
+    Returns:
+        The `Table`.
+    """
+    best = _for_benchmark(best, benchmark)
+    winners = _best_over(best, "activation")
+    has_paper = benchmark == paper.PAPER_BENCHMARK
+    display_rows, data_rows = [], []
+    derived = False
+    for act in paper.paper_order(best["activation"], paper.ACTIVATION_ORDER):
+        win = winners.get(act)
+        ref: PaperBest | None = None
+        suffix = ""
+        if has_paper:
+            ref = paper.PAPER_TABLE1.get(act)
+            if ref is None and (ref := _paper_row_best(act)) is not None:
+                suffix, derived = DERIVED_MARK, True
+        mean = math.nan if win is None else float(win["mean"])
+        within = within_paper(mean, ref)
+        display_rows.append(
+            {
+                "Activation": paper.activation_name(act),
+                "Ours": _ours(win) if win is not None else "diverged",
+                "Optimizer": MISSING if win is None else paper.optimizer_name(win["optimizer"]),
+                "Paper": _fmt_paper(ref) + suffix,
+                "Paper optimizer": MISSING if ref is None else paper.optimizer_name(ref.partner),
+                "Within": _mark(within) or MISSING,
+            }
+        )
+        data_rows.append(
+            {
+                "benchmark": benchmark,
+                "activation": act,
+                "optimizer": None if win is None else win["optimizer"],
+                "mean": mean,
+                "std": math.nan if win is None else float(win["std"]),
+                "hyperparameters": None if win is None else win["hp_key"],
+                "paper_mean": math.nan if ref is None else ref.mean,
+                "paper_std": math.nan if ref is None else ref.std,
+                "paper_optimizer": None if ref is None else ref.partner,
+                "paper_from_table2": bool(suffix),
+                "within_paper_std": within,
+            }
+        )
+    notes = []
+    if derived:
+        notes.append(f"{DERIVED_MARK} = not in the paper's Table 1; best of its Table 2 row.")
+    if has_paper:
+        cited = "; ".join(
+            f"{c.name} {c.accuracy:g} ({c.epochs} epoch{'s' if c.epochs != 1 else ''}"
+            + (f", {paper.optimizer_name(c.optimizer)})" if c.optimizer else ")")
+            for c in paper.PAPER_TABLE1_CITED
+        )
+        notes.append(f"Also cited in the paper's Table 1 (other work, not reproduced): {cited}.")
+        notes.append(
+            "Paper values as printed in its Table 1; one std there differs from its Table 2 "
+            "(ReLU/Adam 7.9 vs 9.7)."
+        )
+    return Table(
+        "table1",
+        f"Table 1: best optimizer per activation ({benchmark})",
+        pd.DataFrame(
+            display_rows,
+            columns=["Activation", "Ours", "Optimizer", "Paper", "Paper optimizer", "Within"],
+        ),
+        pd.DataFrame(data_rows),
+        f"Final accuracy (%) of the best optimizer for each activation. Within: {WITHIN} = ours "
+        f"within paper mean ± paper std, {OUTSIDE} = outside.",
+        notes,
+    )
+
+
+def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+    """The paper's optimizer table: the best activation per optimizer, ours vs the paper's.
+
+    Args:
+        best: the frame from `best_per_cell`.
+        benchmark: which benchmark to tabulate.
+
+    Returns:
+        The `Table`; rows are the optimizers in our data, in paper order.
+    """
+    best = _for_benchmark(best, benchmark)
+    winners = _best_over(best, "optimizer")
+    has_paper = benchmark == paper.PAPER_BENCHMARK
+    display_rows, data_rows = [], []
+    for opt in paper.paper_order(best["optimizer"], paper.OPTIMIZER_ORDER):
+        win = winners.get(opt)
+        ref = paper.PAPER_OPTIMIZER_TABLE.get(opt) if has_paper else None
+        mean = math.nan if win is None else float(win["mean"])
+        within = within_paper(mean, ref)
+        display_rows.append(
+            {
+                "Optimizer": paper.optimizer_name(opt),
+                "Ours": _ours(win) if win is not None else "diverged",
+                "Activation": MISSING if win is None else paper.activation_name(win["activation"]),
+                "Paper": _fmt_paper(ref),
+                "Paper activation": MISSING if ref is None else paper.activation_name(ref.partner),
+                "Within": _mark(within) or MISSING,
+            }
+        )
+        data_rows.append(
+            {
+                "benchmark": benchmark,
+                "optimizer": opt,
+                "activation": None if win is None else win["activation"],
+                "mean": mean,
+                "std": math.nan if win is None else float(win["std"]),
+                "hyperparameters": None if win is None else win["hp_key"],
+                "paper_mean": math.nan if ref is None else ref.mean,
+                "paper_std": math.nan if ref is None else ref.std,
+                "paper_activation": None if ref is None else ref.partner,
+                "within_paper_std": within,
+            }
+        )
+    notes = []
+    if has_paper:
+        notes.append(
+            "Paper values as printed in its optimizer table; two stds differ from its Table 2 "
+            "(SGDM/Top-K subtract 3.4 vs 3.5, SGD/Hard ASH 5.3 vs 7.6)."
+        )
+    return Table(
+        "optimizers",
+        f"Best activation per optimizer ({benchmark})",
+        pd.DataFrame(
+            display_rows,
+            columns=["Optimizer", "Ours", "Activation", "Paper", "Paper activation", "Within"],
+        ),
+        pd.DataFrame(data_rows),
+        f"Final accuracy (%) of the best activation for each optimizer. Within: {WITHIN} = ours "
+        f"within paper mean ± paper std, {OUTSIDE} = outside.",
+        notes,
+    )
+
+
+def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+    """Per cell: the winning hyperparameters and how much of the grid was run.
+
+    Args:
+        best: the frame from `best_per_cell`.
+        benchmark: which benchmark to tabulate.
+
+    Returns:
+        The `Table`; one row per cell in our data, in paper order.
+    """
+    best = _for_benchmark(best, benchmark)
+    display_rows = []
+    for _, r in best.iterrows():
+        if _missing(r["hp_key"]):
+            hps = "(all diverged)"
+        else:
+            hps = r["hp_key"] or DEFAULTS_KEY_LABEL
+        display_rows.append(
+            {
+                "Activation": paper.activation_name(r["activation"]),
+                "Optimizer": paper.optimizer_name(r["optimizer"]),
+                "Best": _ours(r),
+                "Seeds (best)": str(r["n_seeds"]),
+                "Winning hyperparameters": hps,
+                "Grid points": str(r["n_grid_points"]),
+                "Seeds run": str(r["n_seeds_total"]),
+                "Diverged": str(r["n_diverged"]),
+                "Early-stopped": str(r["n_early_stopped"]),
+                "Incomplete": str(r["n_incomplete"]),
+            }
+        )
+    data = best.drop(columns=["hyperparameters"]).rename(columns={"hp_key": "hyperparameters"})
+    return Table(
+        "details",
+        f"Details: winning hyperparameters and grid coverage ({benchmark})",
+        pd.DataFrame(
+            display_rows,
+            columns=[
+                "Activation", "Optimizer", "Best", "Seeds (best)", "Winning hyperparameters",
+                "Grid points", "Seeds run", "Diverged", "Early-stopped", "Incomplete",
+            ],
+        ),
+        data,
+        "Grid points: distinct hyperparameter settings run for the cell; seeds run: over all of "
+        "them; diverged/early-stopped/incomplete: how many grid points.",
+    )
+
+
+def _missing(value: Any) -> bool:
+    # pandas stores None in a string column as NaN, so both mean "no value" here.
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _grid_point_label(r: pd.Series) -> str:
+    return (
+        f"{r['benchmark']} / {paper.activation_name(r['activation'])} / "
+        f"{paper.optimizer_name(r['optimizer'])} / {r['hp_key'] or DEFAULTS_KEY_LABEL}"
+    )
+
+
+def problems(
+    summary: pd.DataFrame, bad_files: Iterable[tuple[Path, str]] = ()
+) -> list[tuple[str, str]]:
+    """Everything a reader of the tables should know is missing or wrong.
+
+    Args:
+        summary: the frame from `summarize` (all benchmarks).
+        bad_files: the ``(path, reason)`` list from `load_results`.
+
+    Returns:
+        ``(kind, message)`` pairs; kinds are ``unreadable``, ``incomplete``, ``diverged`` and
+        ``duplicate_seeds``.
+    """
+    out = [("unreadable", f"`{p}`: {reason}") for p, reason in bad_files]
+    for _, r in summary.iterrows():
+        label = _grid_point_label(r)
+        if not r["complete"]:
+            out.append(
+                ("incomplete", f"{label}: {r['n_seeds']} of {r['n_seeds_requested']} seeds")
+            )
+        if r["status"] == "diverged":
+            out.append(
+                ("diverged", f"{label}: {r['n_diverged_seeds']} of {r['n_seeds']} seeds diverged")
+            )
+        if r["duplicate_seeds"]:
+            out.append(
+                (
+                    "duplicate_seeds",
+                    f"{label}: seed(s) {', '.join(map(str, r['duplicate_seeds']))} found in more "
+                    "than one result file; kept the newest",
+                )
+            )
+    return out
+
+
+_PROBLEM_TITLES = {
+    "unreadable": "Unreadable result files (skipped)",
+    "incomplete": "Incomplete grid points (fewer seeds than requested)",
+    "diverged": "Diverged grid points (excluded from every mean)",
+    "duplicate_seeds": "Seeds run more than once",
+}
+
+
+def problems_markdown(items: Sequence[tuple[str, str]]) -> str:
+    """The problems as a Markdown section, grouped by kind."""
+    parts = ["## Problems", ""]
+    if not items:
+        return "\n".join(parts + ["None.", ""])
+    for kind, title in _PROBLEM_TITLES.items():
+        messages = [m for k, m in items if k == kind]
+        if messages:
+            parts += [f"### {title} ({len(messages)})", "", *[f"- {m}" for m in messages], ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# LaTeX
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    WITHIN: r"\checkmark",
+    OUTSIDE: r"$\times$",
+    MISSING: "---",
+    INCOMPLETE_MARK: r"$^\dagger$",
+    DERIVED_MARK: r"$^\ddagger$",
+    "×": r"$\times$",
+    "`": "",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escapes LaTeX specials and maps the tables' symbols (±, ✓, ✗, —, †, ‡) to LaTeX."""
+    # pandas' own to_latex needs jinja2, which this project does not depend on.
+    out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    for sym, tex in _LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def _latex_table(df: pd.DataFrame, caption: str, label: str, notes: Sequence[str] = ()) -> str:
+    cols = list(df.columns)
+    lines = [
+        "% Requires \\usepackage{booktabs} and \\usepackage{amssymb}.",
+        "\\begin{table}[ht]",
+        "\\centering",
+        "\\small",
+        f"\\caption{{{latex_escape(caption)}}}",
+        f"\\label{{{label}}}",
+        f"\\begin{{tabular}}{{{'l' * max(len(cols), 1)}}}",
+        "\\toprule",
+        " & ".join(latex_escape(str(c)) for c in cols) + r" \\",
+        "\\midrule",
+    ]
+    for row in df.itertuples(index=False):
+        lines.append(" & ".join(latex_escape(str(v)) for v in row) + r" \\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    for note in notes:
+        lines.append(f"\\par\\footnotesize {latex_escape(note)}")
+    lines.append("\\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def render_tables(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> list[Table]:
+    """All tables for one benchmark: Table 2, Table 1, the optimizer table and the details."""
+    return [
+        table2(best, benchmark),
+        table1(best, benchmark),
+        optimizer_table(best, benchmark),
+        details_table(best, benchmark),
+    ]
+
+
+def write_tables(
+    summary: pd.DataFrame,
+    out_dir: str | os.PathLike = "tables",
+    *,
+    benchmark: str = paper.PAPER_BENCHMARK,
+    bad_files: Iterable[tuple[Path, str]] = (),
+) -> str:
+    """Writes every table as ``NAME.md``, ``NAME.csv`` and ``NAME.tex`` under ``out_dir``.
+
+    Files: ``table2``, ``table1``, ``optimizers``, ``details``, plus ``problems.md``/``.csv``,
+    ``grid_points.csv`` (every grid point of the summary) and ``tables.md`` (everything in one).
+    The CSVs hold the numbers (ours, paper, difference, within-std flag), not the display text.
+
+    Args:
+        summary: the frame from `summarize`.
+        out_dir: the output folder (created if missing).
+        benchmark: which benchmark to tabulate.
+        bad_files: the unreadable files from `load_results`, for the problems list.
+
+    Returns:
+        The Markdown of all tables and the problems list (what ``tables.md`` holds).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    best = best_per_cell(summary)
+    sections = [f"# Results: {benchmark}", ""]
+    for table in render_tables(best, benchmark):
+        md = table.to_markdown()
+        (out / f"{table.name}.md").write_text(md)
+        table.data.to_csv(out / f"{table.name}.csv", index=False)
+        (out / f"{table.name}.tex").write_text(table.to_latex())
+        sections.append(md)
+    items = problems(summary, bad_files)
+    problems_md = problems_markdown(items)
+    (out / "problems.md").write_text(problems_md)
+    pd.DataFrame(items, columns=["kind", "message"]).to_csv(out / "problems.csv", index=False)
+    grid = summary.drop(columns=["hyperparameters"]).assign(
+        paths=summary["paths"].map(lambda ps: ";".join(map(str, ps)))
+    )
+    grid.to_csv(out / "grid_points.csv", index=False)
+    sections.append(problems_md)
+    text = "\n".join(sections)
+    (out / "tables.md").write_text(text)
+    return text
+
+
+def _error(message: str) -> int:
+    print(f"cl_sweep.tables: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: aggregate result files into tables; see ``python -m cl_sweep.tables --help``.
+
+    Returns:
+        0 on success (also when some files were unreadable; they are listed under Problems),
+        2 when a results folder is missing, holds no result files, none of them can be read, or
+        none is for the requested benchmark.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m cl_sweep.tables",
+        description="Aggregate result.json files into the Hard ASH paper's tables.",
+    )
+    parser.add_argument(
+        "results", nargs="*", default=["results"],
+        help="folders searched (recursively) for result.json (default: results/)",
+    )
+    parser.add_argument("--out", default="tables", help="output folder (default: tables/)")
+    parser.add_argument(
+        "--benchmark", default=paper.PAPER_BENCHMARK,
+        help=f"benchmark to tabulate (default: {paper.PAPER_BENCHMARK})",
+    )
+    parser.add_argument(
+        "--no-plots", action="store_true", help="do not write tables/table2_heatmap.png"
+    )
+    args = parser.parse_args(argv)
+
+    missing = [r for r in args.results if not Path(r).exists()]
+    if missing:
+        return _error(f"results folder {', '.join(map(str, missing))} does not exist")
+    n_files = sum(1 for _ in find_result_files(*args.results))
+    if n_files == 0:
+        return _error(f"no result.json files under {', '.join(map(str, args.results))}")
+    jobs, bad = load_results(*args.results)
+    if jobs.empty:
+        for path, reason in bad:
+            print(f"{path}: {reason}", file=sys.stderr)
+        return _error(f"none of the {n_files} result files could be read (reasons above)")
+    if not (jobs["benchmark"] == args.benchmark).any():
+        found = ", ".join(sorted(set(jobs["benchmark"])))
+        return _error(f"no results for benchmark {args.benchmark!r} (found: {found})")
+
+    summary = summarize(jobs)
+    text = write_tables(summary, args.out, benchmark=args.benchmark, bad_files=bad)
+    print(text)
+    if bad:
+        print(
+            f"cl_sweep.tables: warning: {len(bad)} of {n_files} result files could not be read "
+            "(listed under Problems)",
+            file=sys.stderr,
+        )
+    if not args.no_plots:
+        from cl_sweep import plots  # matplotlib is slow to import; only load it when plotting
+
+        png = plots.table2_heatmap(
+            best_per_cell(summary), Path(args.out) / "table2_heatmap.png", benchmark=args.benchmark
+        )
+        print(f"cl_sweep.tables: wrote {png}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The `python -m cl_sweep` entry point end to end: bad input, result file, determinism, resume, real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cl_sweep.results import read_result
+from conftest import run_cli
+
+# A documented small slice of real MNIST: 200 examples per task, 2 seeds, so one job is seconds.
+SMOKE = ["benchmark.limit_per_task=200", "n_seeds=2", "progress=false"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["activation=hardash"], "hardash"),  # unknown group option: Hydra lists the allowed ones
+        (["optimizer=adamw"], "adamw"),
+        (["activation.alphaa=3"], "alphaa"),  # misspelt key
+        (["optimizer.learning_rate=-0.1"], "optimizer.learning_rate=-0.1"),
+        (["optimizer.learning_rate=0"], "optimizer.learning_rate=0"),
+        (["activation=topk_subtract", "activation.k=0"], "activation.k=0"),
+        (["activation=topk_mask", "activation.k=5000"], "activation.k=5000"),
+        (["activation=lwta", "activation.groups=7"], "activation.groups=7"),
+        (["optimizer=rmsprop", "optimizer.decay=1.2"], "optimizer.decay=1.2"),
+        (["optimizer=sgdm", "optimizer.momentum=1"], "optimizer.momentum=1"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_clear_paragraph(tmp_path, args, needle):
+    proc = run_cli(*args, f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert needle in err
+    assert "Traceback" not in err and "Traceback" not in proc.stdout
+    assert not (tmp_path / "result.json").exists()  # nothing trained, nothing written
+
+
+def test_unknown_option_lists_allowed_options(tmp_path):
+    proc = run_cli("activation=hardash", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert "hard_ash" in proc.stderr and "topk_subtract" in proc.stderr
+
+
+@pytest.mark.slow
+def test_real_mnist_smoke_run_writes_schema_result_and_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        proc = run_cli(*SMOKE, "skip_completed=false", f"hydra.run.dir={out}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    ra, rb = read_result(a / "result.json"), read_result(b / "result.json")
+    assert ra["final_accuracy"] == rb["final_accuracy"]  # same config and seed: identical numbers
+    assert ra["accuracy_matrix"] == rb["accuracy_matrix"]
+    assert ra["status"] == "ok" and ra["seeds"] == [0, 1] and ra["n_seeds_requested"] == 2
+    assert ra["activation"] == "hard_ash" and ra["optimizer"] == "adagrad" and ra["benchmark"] == "split_mnist"
+    assert sorted(ra["overrides"]) == sorted(SMOKE + ["skip_completed=false"])
+    assert all(len(m) == 5 and all(len(r) == 5 for r in m) for m in ra["accuracy_matrix"])
+    # the overall accuracy after the last task is the test-count-weighted mean of its per-task row
+    counts = [980 + 1135, 1032 + 1010, 982 + 892, 958 + 1028, 974 + 1009]
+    for acc, m in zip(ra["final_accuracy"], ra["accuracy_matrix"]):
+        assert acc == pytest.approx(sum(c * x for c, x in zip(counts, m[-1])) / 10000, abs=1e-6)
+    # 200 examples already learn task 1 (it is tested right after its training)
+    assert all(m[0][0] > 0.5 for m in ra["accuracy_matrix"])
+    assert "final accuracy:" in proc.stdout and "result:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_completed_job_is_not_rerun_and_changed_overrides_are(tmp_path):
+    proc = run_cli(*SMOKE, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = (tmp_path / "result.json").read_text()
+    again = run_cli(*SMOKE, f"hydra.run.dir={tmp_path}")
+    assert again.returncode == 0
+    assert "already complete" in again.stderr
+    assert (tmp_path / "result.json").read_text() == first
+    other = run_cli(*SMOKE, "seed=3", f"hydra.run.dir={tmp_path}")
+    assert other.returncode == 0
+    assert json.loads((tmp_path / "result.json").read_text())["seeds"] == [3, 4]
+
+
+@pytest.mark.slow
+def test_diverged_job_still_writes_its_result(tmp_path):
+    proc = run_cli(
+        *SMOKE, "activation=relu", "optimizer=sgd", "optimizer.learning_rate=1e38", "model.update_clip=null",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = read_result(tmp_path / "result.json")
+    assert result["status"] == "diverged" and all(result["diverged"])
+    assert result["final_accuracy_mean"] is None and result["final_accuracy"] == [None, None]
+    assert "DIVERGED" in proc.stdout
+
+
+@pytest.mark.slow
+def test_early_stop_skips_remaining_seeds(tmp_path):
+    proc = run_cli(
+        *[a for a in SMOKE if not a.startswith("n_seeds")], "n_seeds=5", "early_stop.enabled=true",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = read_result(tmp_path / "result.json")
+    # 200 examples per task is far from 65% final accuracy: only the first two seeds run
+    assert result["early_stopped"] is True and result["seeds"] == [0, 1] and result["n_seeds_requested"] == 5

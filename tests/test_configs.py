@@ -1,0 +1,114 @@
+"""Every option of every config group composes, is typed, passes validation and builds its components."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from cl_sweep.activations import ACTIVATIONS
+from cl_sweep.config import SCHEMAS, ConfigError, validate
+from cl_sweep.optimizers import OPTIMIZERS
+from cl_sweep.train import hyperparameters_of, members_of, structure_of
+
+
+def options(conf_dir, group):
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def test_group_files_match_registries_and_schemas(conf_dir):
+    assert options(conf_dir, "activation") == sorted(ACTIVATIONS)
+    assert options(conf_dir, "optimizer") == sorted(OPTIMIZERS)
+    for group in ("activation", "optimizer", "benchmark", "model"):
+        assert options(conf_dir, group) == sorted(SCHEMAS[group]), group
+
+
+def test_defaults(compose):
+    cfg = compose([])
+    assert cfg.activation.name == "hard_ash" and cfg.optimizer.name == "adagrad"
+    assert cfg.benchmark.name == "split_mnist" and cfg.model.name == "mlp"
+    assert cfg.n_seeds == 5 and cfg.seed == 0
+    # PROTOCOL.md default column
+    assert (cfg.activation.alpha, cfg.activation.z_k, cfg.activation.beta) == (3.0, 2.3, 2.0)
+    assert (cfg.optimizer.learning_rate, cfg.optimizer.initial_accumulator_value) == (2e-4, 1e-6)
+    assert (cfg.benchmark.batch_size, cfg.benchmark.epochs_per_task, cfg.benchmark.num_tasks) == (64, 1, 5)
+    assert (cfg.model.hidden_size, list(cfg.model.weight_norm), cfg.model.update_clip) == (1000, [True, False], 0.01)
+
+
+@pytest.mark.parametrize(
+    "group,option,expected",
+    [
+        ("optimizer", "rmsprop", {"learning_rate": 5.5e-6, "decay": 0.9993}),
+        ("optimizer", "adam", {"learning_rate": 1e-5, "b1": 0.98, "b2": 0.9995}),
+        ("optimizer", "sgd", {"learning_rate": 4e-4}),
+        ("optimizer", "sgdm", {"learning_rate": 1e-5, "momentum": 0.994}),
+        ("activation", "ash", {"alpha": 3.0, "z_k": 2.3}),
+        ("activation", "topk_subtract", {"k": 64}),
+        ("activation", "topk_mask", {"k": 64}),
+        ("activation", "lwta", {"groups": 50}),
+        ("activation", "elephant", {"a": 0.16, "d": 4.0}),
+    ],
+)
+def test_protocol_default_values(compose, group, option, expected):
+    cfg = compose([f"{group}={option}"])
+    node = OmegaConf.to_container(cfg[group])
+    assert node.pop("name") == option
+    assert node == expected
+
+
+@pytest.mark.parametrize("group", ["activation", "optimizer", "benchmark", "model"])
+def test_every_option_composes_validates_and_builds(compose, conf_dir, group):
+    for option in options(conf_dir, group):
+        cfg = compose([f"{group}={option}"])
+        assert cfg[group].name == option
+        validate(cfg)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        structure = structure_of(plain)
+        members = members_of(plain, [0, 1])
+        assert len(members) == 2 and members[0].seed == 0
+        assert structure.hidden_size == cfg.model.hidden_size
+        hp = hyperparameters_of(plain)
+        assert all("." in k for k in hp)
+
+
+def test_misspelt_key_fails_at_compose_time(compose):
+    with pytest.raises(Exception) as info:
+        compose(["activation.alphaa=3"])
+    assert "alphaa" in str(info.value)
+
+
+def test_mistyped_value_fails_at_compose_time(compose):
+    with pytest.raises(Exception) as info:
+        compose(["activation.k=many", "activation=topk_subtract"])
+    assert "many" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["optimizer.learning_rate=0"], "optimizer.learning_rate"),
+        (["optimizer.learning_rate=-1e-3"], "optimizer.learning_rate"),
+        (["optimizer=rmsprop", "optimizer.decay=1.0"], "optimizer.decay"),
+        (["optimizer=sgdm", "optimizer.momentum=-0.1"], "optimizer.momentum"),
+        (["optimizer=adam", "optimizer.b2=1.5"], "optimizer.b2"),
+        (["activation=topk_subtract", "activation.k=0"], "activation.k"),
+        (["activation=topk_mask", "activation.k=1001"], "activation.k"),
+        (["activation=lwta", "activation.groups=3"], "activation.groups"),
+        (["benchmark.limit_per_task=0"], "benchmark.limit_per_task"),
+        (["n_seeds=0"], "n_seeds"),
+        (["model.update_clip=-1"], "model.update_clip"),
+    ],
+)
+def test_out_of_range_values_raise_config_error(compose, overrides, key):
+    cfg = compose(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert key in message and "\n" not in message
+    assert "nothing was trained" in message
+
+
+def test_topk_k_bound_follows_hidden_size(compose):
+    validate(compose(["activation=topk_subtract", "activation.k=200", "model.hidden_size=200"]))
+    with pytest.raises(ConfigError, match="1..200"):
+        validate(compose(["activation=topk_subtract", "activation.k=201", "model.hidden_size=200"]))

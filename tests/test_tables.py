@@ -1,0 +1,452 @@
+"""Tests of the result aggregation and table rendering (cl_sweep.tables) on synthetic results."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cl_sweep import paper, tables
+from cl_sweep.results import validate_result, write_result
+
+
+def make_result(
+    activation: str = "hard_ash",
+    optimizer: str = "adagrad",
+    hyperparameters: dict[str, Any] | None = None,
+    accuracy: list[float | None] | None = None,
+    *,
+    seeds: list[int] | None = None,
+    n_seeds_requested: int = 5,
+    early_stopped: bool = False,
+    benchmark: str = "split_mnist",
+    created: str = "2025-01-01T00:00:00+00:00",
+) -> dict[str, Any]:
+    """A valid schema-1 result; ``accuracy`` per seed as a fraction, None for a diverged seed."""
+    accuracy = [0.7] * 5 if accuracy is None else accuracy
+    seeds = list(range(len(accuracy))) if seeds is None else seeds
+    diverged = [a is None for a in accuracy]
+    finite = [a for a in accuracy if a is not None]
+    status = "diverged" if any(diverged) else "ok"
+    result = {
+        "schema": 1,
+        "status": status,
+        "benchmark": benchmark,
+        "activation": activation,
+        "optimizer": optimizer,
+        "hyperparameters": {"optimizer.lr": 0.01} if hyperparameters is None else hyperparameters,
+        "config": {},
+        "overrides": [f"activation={activation}", f"optimizer={optimizer}"],
+        "seeds": seeds,
+        "n_seeds_requested": n_seeds_requested,
+        "early_stopped": early_stopped,
+        "diverged": diverged,
+        "final_accuracy": accuracy,
+        "final_accuracy_mean": None if status == "diverged" else float(np.mean(finite)),
+        "final_accuracy_std": None if status == "diverged" else float(np.std(finite)),
+        "accuracy_matrix": [[[a or 0.0]] for a in accuracy],
+        "wall_time_s": 12.5,
+        "versions": {},
+        "created": created,
+    }
+    validate_result(result)
+    return result
+
+
+def put(root: Path, subdir: str, **kwargs: Any) -> Path:
+    """Writes ``make_result(**kwargs)`` to ``root/subdir/result.json``."""
+    return write_result(make_result(**kwargs), root / subdir)
+
+
+def pipeline(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[Path, str]]]:
+    jobs, bad = tables.load_results(root)
+    summary = tables.summarize(jobs)
+    return summary, tables.best_per_cell(summary), bad
+
+
+def cell(best: pd.DataFrame, activation: str, optimizer: str) -> pd.Series:
+    rows = best[(best["activation"] == activation) & (best["optimizer"] == optimizer)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def kinds(items: list[tuple[str, str]], kind: str) -> list[str]:
+    return [m for k, m in items if k == kind]
+
+
+# ------------------------------------------------------------------------------------------
+# Loading and aggregation
+
+
+def test_load_results_row_per_job_in_percent(tmp_path: Path) -> None:
+    put(tmp_path, "a", accuracy=[0.5, 0.7])
+    jobs, bad = tables.load_results(tmp_path)
+    assert bad == []
+    assert list(jobs.columns) == list(tables.LOAD_COLUMNS)
+    row = jobs.iloc[0]
+    assert row["final_accuracy"] == pytest.approx([50.0, 70.0])
+    assert row["mean"] == pytest.approx(60.0)
+    assert row["hp_key"] == "optimizer.lr=0.01"
+    assert row["hyperparameters"] == {"optimizer.lr": 0.01}
+    assert row["n_seeds"] == 2 and row["n_seeds_requested"] == 5
+    assert row["path"] == tmp_path / "a" / "result.json"
+
+
+def test_hyperparameter_key_is_canonical() -> None:
+    a = tables.hyperparameter_key({"optimizer.lr": 0.1, "activation.alpha": 3})
+    b = tables.hyperparameter_key({"activation.alpha": 3.0, "optimizer.lr": 0.1})
+    assert a == b == "activation.alpha=3, optimizer.lr=0.1"
+    assert tables.hyperparameter_key({}) == ""
+    assert tables.hyperparameter_key({"x": True, "y": [1, 2]}) == "x=true, y=[1,2]"
+
+
+def test_population_std_and_best_grid_point(tmp_path: Path) -> None:
+    put(tmp_path, "lr001", hyperparameters={"optimizer.lr": 0.01}, accuracy=[0.70, 0.72, 0.74, 0.76, 0.78])
+    put(tmp_path, "lr01", hyperparameters={"optimizer.lr": 0.1}, accuracy=[0.60] * 5)
+    summary, best, _ = pipeline(tmp_path)
+    assert len(summary) == 2
+    point = summary[summary["hp_key"] == "optimizer.lr=0.01"].iloc[0]
+    assert point["mean"] == pytest.approx(74.0)
+    # ddof=0: sqrt(mean([16, 4, 0, 4, 16])) = sqrt(8); ddof=1 would give sqrt(10).
+    assert point["std"] == pytest.approx(math.sqrt(8.0))
+    assert point["complete"] and point["status"] == "ok"
+
+    win = cell(best, "hard_ash", "adagrad")
+    assert win["hp_key"] == "optimizer.lr=0.01"
+    assert win["hyperparameters"] == {"optimizer.lr": 0.01}
+    assert win["mean"] == pytest.approx(74.0)
+    assert win["n_grid_points"] == 2 and win["n_seeds_total"] == 10
+    assert win["n_diverged"] == 0 and win["n_early_stopped"] == 0 and win["n_incomplete"] == 0
+
+
+def test_best_is_per_cell(tmp_path: Path) -> None:
+    put(tmp_path, "a", activation="relu", optimizer="adam", accuracy=[0.4] * 5)
+    put(tmp_path, "b", activation="relu", optimizer="sgd", accuracy=[0.2] * 5)
+    put(tmp_path, "c", activation="ash", optimizer="adam", accuracy=[0.7] * 5)
+    _, best, _ = pipeline(tmp_path)
+    # Paper order: ASH before ReLU, Adam before SGD.
+    assert list(zip(best["activation"], best["optimizer"])) == [
+        ("ash", "adam"), ("relu", "adam"), ("relu", "sgd")
+    ]
+    assert cell(best, "relu", "sgd")["mean"] == pytest.approx(20.0)
+
+
+def test_jobs_of_one_grid_point_are_pooled_and_duplicate_seeds_kept_once(tmp_path: Path) -> None:
+    put(tmp_path, "first", accuracy=[0.60, 0.62, 0.10], seeds=[0, 1, 2], created="2025-01-01T00:00:00+00:00")
+    put(tmp_path, "second", accuracy=[0.64, 0.66, 0.68], seeds=[2, 3, 4], created="2025-01-02T00:00:00+00:00")
+    summary, _, _ = pipeline(tmp_path)
+    assert len(summary) == 1
+    point = summary.iloc[0]
+    assert point["n_jobs"] == 2
+    assert point["seeds"] == [0, 1, 2, 3, 4]
+    assert point["duplicate_seeds"] == [2]
+    # Seed 2 comes from the newer job (64), not the older one (10).
+    assert point["mean"] == pytest.approx(np.mean([60, 62, 64, 66, 68]))
+    assert point["complete"]
+    assert kinds(tables.problems(summary), "duplicate_seeds")
+
+
+def test_diverged_grid_point_is_reported_and_never_chosen(tmp_path: Path) -> None:
+    put(tmp_path, "good", hyperparameters={"optimizer.lr": 0.01}, accuracy=[0.5] * 5)
+    # Its surviving seeds are better, but one seed diverged: the point must not win.
+    put(tmp_path, "bad", hyperparameters={"optimizer.lr": 10.0}, accuracy=[0.9, 0.9, None])
+    summary, best, _ = pipeline(tmp_path)
+    bad = summary[summary["hp_key"] == "optimizer.lr=10"].iloc[0]
+    assert bad["status"] == "diverged" and math.isnan(bad["mean"])
+    assert bad["n_diverged_seeds"] == 1
+    win = cell(best, "hard_ash", "adagrad")
+    assert win["hp_key"] == "optimizer.lr=0.01" and win["mean"] == pytest.approx(50.0)
+    assert win["n_diverged"] == 1
+    diverged = kinds(tables.problems(summary), "diverged")
+    assert len(diverged) == 1 and "optimizer.lr=10" in diverged[0] and "Hard ASH" in diverged[0]
+    # A diverged point is final, so it is not also listed as incomplete.
+    assert kinds(tables.problems(summary), "incomplete") == []
+
+
+def test_cell_with_only_diverged_points(tmp_path: Path) -> None:
+    put(tmp_path, "a", activation="sigmoid", optimizer="sgd", accuracy=[None])
+    put(tmp_path, "b", accuracy=[0.7] * 5)
+    summary, best, _ = pipeline(tmp_path)
+    empty = cell(best, "sigmoid", "sgd")
+    assert math.isnan(empty["mean"]) and empty["n_diverged"] == 1
+    md = tables.write_tables(summary, tmp_path / "out")
+    assert "diverged (15.6 ± 1.0)" in md
+    assert "(all diverged)" in md
+
+
+def test_incomplete_grid_point_is_flagged(tmp_path: Path) -> None:
+    put(tmp_path, "full", hyperparameters={"optimizer.lr": 0.01}, accuracy=[0.70] * 5)
+    put(tmp_path, "partial", hyperparameters={"optimizer.lr": 0.1}, accuracy=[0.95, 0.95])
+    put(tmp_path, "alone", activation="relu", accuracy=[0.4, 0.5])
+    summary, best, _ = pipeline(tmp_path)
+    partial = summary[summary["hp_key"] == "optimizer.lr=0.1"].iloc[0]
+    assert not partial["complete"]
+    incomplete = kinds(tables.problems(summary), "incomplete")
+    assert len(incomplete) == 2
+    assert any("optimizer.lr=0.1" in m and "2 of 5 seeds" in m for m in incomplete)
+    # A complete point beats a partial one even with a lower mean.
+    win = cell(best, "hard_ash", "adagrad")
+    assert win["hp_key"] == "optimizer.lr=0.01" and win["complete"] and win["n_incomplete"] == 1
+    # A cell with nothing but a partial point still gets a number, marked incomplete.
+    alone = cell(best, "relu", "adagrad")
+    assert alone["mean"] == pytest.approx(45.0) and not alone["complete"]
+    t2 = tables.table2(best).display
+    assert t2.loc[t2["Activation"] == "ReLU", "Adagrad"].item().startswith(f"45.0 ± 5.0{tables.INCOMPLETE_MARK}")
+
+
+def test_early_stopped_counts_as_complete_and_low_mean_does_not_win(tmp_path: Path) -> None:
+    put(tmp_path, "full", hyperparameters={"optimizer.lr": 0.01}, accuracy=[0.70] * 5)
+    put(tmp_path, "stopped", hyperparameters={"optimizer.lr": 1.0}, accuracy=[0.20], early_stopped=True)
+    summary, best, _ = pipeline(tmp_path)
+    stopped = summary[summary["hp_key"] == "optimizer.lr=1"].iloc[0]
+    assert stopped["complete"] and stopped["early_stopped"] and stopped["n_seeds"] == 1
+    assert kinds(tables.problems(summary), "incomplete") == []
+    win = cell(best, "hard_ash", "adagrad")
+    assert win["hp_key"] == "optimizer.lr=0.01"
+    assert win["n_early_stopped"] == 1 and win["n_incomplete"] == 0
+    assert win["n_seeds_total"] == 6
+
+
+def test_early_stopped_one_seed_does_not_beat_full_point(tmp_path: Path) -> None:
+    put(tmp_path, "full", hyperparameters={"optimizer.lr": 0.01}, accuracy=[0.70] * 5)
+    put(tmp_path, "lucky", hyperparameters={"optimizer.lr": 1.0}, accuracy=[0.90], early_stopped=True)
+    _, best, _ = pipeline(tmp_path)
+    assert cell(best, "hard_ash", "adagrad")["hp_key"] == "optimizer.lr=0.01"
+
+
+def test_bad_files_are_reported_and_the_rest_aggregated(tmp_path: Path) -> None:
+    put(tmp_path, "good/1", accuracy=[0.7] * 5)
+    put(tmp_path, "good/2", activation="relu", accuracy=[0.4] * 5)
+    text = json.dumps(make_result())
+    files = {
+        "corrupt": "this is {not json",
+        "truncated": text[: len(text) // 2],
+        "foreign": json.dumps({"accuracy": 0.9, "model": "mlp"}),
+        "schema2": json.dumps({**make_result(), "schema": 2}),
+    }
+    for name, content in files.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(content)
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "result.json").write_bytes(b"\xff\xfe\x00garbage\x80")
+
+    jobs, bad = tables.load_results(tmp_path)
+    assert len(jobs) == 2
+    reasons = {p.parent.name: reason for p, reason in bad}
+    assert set(reasons) == {*files, "binary"}
+    assert all(p.name == "result.json" and p.is_file() for p, _ in bad)
+    assert "not valid JSON" in reasons["corrupt"]
+    assert "truncated" in reasons["truncated"]
+    assert "schema" in reasons["foreign"] and "not a cl_sweep result" in reasons["foreign"]
+    assert "schema 2" in reasons["schema2"]
+    assert "UTF-8" in reasons["binary"]
+    # The reason is not prefixed with the path a second time.
+    assert not any(str(p) in r for p, r in bad)
+
+    summary = tables.summarize(jobs)
+    unreadable = kinds(tables.problems(summary, bad), "unreadable")
+    assert len(unreadable) == 5 and any("schema2/result.json" in m for m in unreadable)
+
+
+def test_values_the_schema_check_misses_are_reported(tmp_path: Path) -> None:
+    wrong_scale = make_result(accuracy=[0.7] * 5)
+    wrong_scale["final_accuracy"] = [70.0] * 5  # percent instead of a fraction
+    (tmp_path / "pct").mkdir()
+    (tmp_path / "pct" / "result.json").write_text(json.dumps(wrong_scale))
+    jobs, bad = tables.load_results(tmp_path)
+    assert jobs.empty
+    assert len(bad) == 1 and "[0, 1]" in bad[0][1]
+
+
+def test_empty_input_gives_empty_frames(tmp_path: Path) -> None:
+    jobs, bad = tables.load_results(tmp_path)
+    assert jobs.empty and bad == []
+    summary = tables.summarize(jobs)
+    best = tables.best_per_cell(summary)
+    assert list(summary.columns) == list(tables.SUMMARY_COLUMNS)
+    assert list(best.columns) == list(tables.BEST_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering
+
+
+def test_within_paper_uses_paper_precision() -> None:
+    ref = paper.PAPER_TABLE2["ash"]["adagrad"]  # 76.4 ± 1.4
+    assert tables.within_paper(75.0, ref) is True  # the edge counts as within
+    assert tables.within_paper(74.96, ref) is True  # shown as 75.0
+    assert tables.within_paper(74.94, ref) is False  # shown as 74.9
+    assert tables.within_paper(77.8, ref) is True
+    assert tables.within_paper(77.9, ref) is False
+    assert tables.within_paper(math.nan, ref) is None
+    assert tables.within_paper(70.0, None) is None
+
+
+def test_table2_shows_paper_value_and_within_mark(tmp_path: Path) -> None:
+    # Hard ASH + Adagrad: paper 78.3 ± 1.4, ours 78.0 -> within.
+    put(tmp_path, "in", activation="hard_ash", optimizer="adagrad", accuracy=[0.77, 0.78, 0.79])
+    # ASH + Adagrad: paper 76.4 ± 1.4, ours 70.0 -> outside.
+    put(tmp_path, "out", activation="ash", optimizer="adagrad", accuracy=[0.70] * 5)
+    put(tmp_path, "extra", activation="elephant", optimizer="adam", accuracy=[0.60] * 5)
+    _, best, _ = pipeline(tmp_path)
+    t2 = tables.table2(best)
+    md = t2.to_markdown()
+    assert f"78.0 ± 0.8{tables.INCOMPLETE_MARK} {tables.WITHIN} (78.3 ± 1.4)" in md
+    assert f"70.0 ± 0.0 {tables.OUTSIDE} (76.4 ± 1.4)" in md
+    # Every paper row and column is shown, missing cells with a dash beside the paper's value.
+    display = t2.display
+    assert list(display["Activation"]) == [paper.activation_name(a) for a in paper.ACTIVATION_ORDER]
+    assert list(display.columns[1:]) == [paper.optimizer_name(o) for o in paper.OPTIMIZER_ORDER]
+    assert display.loc[display["Activation"] == "Sigmoid", "SGD"].item() == "— (15.6 ± 1.0)"
+    # Ours without a paper value (Elephant) has no mark and no parentheses.
+    assert display.loc[display["Activation"] == "Elephant", "Adam"].item() == "60.0 ± 0.0"
+
+    data = t2.data.set_index(["activation", "optimizer"])
+    assert data.loc[("hard_ash", "adagrad"), "within_paper_std"] is True
+    assert data.loc[("ash", "adagrad"), "within_paper_std"] is False
+    assert data.loc[("ash", "adagrad"), "diff"] == pytest.approx(70.0 - 76.4)
+    assert data.loc[("ash", "adagrad"), "paper_std"] == pytest.approx(1.4)
+
+
+def test_table1_and_optimizer_table(tmp_path: Path) -> None:
+    put(tmp_path, "a", activation="hard_ash", optimizer="adagrad", accuracy=[0.78] * 5)
+    put(tmp_path, "b", activation="hard_ash", optimizer="adam", accuracy=[0.60] * 5)
+    put(tmp_path, "c", activation="relu", optimizer="adam", accuracy=[0.50] * 5)
+    put(tmp_path, "d", activation="swish", optimizer="adam", accuracy=[0.52] * 5)
+    _, best, _ = pipeline(tmp_path)
+
+    t1 = tables.table1(best).display.set_index("Activation")
+    assert list(t1.index) == ["Hard ASH", "ReLU", "Swish"]  # only activations we ran
+    assert t1.loc["Hard ASH", "Optimizer"] == "Adagrad"
+    assert t1.loc["Hard ASH", "Paper"] == "78.3 ± 1.4"
+    assert t1.loc["Hard ASH", "Within"] == tables.WITHIN
+    assert t1.loc["ReLU", "Paper"] == "49.2 ± 7.9"  # as printed in Table 1, not Table 2's 9.7
+    # Swish is not in the printed Table 1: the best of its Table 2 row, marked.
+    assert t1.loc["Swish", "Paper"] == f"51.9 ± 2.8{tables.DERIVED_MARK}"
+    assert t1.loc["Swish", "Paper optimizer"] == "SGDM"
+    assert "EWC 61" in tables.table1(best).to_markdown()
+
+    opt = tables.optimizer_table(best).display.set_index("Optimizer")
+    assert list(opt.index) == ["Adagrad", "Adam"]
+    assert opt.loc["Adam", "Activation"] == "Hard ASH"
+    assert opt.loc["Adam", "Ours"] == "60.0 ± 0.0"
+    assert opt.loc["Adam", "Paper"] == "71.6 ± 1.6"
+    assert opt.loc["Adam", "Within"] == tables.OUTSIDE
+
+
+def test_details_table(tmp_path: Path) -> None:
+    put(tmp_path, "a", hyperparameters={"optimizer.lr": 0.01, "activation.k": 8}, accuracy=[0.78] * 5)
+    put(tmp_path, "b", hyperparameters={"optimizer.lr": 0.1, "activation.k": 8}, accuracy=[0.70] * 5)
+    put(tmp_path, "c", hyperparameters={"optimizer.lr": 1.0, "activation.k": 8}, accuracy=[None])
+    put(tmp_path, "d", hyperparameters={"optimizer.lr": 2.0, "activation.k": 8}, accuracy=[0.1], early_stopped=True)
+    _, best, _ = pipeline(tmp_path)
+    row = tables.details_table(best).display.iloc[0]
+    assert row["Winning hyperparameters"] == "activation.k=8, optimizer.lr=0.01"
+    assert row["Grid points"] == "4" and row["Seeds run"] == "12"
+    assert row["Diverged"] == "1" and row["Early-stopped"] == "1" and row["Incomplete"] == "0"
+
+
+def test_latex_escape() -> None:
+    out = tables.latex_escape("optimizer.lr=0.1 & 50% ± 1 ✓ ✗ — †")
+    assert r"optimizer.lr=0.1 \& 50\% $\pm$ 1 \checkmark $\times$ --- $^\dagger$" == out
+
+
+def test_write_tables_writes_md_csv_tex(tmp_path: Path) -> None:
+    put(tmp_path / "results", "a", accuracy=[0.78] * 5)
+    put(tmp_path / "results", "b", activation="ash", accuracy=[0.60] * 5)
+    jobs, bad = tables.load_results(tmp_path / "results")
+    out = tmp_path / "tables"
+    md = tables.write_tables(tables.summarize(jobs), out, bad_files=bad)
+    for name in ("table2", "table1", "optimizers", "details"):
+        for ext in ("md", "csv", "tex"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+        assert (out / f"{name}.md").read_text() in md
+    assert (out / "tables.md").read_text() == md
+    assert "## Problems" in md and "None." in md
+    t2 = pd.read_csv(out / "table2.csv")
+    assert {"activation", "optimizer", "mean", "std", "paper_mean", "paper_std", "diff", "within_paper_std"} <= set(t2.columns)
+    assert len(t2) == len(paper.PAPER_ACTIVATIONS) * len(paper.OPTIMIZER_ORDER)
+    tex = (out / "table2.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\checkmark" in tex and r"$\pm$" in tex
+    assert "✓" not in tex and "±" not in tex
+    assert (out / "grid_points.csv").is_file() and (out / "problems.csv").is_file()
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_good_data_nested_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "results"
+    put(root, "sweep/2025-01-01/hard_ash/adagrad/0", accuracy=[0.78] * 5)
+    put(root, "deeper/still/ash/adagrad/lr0.1/0", activation="ash", accuracy=[0.76] * 5)
+    out = tmp_path / "tables"
+    assert tables.main([str(root), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "Table 2" in stdout and "Hard ASH" in stdout and "## Problems" in stdout
+    assert "78.0 ± 0.0 ✓ (78.3 ± 1.4)" in stdout and "76.0 ± 0.0 ✓ (76.4 ± 1.4)" in stdout
+    assert (out / "table2.md").is_file()
+    assert (out / "table2_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_reports_bad_files_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    put(tmp_path, "good", accuracy=[0.78] * 5)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "result.json").write_text('{"schema": 1, "sta')
+    assert tables.main([str(tmp_path), "--out", str(tmp_path / "t"), "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "bad/result.json" in captured.out and "not valid JSON" in captured.out
+    assert "1 of 2 result files could not be read" in captured.err
+    assert not (tmp_path / "t" / "table2_heatmap.png").exists()
+
+
+def test_cli_empty_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert tables.main([str(tmp_path), "--no-plots", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no result.json files under" in err and str(tmp_path) in err
+
+
+def test_cli_missing_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert tables.main([str(tmp_path / "nope"), "--no-plots"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_all_files_bad_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "result.json").write_text("{}")
+    assert tables.main([str(tmp_path), "--no-plots", "--out", str(tmp_path / "t")]) == 2
+    assert "none of the 1 result files could be read" in capsys.readouterr().err
+
+
+def test_cli_unknown_benchmark_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    put(tmp_path, "a", benchmark="permuted_mnist")
+    assert tables.main([str(tmp_path), "--no-plots", "--out", str(tmp_path / "t")]) == 2
+    assert "found: permuted_mnist" in capsys.readouterr().err
+    assert tables.main([str(tmp_path), "--no-plots", "--benchmark", "permuted_mnist",
+                        "--out", str(tmp_path / "t")]) == 0
+    assert "No paper values" in capsys.readouterr().out
+
+
+def test_module_entry_point_exit_code(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cl_sweep.tables", str(tmp_path), "--no-plots"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "no result.json files" in proc.stderr
+
+
+def test_no_jax_import() -> None:
+    code = (
+        "import sys, cl_sweep.tables, cl_sweep.plots, cl_sweep.paper; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax')]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
