@@ -1,0 +1,118 @@
+"""Real `--multirun` sweeps into a temporary folder: grid presets, resume after a kill, aggregation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cl_sweep.results import find_result_files, read_result
+from conftest import REPO, run_cli
+
+TINY = ["benchmark.limit_per_task=64", "n_seeds=2", "progress=false"]
+
+
+def dry_run_count(*args: str) -> int:
+    proc = run_cli("--multirun", *args, "hydra.sweeper.dry_run=true", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.endswith("jobs (dry run: nothing launched)")
+    return int(last.split()[0])
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["activation=relu", "optimizer=adagrad"], 3),
+        (["activation=hard_ash", "optimizer=rmsprop"], 6 * 25),
+        (["activation=hard_ash", "optimizer=adam"], 6 * 24),
+        (["activation=topk_subtract", "optimizer=sgdm"], 5 * 12),
+        (["activation=lwta", "optimizer=sgd"], 3 * 3),
+        (["activation=glob(*)", "optimizer=glob(*)"], 1943),
+        (["activation=topk_subtract", "activation.k=64,96", "seed=0,5"], 2 * 2 * 3),  # command line wins over the grid
+    ],
+)
+def test_a6_preset_job_counts(args, expected):
+    assert dry_run_count("+sweep=a6", *args) == expected
+
+
+def test_a6_grid_values_are_the_protocol_values():
+    proc = run_cli("--multirun", "+sweep=a6", "activation=hard_ash", "optimizer=rmsprop", "hydra.sweeper.dry_run=true")
+    jobs = proc.stdout.strip().splitlines()[:-1]
+    values = lambda key: sorted({float(a.split("=")[1]) for j in jobs for a in j.split() if a.startswith(key + "=")})
+    assert values("activation.alpha") == [3.0, 4.0]
+    assert values("activation.z_k") == [2.2, 2.3, 2.4]
+    assert values("optimizer.decay") == [0.998, 0.999, 0.9991, 0.9992, 0.9993]
+    assert values("optimizer.learning_rate") == [4e-6, 5e-6, 5.5e-6, 6e-6, 8e-6]
+
+
+def test_invalid_override_for_the_grid_fails_before_any_job(tmp_path):
+    proc = run_cli(
+        "--multirun", "+sweep=a6", "activation=topk_subtract", "activation.k=0,64", *TINY,
+        f"hydra.sweep.dir={tmp_path}", timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "activation.k=0" in proc.stderr and "no job of this sweep was started" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(find_result_files(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_real_grid_multirun_writes_one_result_per_job_and_aggregates(tmp_path):
+    proc = run_cli(
+        "--multirun", "+sweep=a6", "activation=relu,hard_sigmoid", "optimizer=adagrad", *TINY,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(find_result_files(tmp_path))
+    assert len(files) == 6
+    results = [read_result(f) for f in files]
+    assert {r["activation"] for r in results} == {"relu", "hard_sigmoid"}
+    assert sorted(r["hyperparameters"]["optimizer.learning_rate"] for r in results) == [1e-4, 1e-4, 2e-4, 2e-4, 3e-4, 3e-4]
+    # each job is re-runnable from the overrides it records
+    assert all("+sweep=a6" in r["overrides"] and "optimizer=adagrad" in r["overrides"] for r in results)
+    # tiny slices land far below 65%: the early-stop rule of the A.6 preset keeps 2 of 2 seeds here
+    assert all(r["seeds"] == [0, 1] for r in results)
+
+    tables = tmp_path / "tables"
+    agg = subprocess.run(
+        [sys.executable, "-m", "cl_sweep.tables", str(tmp_path), "--out", str(tables), "--no-plots"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert agg.returncode == 0, agg.stderr
+    assert "ReLU" in agg.stdout and "Hard Sigmoid" in agg.stdout
+    assert (tables / "table2.md").is_file() and (tables / "table2.csv").is_file() and (tables / "table2.tex").is_file()
+    best_relu = max(r["final_accuracy_mean"] for r in results if r["activation"] == "relu")
+    assert f"{100 * best_relu:.1f}" in (tables / "table2.md").read_text()
+
+
+@pytest.mark.slow
+def test_killed_grid_resumes_without_recomputing_finished_jobs(tmp_path):
+    args = [
+        sys.executable, "-m", "cl_sweep", "--multirun", "+sweep=a6", "activation=relu", "optimizer=sgdm",
+        *TINY, f"hydra.sweep.dir={tmp_path}",
+    ]  # 12 jobs
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(find_result_files(tmp_path))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-sweep, possibly mid-job
+    proc.wait()
+    finished = {f: f.read_text() for f in find_result_files(tmp_path)}
+    assert 3 <= len(finished) < 12
+    for f in finished:
+        read_result(f)  # every file left behind is complete: writes are atomic
+
+    again = run_cli(*args[3:], timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    files = list(find_result_files(tmp_path))
+    assert len(files) == 12
+    for f, text in finished.items():
+        assert f.read_text() == text  # not recomputed
+    assert again.stderr.count("already complete") == len(finished)
