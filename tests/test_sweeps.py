@@ -116,3 +116,32 @@ def test_killed_grid_resumes_without_recomputing_finished_jobs(tmp_path):
     for f, text in finished.items():
         assert f.read_text() == text  # not recomputed
     assert again.stderr.count("already complete") == len(finished)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["a6", "a6_log"])
+def test_optuna_preset_resumes_to_n_trials_on_the_real_trainer(tmp_path, preset):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/study.db"
+    base = [
+        "--multirun", "hydra/sweeper=optuna", f"+search={preset}", "activation=hard_ash", "optimizer=rmsprop", *TINY,
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=t", "hydra.sweeper.sampler.seed=1",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    first = run_cli(*base, "hydra.sweeper.n_trials=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(*base, "hydra.sweeper.n_trials=5")
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study(study_name="t", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 5  # resumed to 5, not 3 + 5
+    params = complete[0].params
+    assert set(params) == {"activation.alpha", "activation.z_k", "optimizer.decay", "optimizer.learning_rate"}
+    if preset == "a6":
+        assert all(t.params["optimizer.decay"] in (0.998, 0.999, 0.9991, 0.9992, 0.9993) for t in complete)
+    else:
+        assert all(2e-6 <= t.params["optimizer.learning_rate"] <= 2e-5 for t in complete)
+    # every trial's value is the final_accuracy_mean of the result.json its job wrote
+    values = sorted(round(read_result(f)["final_accuracy_mean"], 9) for f in find_result_files(tmp_path / "sweep"))
+    assert sorted(round(t.value, 9) for t in complete) == values

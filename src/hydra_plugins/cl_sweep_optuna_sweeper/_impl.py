@@ -1,0 +1,368 @@
+"""Optuna sweep loop: resumable studies, batched ask/launch/tell, stale-trial recovery.
+
+Resume rule: ``n_trials`` is the number of COMPLETE trials the study should end with,
+not the number of trials to add. The study is persistent (``create_study(...,
+load_if_exists=True)``), and each invocation runs ``n_trials - complete - running``
+new trials, where ``complete`` counts COMPLETE trials and ``running`` counts RUNNING
+trials still held by live processes (e.g. a second sweeper on the same study). So
+``n_trials=3`` followed by the same command with ``n_trials=5`` leaves exactly 5
+COMPLETE trials, and a third run with ``n_trials=5`` launches nothing and says the study
+is already complete. Failed trials (job raised, returned None, NaN/inf or a non-number)
+are not COMPLETE, so the next invocation asks for replacements; within one invocation
+the budget is fixed at its start, so an always-failing job cannot loop forever.
+
+Stale trials: before each batch, RUNNING trials whose process is gone are marked FAIL
+(and thereby retried, since they are not COMPLETE):
+
+* RDB storages with ``heartbeat_interval`` set: this sweeper records a heartbeat for its
+  running trials; Optuna's ``fail_stale_trials`` fails trials whose heartbeat is older
+  than ``grace_period`` (default ``2 * heartbeat_interval``), from any host.
+* Any storage: every trial asked by the sweeper carries a ``sweeper_owner`` user attribute
+  (host, pid). A RUNNING trial without that tag, or owned by a pid on this host that no
+  longer exists, is failed right away. Trials of live processes and of other hosts are
+  left to the heartbeat (journal storages have none: such trials stay RUNNING, which is
+  harmless because only COMPLETE trials are counted, but they also hold a slot in the
+  ``running`` count until that host's sweeper runs again).
+
+A seeded sampler is re-seeded with ``seed + <trials already in the study>`` so a resumed
+run does not replay the random start-up samples of the first run; a fresh study uses
+``seed`` itself, so two fresh studies with the same seed sample identical params
+(QMC samplers keep their seed: their sequence position already comes from the study).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.samplers import BaseSampler, QMCSampler
+from optuna.study import StudyDirection
+from optuna.trial import Trial, TrialState
+
+from ._search_space import SearchSpace, build_search_space, default_study_name
+from ._storage import (
+    OWNER_ATTR,
+    HeartbeatThread,
+    describe_storage,
+    fail_stale_trials,
+    make_storage,
+    owner_tag,
+    quiet_heartbeat_warning,
+)
+
+log = logging.getLogger(__name__)
+
+_DIRECTIONS = ("maximize", "minimize")
+_KNOWN_SAMPLERS = (
+    "optuna.samplers.TPESampler, optuna.samplers.RandomSampler, optuna.samplers.CmaEsSampler, "
+    "optuna.samplers.QMCSampler, optuna.samplers.NSGAIISampler, optuna.samplers.GPSampler "
+    "(or hydra/sweeper/sampler=tpe|random|cmaes|qmc)"
+)
+
+
+def validate_direction(direction: Any) -> str:
+    """Return the normalised direction or raise a ValueError naming the allowed values."""
+    if isinstance(direction, StudyDirection) and direction.name.lower() in _DIRECTIONS:
+        return direction.name.lower()
+    if isinstance(direction, str) and direction.lower() in _DIRECTIONS:
+        return direction.lower()
+    raise ValueError(
+        f"hydra.sweeper.direction={direction!r} is not supported; allowed: 'maximize' or 'minimize' "
+        "(a single objective)"
+    )
+
+
+def make_sampler(cfg: Any, *, seed_offset: int = 0) -> BaseSampler:
+    """Instantiate ``hydra.sweeper.sampler``.
+
+    Args:
+        cfg: A ``_target_``-style node naming an ``optuna.samplers.BaseSampler`` subclass.
+        seed_offset: Added to a non-null ``seed`` (see the module docstring).
+
+    Returns:
+        The sampler.
+
+    Raises:
+        ValueError: The node has no target, the target is not importable or not a sampler,
+            or the sampler rejects its arguments.
+    """
+    if cfg is None:
+        return optuna.samplers.TPESampler()
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(node, dict)
+    target = node.get("_target_")
+    if not isinstance(target, str) or not target:
+        raise ValueError(
+            f"hydra.sweeper.sampler._target_={target!r} is missing; allowed: {_KNOWN_SAMPLERS}"
+        )
+    module_name, _, attr = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(
+            f"hydra.sweeper.sampler._target_={target!r} cannot be imported ({type(e).__name__}: {e}); "
+            f"allowed: {_KNOWN_SAMPLERS}"
+        ) from e
+    if not (isinstance(cls, type) and issubclass(cls, BaseSampler)):
+        raise ValueError(
+            f"hydra.sweeper.sampler._target_={target!r} is not an optuna.samplers.BaseSampler subclass; "
+            f"allowed: {_KNOWN_SAMPLERS}"
+        )
+    if node.get("seed") is not None and seed_offset and not issubclass(cls, QMCSampler):
+        node["seed"] = int(node["seed"]) + seed_offset
+    try:
+        sampler = instantiate(node)
+    except Exception as e:
+        raise ValueError(f"hydra.sweeper.sampler ({target}) rejected its arguments {node}: {e}") from e
+    return sampler
+
+
+def job_outcome(ret: JobReturn) -> tuple[float | None, str | None]:
+    """Turn one job's return into ``(value, None)`` or ``(None, reason it failed)``."""
+    if ret.status != JobStatus.COMPLETED:
+        err = ret._return_value
+        return None, f"job raised {type(err).__name__}: {err}"
+    value = ret._return_value
+    if value is None:
+        return None, "job returned None"
+    if isinstance(value, (str, bytes)):
+        return None, f"job returned a {type(value).__name__} ({value!r}), not a number"
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        return None, f"job returned {type(value).__name__} {value!r}, not convertible to float ({e})"
+    if not math.isfinite(number):
+        return None, f"job returned non-finite value {number} (diverged run)"
+    return number, None
+
+
+class OptunaSweeperImpl(Sweeper):
+    """The sweep logic behind ``hydra/sweeper=optuna`` (imported lazily by the plugin)."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        params: Mapping[str, Any] | None,
+        heartbeat_interval: int | None,
+        grace_period: int | None,
+        space: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store the config; validation happens in :meth:`sweep` so errors surface unwrapped."""
+        self.sampler_cfg = sampler
+        self.direction = direction
+        self.storage_url = storage
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.params = params
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.space = space
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher: Any = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Create the launcher (Hydra calls this once, before :meth:`sweep`)."""
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def _validate(self) -> str:
+        direction = validate_direction(self.direction)
+        for key in ("n_trials", "n_jobs"):
+            value = getattr(self, key)
+            low = 0 if key == "n_trials" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed; expected an integer >= {low}")
+        for key in ("heartbeat_interval", "grace_period"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed; expected null or an integer > 0")
+        return direction
+
+    def _open_study(self, space: SearchSpace, direction: str) -> tuple[optuna.Study, Any]:
+        assert self.config is not None
+        storage = make_storage(
+            self.storage_url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+        )
+        name = self.study_name or default_study_name(str(self.config.hydra.job.name), space)
+        # Placeholder sampler: the real one is seeded from the study's trial count below.
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=optuna.samplers.RandomSampler(),
+            direction=direction,
+            load_if_exists=True,
+        )
+        if study.direction.name.lower() != direction:
+            raise ValueError(
+                f"hydra.sweeper.direction={direction!r} but study {name!r} in {describe_storage(self.storage_url)} "
+                f"was created with direction {study.direction.name.lower()!r}; use another study_name"
+            )
+        attrs = study.user_attrs
+        if "search_space" not in attrs:
+            study.set_user_attr("search_space", space.to_json())
+            study.set_user_attr("fixed_overrides", sorted(space.fixed_canonical))
+        return study, storage
+
+    def _counts(self, study: optuna.Study) -> tuple[int, int]:
+        states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
+        return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+
+    def _ask(self, study: optuna.Study, space: SearchSpace, n: int) -> list[tuple[Trial, list[str]]]:
+        asked: list[tuple[Trial, list[str]]] = []
+        owner = owner_tag()
+        for _ in range(n):
+            with quiet_heartbeat_warning():
+                trial = study.ask(fixed_distributions=space.distributions)
+            overrides = space.overrides_for(trial.params)
+            try:
+                trial.set_user_attr(OWNER_ATTR, owner)
+                trial.set_user_attr("overrides", overrides)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another sweeper judged the untagged trial stale in the instant between
+                # ask and tag; it is FAIL now, so just ask again next batch.
+                log.warning(f"Trial {trial.number} was finished by another process before launch; skipped")
+                continue
+            asked.append((trial, overrides))
+        return asked
+
+    def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn) -> None:
+        value, reason = job_outcome(ret)
+        if value is None:
+            log.warning(f"Trial {trial.number} FAIL: {reason}")
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        else:
+            study.tell(trial, value, skip_if_finished=True)
+
+    def _launch(self, study: optuna.Study, storage: Any, batch: list[tuple[Trial, list[str]]]) -> None:
+        assert self.launcher is not None
+        overrides = [ov for _, ov in batch]
+        trials = [t for t, _ in batch]
+        try:
+            self.validate_batch_is_legal(overrides)
+            # Trial._trial_id: the storage id the heartbeat API needs (no public accessor).
+            with HeartbeatThread(storage, [t._trial_id for t in trials]):
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        except BaseException:
+            # Ctrl-C or a broken config: do not leave the batch RUNNING in the storage.
+            for trial in trials:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        self.job_idx += len(overrides)
+        for trial, ret in zip(trials, returns, strict=True):
+            self._tell(study, trial, ret)
+
+    def _params_with_space(self, arguments: list[str]) -> dict[str, Any]:
+        """``params`` plus the ``space`` entries of the group options this sweep composes with."""
+        assert self.config is not None
+        space = OmegaConf.to_container(self.space) if isinstance(self.space, DictConfig) else dict(self.space or {})
+        choices = self.config.hydra.runtime.choices
+        merged: dict[str, Any] = {}
+        for group, per_option in space.items():
+            option = choices.get(group)
+            if option is None:
+                continue
+            if option not in per_option:
+                raise ValueError(
+                    f"hydra.sweeper.space has no search space for {group}={option}; "
+                    f"allowed: {', '.join(sorted(per_option))}"
+                )
+            for key, expr in (per_option[option] or {}).items():
+                merged[f"{group}.{key}"] = expr
+        params = OmegaConf.to_container(self.params) if isinstance(self.params, DictConfig) else dict(self.params or {})
+        merged.update(params)
+        return merged
+
+    def sweep(self, arguments: list[str]) -> None:
+        """Run the study up to ``n_trials`` COMPLETE trials (see the module docstring).
+
+        Args:
+            arguments: Task overrides from the command line; sweeps join the search space,
+                plain overrides are passed to every job unchanged.
+        """
+        assert self.config is not None
+        direction = self._validate()
+        space = build_search_space(self._params_with_space(arguments), arguments)
+        make_sampler(self.sampler_cfg)  # fail on a bad sampler before touching the storage
+        study, storage = self._open_study(space, direction)
+        n_existing = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(self.sampler_cfg, seed_offset=n_existing)
+        # Start job.num at the study's trial count so a resumed run in the same sweep dir
+        # does not overwrite earlier job dirs (and job.num == trial.number when alone).
+        self.job_idx = n_existing
+
+        where = f"study {study.study_name!r} in {describe_storage(self.storage_url)}"
+        log.info(f"Optuna sweep: {where}")
+        log.info(f"Sampler: {type(study.sampler).__name__}, direction: {direction}, n_trials: {self.n_trials}")
+        log.info(f"Search space: {space.distributions}")
+
+        fail_stale_trials(study)
+        complete, running = self._counts(study)
+        budget = self.n_trials - complete - running
+        if complete >= self.n_trials:
+            log.info(f"Study already complete: {complete} COMPLETE trial(s) >= n_trials={self.n_trials}; nothing to run")
+        elif budget <= 0:
+            log.info(f"{complete} COMPLETE and {running} RUNNING elsewhere cover n_trials={self.n_trials}; nothing to run")
+        else:
+            log.info(f"{complete} COMPLETE trial(s) in the study; running {budget} more")
+
+        first = True
+        while budget > 0:
+            if not first:
+                fail_stale_trials(study)
+                complete, running = self._counts(study)
+            first = False
+            size = min(self.n_jobs, budget, self.n_trials - complete - running)
+            if size <= 0:
+                break
+            budget -= size
+            batch = self._ask(study, space, size)
+            if batch:
+                self._launch(study, storage, batch)
+
+        self._report(study, where)
+
+    def _report(self, study: optuna.Study, where: str) -> None:
+        assert self.config is not None
+        complete, _ = self._counts(study)
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": describe_storage(self.storage_url),
+            "n_complete": complete,
+            "best_params": None,
+            "best_value": None,
+        }
+        if complete:
+            best = study.best_trial
+            results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
+            log.info(f"Best value: {best.value} (trial {best.number})")
+            log.info(f"Best parameters: {best.params}")
+        else:
+            log.warning("No COMPLETE trial in the study; no best value")
+        log.info(f"Results in {where} ({complete} COMPLETE trial(s))")
+        sweep_dir = str(self.config.hydra.sweep.dir)
+        os.makedirs(sweep_dir, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), os.path.join(sweep_dir, "optimization_results.yaml"))
+

@@ -1,0 +1,104 @@
+"""Structured configs of the Optuna sweeper, registered as ``hydra/sweeper=optuna``."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class SamplerConfig:
+    """Base of the sampler nodes: any importable ``optuna.samplers.BaseSampler`` subclass.
+
+    Sampler arguments without a field here are added with ``+``, e.g.
+    ``+hydra.sweeper.sampler.multivariate=true``.
+    """
+
+    _target_: str = MISSING
+    seed: int | None = None
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    """``optuna.samplers.TPESampler`` (the default)."""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    n_startup_trials: int = 10
+
+
+@dataclass
+class RandomSamplerConfig(SamplerConfig):
+    """``optuna.samplers.RandomSampler``."""
+
+    _target_: str = "optuna.samplers.RandomSampler"
+
+
+@dataclass
+class CmaEsSamplerConfig(SamplerConfig):
+    """``optuna.samplers.CmaEsSampler``."""
+
+    _target_: str = "optuna.samplers.CmaEsSampler"
+
+
+@dataclass
+class QMCSamplerConfig(SamplerConfig):
+    """``optuna.samplers.QMCSampler``."""
+
+    _target_: str = "optuna.samplers.QMCSampler"
+
+
+@dataclass
+class OptunaSweeperConf:
+    """Config of :class:`~hydra_plugins.cl_sweep_optuna_sweeper.optuna_sweeper.OptunaSweeper`.
+
+    Key names follow the PyPI ``hydra-optuna-sweeper`` where they overlap; see the
+    ``_impl`` module docstring for the resume and stale-trial rules.
+    """
+
+    _target_: str = "hydra_plugins.cl_sweep_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    # The sweeper instantiates the sampler itself so a bad `_target_` gets a message that
+    # names hydra.sweeper.sampler instead of Hydra's generic InstantiationException.
+    _recursive_: bool = False
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+
+    sampler: SamplerConfig = MISSING
+    # `Any` rather than `str` so a wrong value (e.g. a list) reaches our own validation.
+    direction: Any = "maximize"
+    # Absolute (via the launch cwd) so re-running the same command from the same directory
+    # finds the same study; `journal:///abs/file.log` selects Optuna's JournalStorage.
+    storage: str | None = "sqlite:///${hydra.runtime.cwd}/multirun/optuna.sqlite3"
+    # null: derived from the job name, the fixed overrides and the search space.
+    study_name: str | None = None
+    # Target number of COMPLETE trials in the study (not trials per invocation).
+    n_trials: int = 20
+    # Trials asked and launched together per launcher call.
+    n_jobs: int = 1
+    # Param name -> Hydra sweep string, e.g. `tag(log, interval(1e-6, 1e-4))`.
+    params: dict[str, Any] = field(default_factory=dict)
+    # Per group option: {group: {option: {key: sweep string}}}. For each group option the job
+    # composes with (e.g. activation=hard_ash), its entries join `params` as `group.key`; explicit
+    # `params` and command-line sweeps win. This lets one preset cover every (activation, optimizer) pair.
+    space: dict[str, Any] = field(default_factory=dict)
+    # RDB storages only; null disables Optuna's heartbeat.
+    heartbeat_interval: int | None = 60
+    # null: Optuna's default (2 * heartbeat_interval).
+    grace_period: int | None = None
+
+
+def _register() -> None:
+    cs = ConfigStore.instance()
+    node = OmegaConf.structured(OptunaSweeperConf)
+    # Open dict: `hydra.sweeper.params.lr=...` then works on the command line without `+`.
+    OmegaConf.set_struct(node.params, False)
+    cs.store(group="hydra/sweeper", name="optuna", node=node, provider="cl_sweep")
+    for name, node in (
+        ("tpe", TPESamplerConfig),
+        ("random", RandomSamplerConfig),
+        ("cmaes", CmaEsSamplerConfig),
+        ("qmc", QMCSamplerConfig),
+    ):
+        cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="cl_sweep")
+
+
+_register()

@@ -1,0 +1,52 @@
+"""Hydra ``Sweeper`` plugin ``hydra/sweeper=optuna`` backed by current Optuna."""
+
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class OptunaSweeper(Sweeper):
+    """Resumable Optuna sweeper; the logic lives in ``_impl`` (see its docstring).
+
+    Hydra imports every public plugin module at startup, so Optuna is imported only when
+    this sweeper is actually instantiated.
+    """
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any = "maximize",
+        storage: str | None = None,
+        study_name: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        params: DictConfig | None = None,
+        heartbeat_interval: int | None = 60,
+        grace_period: int | None = None,
+        space: DictConfig | None = None,
+    ) -> None:
+        """Create the sweeper from ``hydra.sweeper`` (keys documented in ``config.py``)."""
+        from ._impl import OptunaSweeperImpl
+
+        self.sweeper = OptunaSweeperImpl(
+            sampler=sampler,
+            direction=direction,
+            storage=storage,
+            study_name=study_name,
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            params=params,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            space=space,
+        )
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Forward to the implementation, which creates the launcher."""
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Run the sweep; see ``_impl.OptunaSweeperImpl.sweep``."""
+        return self.sweeper.sweep(arguments)

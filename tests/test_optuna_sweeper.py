@@ -1,0 +1,350 @@
+"""Tests for the Optuna sweeper plugin (``hydra/sweeper=optuna``) on a toy Hydra app."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.trial import TrialState
+
+from hydra_plugins.cl_sweep_optuna_sweeper._impl import job_outcome, make_sampler, validate_direction
+from hydra_plugins.cl_sweep_optuna_sweeper._search_space import (
+    build_search_space,
+    default_study_name,
+    format_value,
+)
+from hydra_plugins.cl_sweep_optuna_sweeper._storage import (
+    OWNER_ATTR,
+    describe_storage,
+    fail_stale_trials,
+    make_storage,
+)
+
+APP = Path(__file__).parent / "apps" / "toy_objective" / "my_app.py"
+SPACE = ["hydra.sweeper.params.x='interval(0,1)'", "y=range(0,5)"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_app(
+    tmp_path: Path,
+    *overrides: str,
+    n_trials: int,
+    storage: str | None = None,
+    study_name: str | None = None,
+    expect_rc: int = 0,
+) -> str:
+    """Run the toy app as a multirun with the Optuna sweeper; return stdout+stderr."""
+    cmd = [
+        sys.executable,
+        str(APP),
+        "--multirun",
+        "hydra/sweeper=optuna",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage={storage or f'sqlite:///{tmp_path}/s.db'}",
+        f"hydra.sweeper.n_trials={n_trials}",
+    ]
+    if study_name is not None:
+        cmd.append(f"hydra.sweeper.study_name={study_name}")
+    cmd += list(overrides)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == expect_rc, out
+    return out
+
+
+def load(tmp_path: Path, name: str | None = None, storage: Any = None) -> optuna.Study:
+    """Load the (only, unless named) study of the test's SQLite storage."""
+    storage = storage or f"sqlite:///{tmp_path}/s.db"
+    if name is None:
+        names = optuna.get_all_study_names(storage)
+        assert len(names) == 1, names
+        name = names[0]
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(study: optuna.Study) -> list[TrialState]:
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+# ---------------------------------------------------------------- unit tests (fast)
+
+
+def test_search_space_mapping() -> None:
+    params = {
+        "x": "interval(0,1)",
+        "lr": "tag(log, interval(1e-6, 1e-4))",
+        "n": "int(interval(1,10))",
+        "k": "tag(int, interval(1, 8))",
+        "r": "range(1,10)",
+        "rf": "range(0,1,0.25)",
+        "c": "choice(1,2.5,adam,'1')",
+        "b": "tag(log, range(1,100))",
+        "plain": 3,
+    }
+    space = build_search_space(params, ["down=range(10,0,-3)", "+new=a,b", "fixed=7", "c=choice(1e-4,2e-4)"])
+    d = space.distributions
+    assert d["x"] == FloatDistribution(0.0, 1.0)
+    assert d["lr"] == FloatDistribution(1e-6, 1e-4, log=True)
+    assert d["n"] == IntDistribution(1, 10) and d["k"] == IntDistribution(1, 8)
+    # Hydra's range excludes stop: 1..9, and 10,7,4,1 for the negative step.
+    assert d["r"] == IntDistribution(1, 9, step=1)
+    assert d["down"] == IntDistribution(1, 10, step=3)
+    assert d["b"] == IntDistribution(1, 99, log=True)
+    assert d["rf"] == CategoricalDistribution([0.0, 0.25, 0.5, 0.75])
+    # command line replaces the params entry; float choices stay floats
+    assert d["c"] == CategoricalDistribution([1e-4, 2e-4])
+    assert all(type(v) is float for v in d["c"].choices)
+    assert d["new"] == CategoricalDistribution(["a", "b"])
+    assert space.fixed == ["plain=3", "fixed=7"]
+    sample = {"x": 0.5, "lr": 1e-5, "n": 2, "k": 3, "r": 4, "rf": 0.25, "c": 1e-4, "b": 5, "new": "a", "down": 7}
+    assert space.overrides_for(sample) == [
+        "plain=3", "fixed=7",
+        "x=0.5", "lr=1e-05", "n=2", "k=3", "r=4", "rf=0.25", "b=5", "down=7", "+new=a", "c=0.0001",
+    ]  # fmt: skip
+
+    mixed = build_search_space(None, ["c=choice(1,2.5,adam,'1',true)"]).distributions["c"]
+    assert [type(v) for v in mixed.choices] == [int, float, str, str, bool]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e-05, 0.1, 1.0, 1e300, -2.5e-7, 3, -4, True, False, None, "adam", "1", "true", "null", "a b", "x,y", "it's", ""],
+)
+def test_format_value_round_trips(value: Any) -> None:
+    parsed = OverridesParser.create().parse_override(f"k={format_value(value)}").value()
+    parsed = getattr(parsed, "text", parsed)
+    assert type(parsed) is type(value) and parsed == value
+
+
+@pytest.mark.parametrize(
+    ("params", "args", "needle"),
+    [
+        ({"x": "foo("}, [], "hydra.sweeper.params.x"),
+        ({}, ["x=tag(lgo,interval(0,1))"], "'lgo'"),
+        ({}, ["x=interval(1,0)"], "interval(1,0)"),
+        ({}, ["x=choice([1,2],3)"], "choice values"),
+        ({}, ["x=glob(*)"], "glob"),
+        ({}, ["x=tag(int,interval(0.5,3))"], "whole number"),
+    ],
+)
+def test_bad_params_name_key_value_and_allowed(params: dict, args: list[str], needle: str) -> None:
+    with pytest.raises(ValueError) as err:
+        build_search_space(params, args)
+    msg = str(err.value)
+    assert needle in msg and "Allowed:" in msg and "interval(low,high)" in msg
+
+
+def test_bad_direction_and_sampler() -> None:
+    assert validate_direction("MAXIMIZE") == "maximize"
+    with pytest.raises(ValueError, match=r"hydra.sweeper.direction='up'.*'maximize' or 'minimize'"):
+        validate_direction("up")
+    with pytest.raises(ValueError, match=r"_target_='optuna.samplers.Nope'.*allowed: optuna.samplers.TPESampler"):
+        make_sampler({"_target_": "optuna.samplers.Nope"})
+    with pytest.raises(ValueError, match="not an optuna.samplers.BaseSampler"):
+        make_sampler({"_target_": "collections.OrderedDict"})
+    assert make_sampler({"_target_": "optuna.samplers.RandomSampler", "seed": 1}, seed_offset=3) is not None
+
+
+def test_make_storage(tmp_path: Path) -> None:
+    assert make_storage(None) is None
+    rdb = make_storage(f"sqlite:///{tmp_path}/sub/dir/s.db", heartbeat_interval=5, grace_period=7)
+    assert isinstance(rdb, RDBStorage) and (tmp_path / "sub/dir/s.db").exists()
+    assert rdb.heartbeat_interval == 5 and rdb.grace_period == 7
+    journal = make_storage(f"journal://{tmp_path}/j/study.log")
+    assert isinstance(journal, JournalStorage) and (tmp_path / "j/study.log").exists()
+    for bad in ("nope", "", "journal://"):
+        with pytest.raises(ValueError, match="hydra.sweeper.storage"):
+            make_storage(bad)
+    assert describe_storage("postgresql://me:secret@db/x") == "postgresql://me:***@db/x"
+
+
+def test_default_study_name_is_deterministic() -> None:
+    args = ["optimizer=rmsprop", "x=interval(0,1)", "activation=hard_ash"]
+    a = default_study_name("cl_sweep", build_search_space({"lr": "choice(1,2)"}, args))
+    b = default_study_name("cl_sweep", build_search_space({"lr": "choice(1,2)"}, list(reversed(args))))
+    assert a == b and a.startswith("cl_sweep|activation=hard_ash|optimizer=rmsprop|space(lr,x)=")
+    wider = default_study_name("cl_sweep", build_search_space({"lr": "choice(1,2,3)"}, args))
+    assert wider != a
+
+
+def _job_return(value: Any, ok: bool = True) -> JobReturn:
+    ret = JobReturn()
+    ret.status = JobStatus.COMPLETED if ok else JobStatus.FAILED
+    ret.return_value = value
+    return ret
+
+
+def test_job_outcome() -> None:
+    assert job_outcome(_job_return(1)) == (1.0, None)
+    for ret, reason in [
+        (_job_return(math.nan), "non-finite"),
+        (_job_return(math.inf), "non-finite"),
+        (_job_return(None), "None"),
+        (_job_return("0.5"), "not a number"),
+        (_job_return([1, 2]), "not convertible"),
+        (_job_return(RuntimeError("boom"), ok=False), "RuntimeError: boom"),
+    ]:
+        value, why = job_outcome(ret)
+        assert value is None and reason in why
+
+
+def test_fail_stale_trials_rules(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/stale.db"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owners = {
+        "untagged": None,
+        "dead_pid": {"host": host, "pid": dead.pid},
+        "live_pid": {"host": host, "pid": os.getppid()},
+        "other_host": {"host": host + "-elsewhere", "pid": 1},
+        "other_host_heartbeat": {"host": host + "-elsewhere", "pid": 1},
+    }
+    trials = {}
+    with pytest.warns(UserWarning):  # Optuna: heartbeat "is supposed to be used with Study.optimize"
+        for name, owner in owners.items():
+            trials[name] = study.ask()
+            if owner is not None:
+                trials[name].set_user_attr(OWNER_ATTR, owner)
+    storage.record_heartbeat(trials["other_host_heartbeat"]._trial_id)
+    time.sleep(2.2)  # > grace_period at SQLite's one-second timestamp resolution
+    failed = fail_stale_trials(study)
+    expected = {trials[n].number for n in ("untagged", "dead_pid", "other_host_heartbeat")}
+    assert set(failed) == expected
+    by_number = {t.number: t.state for t in study.get_trials()}
+    for name, trial in trials.items():
+        assert by_number[trial.number] == (TrialState.FAIL if trial.number in expected else TrialState.RUNNING), name
+
+
+# ---------------------------------------------------------------- Hydra subprocess tests
+
+
+@pytest.mark.slow
+def test_resume_counts_complete_trials_with_default_name(tmp_path: Path) -> None:
+    seeded = [*SPACE, "hydra.sweeper.sampler.seed=123"]
+    run_app(tmp_path, *seeded, n_trials=3)
+    study = load(tmp_path)
+    assert states(study) == [TrialState.COMPLETE] * 3
+    # The default name is derived from the app, the fixed overrides and the space.
+    assert study.study_name.startswith("my_app|space(x,y)=")
+
+    run_app(tmp_path, *seeded, n_trials=5)
+    study = load(tmp_path)  # asserts the same (deterministic) name was found again
+    assert states(study) == [TrialState.COMPLETE] * 5
+    # the resumed run was re-seeded (seed + 3), so it did not replay trials 0 and 1
+    assert len({t.params["x"] for t in study.trials}) == 5
+
+    out = run_app(tmp_path, *seeded, n_trials=5)
+    assert "already complete" in out
+    assert len(load(tmp_path).trials) == 5
+    # job.num continued from the study's trial count: no job dir was overwritten.
+    assert sorted(int(p.name) for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == list(range(5))
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert results.best_value == load(tmp_path).best_value and set(results.best_params) == {"x", "y"}
+
+
+@pytest.mark.slow
+def test_seed_gives_identical_fresh_studies(tmp_path: Path) -> None:
+    seeded = [*SPACE, "hydra.sweeper.sampler.seed=123"]
+    run_app(tmp_path, *seeded, n_trials=3, study_name="a")
+    run_app(tmp_path, *seeded, n_trials=3, study_name="b")
+    params_a = [t.params for t in load(tmp_path, "a").trials]
+    params_b = [t.params for t in load(tmp_path, "b").trials]
+    assert params_a == params_b and len({p["x"] for p in params_a}) == 3
+
+
+@pytest.mark.slow
+def test_distributions_and_value_types_reach_the_job(tmp_path: Path) -> None:
+    run_app(
+        tmp_path,
+        "hydra.sweeper.params.x='interval(0,1)'",
+        "hydra.sweeper.params.lr='tag(log, interval(1e-5, 1e-2))'",
+        "y=int(interval(0,4))",
+        "opt=choice(adam,sgd,'1')",
+        "hydra.sweeper.sampler.seed=7",
+        n_trials=3,
+        study_name="types",
+    )
+    study = load(tmp_path, "types")
+    assert len(study.trials) == 3
+    for t in study.trials:
+        assert t.distributions == {
+            "x": FloatDistribution(0, 1),
+            "lr": FloatDistribution(1e-5, 1e-2, log=True),
+            "y": IntDistribution(0, 4),
+            "opt": CategoricalDistribution(["adam", "sgd", "1"]),
+        }
+        job_cfg = OmegaConf.load(tmp_path / "sweep" / str(t.number) / ".hydra" / "config.yaml")
+        for name, value in t.params.items():
+            # the job saw exactly the sampled value with its type
+            assert job_cfg[name] == value and type(job_cfg[name]) is type(value), (name, value)
+        job_overrides = OmegaConf.to_container(
+            OmegaConf.load(tmp_path / "sweep" / str(t.number) / ".hydra" / "overrides.yaml")
+        )
+        assert t.user_attrs["overrides"] == job_overrides
+        assert t.value == pytest.approx(-((t.params["x"] - 0.3) ** 2) - (t.params["y"] - 2) ** 2)
+
+
+@pytest.mark.slow
+def test_failing_jobs_fail_trials_but_not_the_sweep(tmp_path: Path) -> None:
+    out = run_app(
+        tmp_path,
+        *SPACE,
+        # quoted: unquoted nan is Hydra's float NaN
+        "hydra.sweeper.params.mode=\"choice(ok,'nan',raise,none)\"",
+        "hydra.sweeper.sampler.seed=3",
+        "hydra.sweeper.n_jobs=3",
+        n_trials=8,
+        study_name="failures",
+    )
+    study = load(tmp_path, "failures")
+    trials = study.trials
+    assert len(trials) == 8  # budget fixed at the start: failures are not retried in-run
+    modes = {t.params["mode"] for t in trials}
+    assert {"ok", "nan", "raise"} <= modes, modes
+    for t in trials:
+        assert t.state == (TrialState.COMPLETE if t.params["mode"] == "ok" else TrialState.FAIL), t
+    assert any(o == "mode='nan'" for t in trials for o in t.user_attrs["overrides"])
+    assert "non-finite value nan" in out and "job raised RuntimeError: toy failure" in out
+    # batches of 3, 3, 2 with job.num increasing across batches
+    assert sorted(int(p.name) for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == list(range(8))
+
+
+@pytest.mark.slow
+def test_journal_storage_resumes(tmp_path: Path) -> None:
+    journal = f"journal://{tmp_path}/journal/study.log"
+    run_app(tmp_path, *SPACE, n_trials=2, storage=journal, study_name="j")
+    run_app(tmp_path, *SPACE, n_trials=3, storage=journal, study_name="j")
+    storage = JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/journal/study.log"))
+    study = optuna.load_study(study_name="j", storage=storage)
+    assert states(study) == [TrialState.COMPLETE] * 3
+
+
+@pytest.mark.slow
+def test_abandoned_running_trial_is_failed_and_replaced(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="stale", storage=url, direction="maximize")
+    abandoned = study.ask({"x": FloatDistribution(0, 1)})
+    assert states(study) == [TrialState.RUNNING]
+
+    out = run_app(tmp_path, *SPACE, n_trials=2, study_name="stale")
+    study = load(tmp_path, "stale")
+    assert study.trials[abandoned.number].state == TrialState.FAIL
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
+    assert "stale RUNNING" in out
