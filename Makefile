@@ -6,7 +6,7 @@ RESULTS ?= results
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast tables bench clean
+.PHONY: help setup data train test test-fast tables bench reproduce clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,7 @@ setup: $(PY)  ## create .venv, install cl_sweep with its test tools, fetch and v
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(MAKE) --no-print-directory data
 
-data:  ## fetch MNIST into the cache ($$CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep) and verify it
+data:  ## fetch MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep) and verify it
 	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('mnist'); print(f'MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
 
 train:  ## the main job: Hard ASH + Adagrad on Split-MNIST, 5 seeds (ARGS='key=value ...' to override)
@@ -33,6 +33,13 @@ test-fast:  ## only the fast tests
 
 tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder)
 	$(PY) -m cl_sweep.tables $(RESULTS) --out tables
+
+ROWS ?= hard_ash,ash,topk_subtract,relu
+OPTIMIZERS ?= adagrad sgd sgdm adam rmsprop
+reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPTIMIZERS=...); resumable
+	for opt in $(OPTIMIZERS); do \
+	  $(PY) -m cl_sweep --multirun +sweep=a6 activation=$(ROWS) optimizer=$$opt progress=false hydra.sweep.dir=results/a6 || exit 1; \
+	done
 
 bench:  ## speed benchmarks (prints ms per step against a baseline timed in the same run)
 	$(PY) benchmarks/step_time.py

@@ -80,6 +80,22 @@ def split_of(cfg: Mapping, dataset) -> TaskSplit:
     return class_incremental_split(dataset.train_labels, dataset.test_labels, bench["num_tasks"], bench["classes_per_task"])
 
 
+def _git_revision() -> str | None:
+    """The source checkout's commit (with "+dirty" for uncommitted changes), or None outside git."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "src", "conf"], capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, np.float64)
     return float(arr.mean()), float(arr.std())  # population std (ddof=0), as the paper
@@ -158,7 +174,7 @@ def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = 
         "final_accuracy_std": std,
         "accuracy_matrix": [[[float(v) for v in row] for row in m] for m in matrix],
         "wall_time_s": round(time.perf_counter() - start, 3),
-        "versions": {"cl_sweep": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__},
+        "versions": {"cl_sweep": __version__, "git": _git_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -1,0 +1,168 @@
+"""Milliseconds per training step per model: cl_sweep's engine against a minimal pure-JAX floor, timed in one run.
+
+    python benchmarks/step_time.py [--steps 200] [--repeats 5] [--populations 1,5,10,20] [--end-to-end]
+
+The floor is the smallest honest loop of the same shapes: one 784→1000→10 MLP, batch 64, ReLU,
+plain SGD, no weight norm, no update clip, batches gathered on-device from the same uint8 MNIST,
+inside one ``lax.scan``. Every figure is the median of ``--repeats`` interleaved rounds, so a
+shared machine's drift hits both sides alike; read the ratios, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from cl_sweep import engine
+from cl_sweep import model as mlp
+from cl_sweep.data import load_dataset
+from cl_sweep.engine import Member, Structure
+from cl_sweep.tasks import batch_schedule, class_incremental_split, task_order
+
+BATCH = 64
+HIDDEN = 1000
+
+
+def floor_program(steps: int):
+    """Minimal loop: ReLU, SGD, no weight norm, lax.scan over a [steps, B] index array."""
+
+    def loss(params, x, y):
+        logits = jax.nn.relu(x @ params["w1"]) @ params["w2"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @jax.jit
+    def run(params, images, labels, idx):
+        def body(p, i):
+            x = mlp.preprocess(images[i])
+            g = jax.grad(loss)(p, x, labels[i])
+            return jax.tree_util.tree_map(lambda a, b: a - 1e-3 * b, p, g), None
+
+        return lax.scan(body, params, idx)[0]
+
+    return run
+
+
+def time_call(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=192)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--populations", default="1,5,10,20")
+    ap.add_argument("--end-to-end", action="store_true", help="also time one full default job (5 seeds, with evaluation)")
+    args = ap.parse_args()
+    steps = args.steps
+
+    ds = load_dataset("mnist", progress=False)
+    data = engine.to_device(ds)
+    split = class_incremental_split(ds.train_labels, ds.test_labels, 5, 2)
+    order = task_order(split.train_indices[0], 0, 0, 1, None)
+    idx1, mask = batch_schedule(order[: steps * BATCH], BATCH, steps)  # [steps, B] from the first task
+    idx1 = jnp.asarray(idx1[:steps])
+    mask = jnp.asarray(mask[:steps])
+
+    floor = floor_program(steps)
+    p0 = mlp.init_params(jax.random.PRNGKey(0), HIDDEN)
+    jax.block_until_ready(floor(p0, data.train_images, data.train_labels, idx1))
+
+    def engine_runner(structure: Structure, P: int, act_hp: dict, opt_hp: dict):
+        init, train_steps, _ = engine._programs(structure)
+        members = [Member(s, act_hp, opt_hp) for s in range(P)]
+        a = engine._hp_arrays(members, "activation_hp", list(act_hp))
+        o = engine._hp_arrays(members, "optimizer_hp", list(opt_hp))
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in range(P)])
+        bidx = jnp.broadcast_to(idx1, (P, steps, BATCH))
+        holder = {"state": init(keys, o)}
+
+        def run():
+            holder["state"] = train_steps(
+                holder["state"], data.train_images, data.train_labels, bidx, mask, jnp.int32(0), jnp.int32(steps), a, o
+            )
+            return holder["state"][0]
+
+        run()  # compile + warm-up
+        return run
+
+    hard_ash = Structure("hard_ash", "adagrad")
+    topk = Structure("topk_subtract", "adagrad")
+    ash_hp = {"alpha": 3.0, "z_k": 2.3, "beta": 2.0}
+    ada_hp = {"learning_rate": 2e-4, "initial_accumulator_value": 1e-6}
+    pops = [int(p) for p in args.populations.split(",")]
+    runners = {("floor", 1): lambda: floor(p0, data.train_images, data.train_labels, idx1)}
+    for P in sorted(set(pops) | {1, 5}):
+        runners[("hard_ash+adagrad", P)] = engine_runner(hard_ash, P, ash_hp, ada_hp)
+    for P in (1, 5):
+        runners[("topk_subtract+adagrad", P)] = engine_runner(topk, P, {"k": 64}, ada_hp)
+
+    times: dict = {k: [] for k in runners}
+    for _ in range(args.repeats):  # interleaved rounds: drift hits every variant alike
+        for k, fn in runners.items():
+            times[k] += time_call(fn, 1)
+    ms = {k: 1000 * statistics.median(v) / steps / k[1] for k, v in times.items()}  # per step per model
+
+    # Evaluation: one forward over the 10k test set per model, per task.
+    _, _, evaluate = engine._programs(hard_ash)
+    init, _, _ = engine._programs(hard_ash)
+    P = 5
+    params = init(jnp.stack([jax.random.PRNGKey(s) for s in range(P)]), engine._hp_arrays([Member(0, ash_hp, ada_hp)] * P, "optimizer_hp", list(ada_hp)))[0]
+    onehot = jnp.asarray((split.test_task[:, None] == np.arange(5)[None]).astype(np.float32))
+    a5 = engine._hp_arrays([Member(0, ash_hp, ada_hp)] * P, "activation_hp", list(ash_hp))
+    jax.block_until_ready(evaluate(params, data.test_images, data.test_labels, onehot, a5))
+    eval_ms = 1000 * statistics.median(
+        time_call(lambda: evaluate(params, data.test_images, data.test_labels, onehot, a5), args.repeats)
+    ) / P
+
+    total_steps = sum(-(-len(ix) // BATCH) for ix in split.train_indices)
+    print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print(f"steps timed per call: {steps}; median of {args.repeats} interleaved rounds; ms per training step per model")
+    print(f"{'variant':<28}{'population':>11}{'ms/step/model':>15}{'x floor':>9}")
+    floor_ms = ms[("floor", 1)]
+    for (name, P), v in ms.items():
+        print(f"{name:<28}{P:>11}{v:>15.3f}{v / floor_ms:>9.2f}")
+    ha1, ha5 = ms[("hard_ash+adagrad", 1)], ms[("hard_ash+adagrad", 5)]
+    print(f"\ntarget 1 (issue 2: <= 2.0, issue 4: <= 1.5): Hard ASH + Adagrad / floor = {ha1 / floor_ms:.2f} (population 1), "
+          f"{ha5 / floor_ms:.2f} (population 5, the default job)")
+    print(f"target 2 (<= 1.3): Top-K subtract / Hard ASH = {ms[('topk_subtract+adagrad', 1)] / ha1:.2f} (population 1), "
+          f"{ms[('topk_subtract+adagrad', 5)] / ha5:.2f} (population 5)")
+    best_p = min((P for (n, P) in ms if n == "hard_ash+adagrad"), key=lambda P: ms[("hard_ash+adagrad", P)])
+    print(f"population with the most models per second here: {best_p} "
+          f"({1000 / ms[('hard_ash+adagrad', best_p)]:.0f} model-steps/s)")
+    print(f"evaluation after a task: {eval_ms:.1f} ms per model (10,000 test images, one forward)")
+    per_model = total_steps * ha5 / 1000 + 5 * eval_ms / 1000
+    print(f"one Split-MNIST model ({total_steps} steps + 5 evaluations) at population 5: {per_model:.2f} s; "
+          f"9,715 models (whole A.6 grid, no early stop): {9715 * per_model / 3600:.2f} h")
+
+    if args.end_to_end:
+        from cl_sweep.train import train_and_evaluate
+        from hydra import compose, initialize_config_dir
+        from pathlib import Path
+
+        import cl_sweep.config  # noqa: F401
+
+        conf = Path(__file__).resolve().parents[1] / "conf"
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=["progress=false"])
+        t = time.perf_counter()
+        result = train_and_evaluate(cfg)
+        wall = time.perf_counter() - t
+        print(f"end to end, default job (5 seeds, compile included): {wall:.1f} s = {wall / 5:.2f} s per model; "
+              f"final accuracy {100 * result['final_accuracy_mean']:.1f} ± {100 * result['final_accuracy_std']:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
