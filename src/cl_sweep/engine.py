@@ -229,6 +229,9 @@ def train_population(
                 for p in np.flatnonzero(diverged & ~reported):
                     tqdm.write(f"warning: member {p} (seed {members[p].seed}) diverged (non-finite loss) in task {t + 1}", file=sys.stderr)
                 reported |= diverged
+        # A last update can make weights non-finite after the last loss was checked.
+        finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), state[0])
+        state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)))
         acc, per_task = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp)
         overall[:, t] = np.asarray(acc)
         accuracy_matrix[:, t, :] = np.asarray(per_task)

@@ -189,14 +189,18 @@ def _wn_forward(x: jax.Array, v: jax.Array, in_axis: int, centre_weights: bool):
         return out, (x, c, n, out)
     # x_c @ v == x @ (v - mu) since x_c's rows sum to 0: centring the B x in activations
     # instead of the in x out weights saves writing and re-reading a weight-sized array.
-    n = jnp.sqrt(jnp.sum(jnp.square(v - mu), axis=in_axis))
+    # Both column statistics in one pass over v (sibling reductions fuse): ||v - mu||^2 =
+    # sum(v^2) - m mu^2. Kaiming-scale weights keep mu^2 tiny against sum(v^2)/m, so the
+    # cancellation costs no precision that matters here.
+    m = v.shape[in_axis]
+    n = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(v), axis=in_axis) - m * jnp.square(jnp.squeeze(mu, in_axis)), 0.0))
     x_c = x - jnp.mean(x, axis=-1, keepdims=True)
     out = _matmul(x_c, v, in_axis) / n
-    return out, (x_c, v, n, out)
+    return out, (x_c, v, n, out, mu)
 
 
 def _wn_backward(in_axis: int, centre_weights: bool, residuals, dout: jax.Array):
-    xs, vs, n, out = residuals
+    xs, vs, n, out = residuals[:4]
     d = dout / n
     beta = _units(jnp.sum(d * out, axis=0) / n, in_axis)
     if centre_weights:
@@ -210,7 +214,7 @@ def _wn_backward(in_axis: int, centre_weights: bool, residuals, dout: jax.Array)
     dxv = _matmul_t(d, v, in_axis)
     dx = dxv - jnp.mean(dxv, axis=-1, keepdims=True)
     # x_c^T d is G - mean_in(G): centring x's rows centres the columns of x^T d.
-    mu = jnp.mean(v, axis=in_axis, keepdims=True)
+    mu = residuals[4]  # saved by the forward: one pass over v fewer
     dv = _outer(x_c, d, in_axis) - (v - mu) * beta
     return dx, dv
 

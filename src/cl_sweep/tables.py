@@ -689,7 +689,10 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
         if _missing(r["hp_key"]):
             hps = "(all diverged)"
         else:
-            hps = r["hp_key"] or DEFAULTS_KEY_LABEL
+            # The activation's and optimizer's own values; the fixed protocol keys (model.*,
+            # benchmark.*) are the same in every cell and stay in the CSV.
+            own = [kv for kv in str(r["hp_key"]).split(", ") if kv.startswith(("activation.", "optimizer."))]
+            hps = ", ".join(own) or r["hp_key"] or DEFAULTS_KEY_LABEL
         display_rows.append(
             {
                 "Activation": paper.activation_name(r["activation"]),

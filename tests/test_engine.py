@@ -1,0 +1,191 @@
+"""Tests for cl_sweep.engine on a tiny, easy fake data set: shapes, learning, determinism, population = separate runs, divergence.
+
+The fake data set has 10 classes; class c lights up its own block of pixels, so every task is
+learnable in one epoch. Tests share compiled programs (one per structure and population size)
+to stay fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cl_sweep import engine
+from cl_sweep.data import Dataset
+from cl_sweep.engine import Member, Structure, train_population
+from cl_sweep.tasks import class_incremental_split
+
+NUM_CLASSES = 10
+TRAIN_PER_CLASS = 40
+# uneven on purpose, so overall accuracy is a *weighted* mean of per-task accuracies
+TEST_PER_CLASS = (20, 12, 28, 16, 24, 20, 14, 26, 18, 22)
+BLOCK = 784 // NUM_CLASSES
+BATCH = 16
+HARD_ASH = {"alpha": 3.0, "z_k": 2.3, "beta": 2.0}
+
+
+def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dim noise everywhere, class c's block of pixels bright."""
+    images = rng.integers(0, 40, size=(len(labels), 784), dtype=np.uint8)
+    for i, c in enumerate(labels.tolist()):
+        images[i, c * BLOCK : (c + 1) * BLOCK] = rng.integers(200, 256, size=BLOCK, dtype=np.uint8)
+    return images
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    rng = np.random.default_rng(0)
+    train_labels = rng.permutation(np.repeat(np.arange(NUM_CLASSES), TRAIN_PER_CLASS)).astype(np.uint8)
+    test_labels = rng.permutation(np.repeat(np.arange(NUM_CLASSES), TEST_PER_CLASS)).astype(np.uint8)
+    train_images, test_images = _images(train_labels, rng), _images(test_labels, rng)
+    return Dataset("fake", train_images, train_labels, test_images, test_labels, NUM_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def data(dataset) -> engine.DeviceData:
+    return engine.to_device(dataset)
+
+
+@pytest.fixture(scope="module")
+def split(dataset):
+    return class_incremental_split(dataset.train_labels, dataset.test_labels, 5, 2)
+
+
+def _run(structure, members, data, split, **kw):
+    return train_population(structure, members, data, split, batch_size=BATCH, progress=False, **kw)
+
+
+# Hard ASH + Adagrad at the protocol's defaults except a larger learning rate (the fake data
+# set gives only 5 steps per task) and no update clip (so the same compiled program also serves
+# the divergence test); hidden 256 so the ~10% of units Hard ASH lets through reliably
+# separate the classes (with 128, some seeds miss a class). The LWTA and Top-K structures
+# below keep the protocol's update clip of 0.01.
+BASE = Structure("hard_ash", "adagrad", hidden_size=256, update_clip=None)
+
+
+def _adagrad(seed: int, lr: float = 1e-2) -> Member:
+    return Member(seed, HARD_ASH, {"learning_rate": lr, "initial_accumulator_value": 1e-6})
+
+
+@pytest.fixture(scope="module")
+def base(data, split):
+    return _run(BASE, [_adagrad(0), _adagrad(1)], data, split)
+
+
+def test_to_device_keeps_dtypes(data, dataset):
+    assert data.train_images.dtype == np.uint8 and data.test_images.dtype == np.uint8
+    assert data.train_labels.dtype == np.int32 and data.test_labels.dtype == np.int32
+    np.testing.assert_array_equal(np.asarray(data.test_labels), dataset.test_labels)
+
+
+def test_result_shapes_and_ranges(base):
+    assert base.accuracy_matrix.shape == (2, 5, 5)
+    assert base.overall_accuracy.shape == (2, 5)
+    assert base.diverged.shape == (2,) and base.diverged.dtype == bool
+    assert not base.diverged.any()
+    for a in (base.accuracy_matrix, base.overall_accuracy):
+        assert np.all((a >= 0) & (a <= 1))
+    np.testing.assert_array_equal(base.final_accuracy, base.overall_accuracy[:, -1])
+    assert base.wall_time_s > 0
+
+
+def test_accuracies_are_multiples_of_one_test_example(base, split):
+    counts = np.bincount(split.test_task, minlength=5)
+    for j in range(5):
+        k = base.accuracy_matrix[:, :, j] * counts[j]
+        np.testing.assert_allclose(k, np.round(k), atol=1e-4)
+
+
+def test_each_task_is_learned_when_trained(base):
+    # R[i, i]: accuracy on task i right after training it
+    diagonal = np.diagonal(base.accuracy_matrix, axis1=1, axis2=2)
+    assert np.all(diagonal > 0.8), diagonal
+
+
+def test_overall_is_test_count_weighted_mean_of_tasks(base, split):
+    assert np.all(split.test_task >= 0)  # every test example belongs to a task
+    counts = np.bincount(split.test_task, minlength=5).astype(np.float64)
+    assert len(set(counts)) > 1  # weights really differ
+    expected = base.accuracy_matrix @ counts / counts.sum()
+    np.testing.assert_allclose(base.overall_accuracy, expected, rtol=1e-5)
+
+
+def test_same_members_twice_is_bitwise_identical(base, data, split):
+    again = _run(BASE, [_adagrad(0), _adagrad(1)], data, split)
+    np.testing.assert_array_equal(again.accuracy_matrix, base.accuracy_matrix)
+    np.testing.assert_array_equal(again.overall_accuracy, base.overall_accuracy)
+    np.testing.assert_array_equal(again.diverged, base.diverged)
+
+
+@pytest.fixture(scope="module")
+def alone(data, split):
+    """Single-member runs, keyed by (seed, learning rate)."""
+    return {(s, lr): _run(BASE, [_adagrad(s, lr)], data, split) for s, lr in ((0, 1e-2), (1, 1e-2), (0, 3e-2))}
+
+
+def _assert_member_equals(population, p, single):
+    np.testing.assert_allclose(population.accuracy_matrix[p], single.accuracy_matrix[0], rtol=1e-5)
+    np.testing.assert_allclose(population.overall_accuracy[p], single.overall_accuracy[0], rtol=1e-5)
+    assert population.diverged[p] == single.diverged[0]
+
+
+def test_population_of_seeds_equals_members_alone(base, alone):
+    _assert_member_equals(base, 0, alone[(0, 1e-2)])
+    _assert_member_equals(base, 1, alone[(1, 1e-2)])
+    # and the seeds really are different models
+    assert not np.array_equal(base.accuracy_matrix[0], base.accuracy_matrix[1])
+
+
+def test_per_member_learning_rates_equal_separate_runs(data, split, alone):
+    population = _run(BASE, [_adagrad(0, 1e-2), _adagrad(0, 3e-2)], data, split)
+    _assert_member_equals(population, 0, alone[(0, 1e-2)])
+    _assert_member_equals(population, 1, alone[(0, 3e-2)])
+    assert not np.array_equal(population.accuracy_matrix[0], population.accuracy_matrix[1])
+
+
+def test_order_of_members_does_not_matter(base, data, split):
+    swapped = _run(BASE, [_adagrad(1), _adagrad(0)], data, split)
+    np.testing.assert_allclose(swapped.accuracy_matrix[::-1], base.accuracy_matrix, rtol=1e-5)
+
+
+def test_diverged_member_is_reported_and_isolated(data, split, alone, capsys):
+    # No update clip and a learning rate of 1e30: the weights overflow and the loss becomes NaN.
+    huge = _adagrad(0, 1e30)
+    mixed = _run(BASE, [huge, _adagrad(1)], data, split)
+    assert mixed.diverged.tolist() == [True, False]
+    assert "diverged" in capsys.readouterr().err
+    # the healthy member is unaffected by its neighbour's NaNs
+    _assert_member_equals(mixed, 1, alone[(1, 1e-2)])
+    assert np.all(np.isfinite(mixed.accuracy_matrix[1]))
+
+
+def _slice(result, p):
+    return engine.PopulationResult(
+        result.accuracy_matrix[p : p + 1], result.overall_accuracy[p : p + 1], result.diverged[p : p + 1], 0.0
+    )
+
+
+def test_lwta_static_groups_runs(data, split):
+    structure = Structure("lwta", "adagrad", activation_static=(("groups", 8),), hidden_size=32)
+    member = Member(0, {}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})
+    result = _run(structure, [member, member], data, split)
+    assert result.accuracy_matrix.shape == (2, 5, 5)
+    assert not result.diverged.any()
+    np.testing.assert_array_equal(result.accuracy_matrix[0], result.accuracy_matrix[1])
+    assert np.all(np.diagonal(result.accuracy_matrix[0]) > 0.5)
+
+
+def test_topk_with_per_member_k(data, split):
+    structure = Structure("topk_subtract", "adagrad", hidden_size=32)
+
+    def member(k):
+        return Member(0, {"k": k}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})
+
+    mixed = _run(structure, [member(4), member(16)], data, split)
+    assert mixed.accuracy_matrix.shape == (2, 5, 5)
+    assert not mixed.diverged.any()
+    # each member trains with its own k: equal to a population where everyone has that k
+    uniform = {k: _run(structure, [member(k), member(k)], data, split) for k in (4, 16)}
+    for p, k in enumerate((4, 16)):
+        _assert_member_equals(mixed, p, _slice(uniform[k], 0))
+    assert not np.array_equal(uniform[4].accuracy_matrix[0], uniform[16].accuracy_matrix[0])
