@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cl_sweep.results import find_result_files, read_result
@@ -115,7 +116,7 @@ def test_killed_grid_resumes_without_recomputing_finished_jobs(tmp_path):
     assert len(files) == 12
     for f, text in finished.items():
         assert f.read_text() == text  # not recomputed
-    assert again.stderr.count("already complete") == len(finished)
+    assert (again.stdout + again.stderr).count("already complete") == len(finished)
 
 
 @pytest.mark.slow
@@ -145,3 +146,27 @@ def test_optuna_preset_resumes_to_n_trials_on_the_real_trainer(tmp_path, preset)
     # every trial's value is the final_accuracy_mean of the result.json its job wrote
     values = sorted(round(read_result(f)["final_accuracy_mean"], 9) for f in find_result_files(tmp_path / "sweep"))
     assert sorted(round(t.value, 9) for t in complete) == values
+
+
+@pytest.mark.slow
+def test_population_launcher_matches_jobs_run_alone(tmp_path):
+    """The same grid through the population launcher and the basic one: same files, same numbers."""
+    args = ["--multirun", "+sweep=a6", "activation=topk_subtract", "optimizer=sgd", "activation.k=32,256", *TINY]
+    pop = run_cli(*args, f"hydra.sweep.dir={tmp_path}/pop")  # the preset's default launcher
+    assert pop.returncode == 0, pop.stderr[-3000:]
+    assert "as populations of up to" in pop.stdout + pop.stderr
+    alone = run_cli(*args, "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path}/alone")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+
+    def by_point(root):
+        return {tuple(sorted(r["overrides"])): r for r in map(read_result, find_result_files(root))}
+
+    a, b = by_point(tmp_path / "pop"), by_point(tmp_path / "alone")
+    assert len(a) == 6 and a.keys() == b.keys()
+    for key in a:
+        ra, rb = a[key], b[key]
+        for field in ("schema", "status", "seeds", "hyperparameters", "config", "overrides", "early_stopped", "diverged"):
+            assert ra[field] == rb[field], field
+        # members are independent under vmap; only the rounding of batched kernels may differ
+        assert ra["final_accuracy"] == pytest.approx(rb["final_accuracy"], abs=2e-3)
+        np.testing.assert_allclose(np.array(ra["accuracy_matrix"]), np.array(rb["accuracy_matrix"]), atol=5e-3)

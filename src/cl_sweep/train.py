@@ -101,61 +101,114 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())  # population std (ddof=0), as the paper
 
 
+def population_key(cfg: Mapping) -> tuple:
+    """Jobs with equal keys can train as one population: same program, data, schedule and early-stop rule."""
+    bench, es = cfg["benchmark"], cfg["early_stop"]
+    return (
+        structure_of(cfg),
+        bench["dataset"], bench["num_tasks"], bench["classes_per_task"], bench["batch_size"],
+        bench["epochs_per_task"], bench["limit_per_task"], cfg.get("data_dir"),
+        es["enabled"], es["after_seeds"], es["threshold"],
+    )
+
+
 def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Trains all seeds of one config together and returns the schema-1 result dict (not yet written).
 
     With ``early_stop.enabled``, the first ``after_seeds`` seeds train first; if their mean final
     accuracy is below ``threshold`` the rest are skipped and ``early_stopped`` is true.
     """
-    cfg = _plain(cfg)
-    validate(cfg)
+    return train_jobs([cfg], [overrides])[0]
+
+
+def train_jobs(
+    cfgs: Sequence[DictConfig | Mapping],
+    overrides: Sequence[Sequence[str]],
+    *,
+    max_population: int | None = None,
+    desc: str = "",
+) -> list[dict[str, Any]]:
+    """Trains several jobs (grid points) of one `population_key` as one population; one result per job.
+
+    Every (job, seed) is a member; members are independent under ``vmap``, so each job's numbers
+    are those it gets alone (up to float rounding of batched kernels). ``max_population`` caps
+    the members per compiled call (memory, and the CPU's sweet spot); None trains all at once.
+    Early stop is per job: phase 1 trains every job's first ``after_seeds`` seeds, phase 2 the
+    remaining seeds of the jobs whose phase-1 mean reached the threshold. ``wall_time_s`` of each
+    job is its share of the population's wall time.
+    """
+    cfgs = [_plain(c) for c in cfgs]
+    for c in cfgs:
+        validate(c)
+    keys = {population_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError(f"jobs of different structures cannot share a population: {sorted(map(str, keys))}")
     start = time.perf_counter()
-    device_data, dataset = device_dataset(cfg["benchmark"]["dataset"], cfg.get("data_dir"), cfg["progress"])
-    split = split_of(cfg, dataset)
-    structure = structure_of(cfg)
-    seeds = [cfg["seed"] + i for i in range(cfg["n_seeds"])]
-    bench = cfg["benchmark"]
+    common = cfgs[0]
+    progress = common["progress"]
+    device_data, dataset = device_dataset(common["benchmark"]["dataset"], common.get("data_dir"), progress)
+    split = split_of(common, dataset)
+    structure = structure_of(common)
+    bench, es = common["benchmark"], common["early_stop"]
+    seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
-    def run(seed_group: list[int], desc: str) -> PopulationResult:
-        return train_population(
-            structure, members_of(cfg, seed_group), device_data, split,
-            batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
-            limit_per_task=bench["limit_per_task"], progress=cfg["progress"], desc=desc,
-        )
+    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool]] = {}  # (job, seed) -> final, matrix, diverged
 
-    es = cfg["early_stop"]
-    phases = [seeds]
-    if es["enabled"] and len(seeds) > es["after_seeds"]:
-        phases = [seeds[: es["after_seeds"]], seeds[es["after_seeds"] :]]
+    def run(pairs: list[tuple[int, int]]) -> None:
+        cap = max_population or len(pairs)
+        for lo in range(0, len(pairs), cap):
+            chunk = pairs[lo : lo + cap]
+            members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
+            if len(cfgs) == 1:
+                label = f"seeds {chunk[0][1]}-{chunk[-1][1]} " if len(chunk) > 1 else f"seed {chunk[0][1]} "
+            else:
+                label = f"{desc}models {lo + 1}-{lo + len(chunk)}/{len(pairs)} "
+            res = train_population(
+                structure, members, device_data, split,
+                batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
+                limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
+            )
+            for i, key in enumerate(chunk):
+                outcome[key] = (float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]))
 
-    trained: list[int] = []
-    parts: list[PopulationResult] = []
-    early_stopped = False
-    for i, group in enumerate(phases):
-        seeds_desc = f"seeds {group[0]}-{group[-1]} " if len(group) > 1 else f"seed {group[0]} "
-        parts.append(run(group, seeds_desc))
-        trained += group
-        if i == 0 and len(phases) > 1:
-            first = parts[0]
-            ok = ~first.diverged
-            mean = float(first.final_accuracy[ok].mean()) if ok.any() else float("nan")
-            if not (mean >= es["threshold"]):  # NaN (all diverged) also stops
-                early_stopped = True
-                break
+    split_jobs = es["enabled"]
+    first = [(j, s) for j, ss in enumerate(seeds) for s in (ss[: es["after_seeds"]] if split_jobs else ss)]
+    run(first)
+    early_stopped = [False] * len(cfgs)
+    rest = []
+    for j, ss in enumerate(seeds):
+        if not split_jobs or len(ss) <= es["after_seeds"]:
+            continue
+        done = [outcome[(j, s)] for s in ss[: es["after_seeds"]]]
+        ok = [f for f, _, d in done if not d]
+        mean = float(np.mean(ok)) if ok else float("nan")
+        if mean >= es["threshold"]:
+            rest += [(j, s) for s in ss[es["after_seeds"] :]]
+        else:  # NaN (all diverged) also stops
+            early_stopped[j] = True
+    if rest:
+        run(rest)
+    share = (time.perf_counter() - start) / len(cfgs)
+    return [
+        _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share)
+        for j, ss in enumerate(seeds)
+    ]
 
-    diverged = np.concatenate([p.diverged for p in parts])
-    final = np.concatenate([p.final_accuracy for p in parts])
-    matrix = np.concatenate([p.accuracy_matrix for p in parts])
-    final_list = [None if d else float(a) for a, d in zip(final, diverged)]
-    status = "diverged" if diverged.any() else "ok"
-    if status == "ok":
-        mean, std = _mean_std([a for a in final_list if a is not None])
-    else:
-        mean = std = None
 
+def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall) -> dict[str, Any]:
+    """The schema-1 result dict of one job."""
     import jax
     import jaxlib
 
+    final = [outcome[(j, s)][0] for s in trained]
+    matrix = [outcome[(j, s)][1] for s in trained]
+    diverged = [outcome[(j, s)][2] for s in trained]
+    final_list = [None if d else float(a) for a, d in zip(final, diverged)]
+    status = "diverged" if any(diverged) else "ok"
+    if status == "ok":
+        mean, std = _mean_std(final_list)
+    else:
+        mean = std = None
     return {
         "schema": SCHEMA_VERSION,
         "status": status,
@@ -166,14 +219,14 @@ def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = 
         "config": cfg,
         "overrides": list(overrides),
         "seeds": trained,
-        "n_seeds_requested": len(seeds),
+        "n_seeds_requested": n_requested,
         "early_stopped": early_stopped,
-        "diverged": [bool(d) for d in diverged],
+        "diverged": diverged,
         "final_accuracy": final_list,
         "final_accuracy_mean": mean,
         "final_accuracy_std": std,
         "accuracy_matrix": [[[float(v) for v in row] for row in m] for m in matrix],
-        "wall_time_s": round(time.perf_counter() - start, 3),
+        "wall_time_s": round(wall, 3),
         "versions": {"cl_sweep": __version__, "git": _git_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

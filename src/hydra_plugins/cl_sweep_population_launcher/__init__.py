@@ -1,0 +1,1 @@
+"""Hydra launcher `population`: jobs that share a program train together as one vectorised population."""

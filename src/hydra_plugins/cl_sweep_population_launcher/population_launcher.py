@@ -1,0 +1,122 @@
+"""The `population` launcher: groups a sweep's jobs by program and trains each group as one population.
+
+Each job still gets its own folder, its own Hydra logs and its own ``result.json``, identical to
+what the job writes alone (same code path: `cl_sweep.train.train_jobs`); only the training of
+grid points that share an (activation, optimizer) structure is fused into one ``vmap``-ed
+program. Jobs whose result is already complete are skipped, results are written after every
+sub-population, so a killed sweep loses at most the sub-population in flight.
+"""
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    """What the collector learned about one job inside Hydra's job context."""
+
+    def __init__(self, cfg: dict, overrides: list[str], output_dir: str, done: Optional[dict]):
+        self.cfg, self.overrides, self.output_dir, self.done = cfg, overrides, output_dir, done
+
+
+def _collect(cfg: DictConfig) -> _Pending:
+    """Stand-in task function: records the job's resolved config and folder, trains nothing."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from cl_sweep.results import is_complete
+
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    done = is_complete(hc.runtime.output_dir, overrides) if plain.get("skip_completed", True) else None
+    return _Pending(plain, overrides, hc.runtime.output_dir, done)
+
+
+class PopulationLauncher(Launcher):
+    def __init__(self, max_population: int = 20) -> None:
+        super().__init__()
+        if max_population < 1:
+            raise ValueError(f"hydra.launcher.max_population={max_population} is not allowed; it must be >= 1")
+        self.max_population = max_population
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from cl_sweep.cli import summary
+        from cl_sweep.results import write_result
+        from cl_sweep.train import objective, population_key, train_jobs
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs as populations of up to {self.max_population} models")
+
+        returns: list[JobReturn] = []
+        pending: list[tuple[int, _Pending]] = []
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            ret = run_job(
+                hydra_context=self.hydra_context, task_function=_collect, config=sweep_config,
+                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+            )
+            returns.append(ret)
+            if ret.status == JobStatus.COMPLETED:
+                p = ret.return_value
+                if p.done is not None:
+                    log.info(f"\t#{idx} already complete, not re-run: {p.output_dir}")
+                    ret.return_value = objective(p.done)
+                else:
+                    pending.append((i, p))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+        groups: dict[Any, list[tuple[int, _Pending]]] = {}
+        for i, p in pending:
+            groups.setdefault(population_key(p.cfg), []).append((i, p))
+        for g, (key, jobs) in enumerate(groups.items()):
+            cfg0 = jobs[0][1].cfg
+            es = cfg0["early_stop"]
+            first_phase = min(cfg0["n_seeds"], es["after_seeds"]) if es["enabled"] else cfg0["n_seeds"]
+            per_call = max(1, self.max_population // max(1, first_phase))
+            log.info(
+                f"population {g + 1}/{len(groups)}: {cfg0['activation']['name']} + {cfg0['optimizer']['name']}, "
+                f"{len(jobs)} jobs in calls of {per_call}"
+            )
+            for lo in range(0, len(jobs), per_call):
+                part = jobs[lo : lo + per_call]
+                tic = time.perf_counter()
+                try:
+                    results = train_jobs(
+                        [p.cfg for _, p in part], [p.overrides for _, p in part],
+                        max_population=self.max_population, desc=f"pop {g + 1}/{len(groups)} ",
+                    )
+                except Exception as e:  # this sub-population fails; the sweep goes on
+                    log.error(f"population {g + 1}, jobs {lo + 1}-{lo + len(part)} failed: {type(e).__name__}: {e}")
+                    for i, _ in part:
+                        returns[i].status = JobStatus.FAILED
+                        returns[i]._return_value = e
+                    continue
+                for (i, p), result in zip(part, results):
+                    path = write_result(result, p.output_dir)
+                    returns[i].return_value = objective(result)
+                    print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
+                log.info(f"  {len(part)} jobs in {time.perf_counter() - tic:.1f} s")
+        return returns
