@@ -35,6 +35,15 @@ CHUNKS_PER_TASK = 8
 STEP_BUCKET = 32
 
 
+def default_max_population() -> int:
+    """Models per compiled call when the user sets none: measured by benchmarks/step_time.py.
+
+    On a 2-core CPU, 2 models per call gave the most model-steps per second (larger populations
+    spill the weights and optimizer state out of cache); an accelerator wants hundreds.
+    """
+    return 2 if jax.default_backend() == "cpu" else 256
+
+
 @dataclass(frozen=True)
 class Structure:
     """What changes the compiled program. Hashable: it keys the compilation cache."""

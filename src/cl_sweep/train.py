@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from cl_sweep import __version__
 from cl_sweep.activations import get_activation
 from cl_sweep.config import validate
-from cl_sweep.engine import DeviceData, Member, PopulationResult, Structure, to_device, train_population
+from cl_sweep.engine import DeviceData, Member, Structure, default_max_population, to_device, train_population
 from cl_sweep.optimizers import get_optimizer
 from cl_sweep.results import SCHEMA_VERSION
 from cl_sweep.tasks import TaskSplit, class_incremental_split
@@ -132,7 +132,8 @@ def train_jobs(
 
     Every (job, seed) is a member; members are independent under ``vmap``, so each job's numbers
     are those it gets alone (up to float rounding of batched kernels). ``max_population`` caps
-    the members per compiled call (memory, and the CPU's sweet spot); None trains all at once.
+    the members per compiled call (memory, and the CPU's sweet spot); None means
+    `cl_sweep.engine.default_max_population` (2 on CPU).
     Early stop is per job: phase 1 trains every job's first ``after_seeds`` seeds, phase 2 the
     remaining seeds of the jobs whose phase-1 mean reached the threshold. ``wall_time_s`` of each
     job is its share of the population's wall time.
@@ -155,7 +156,7 @@ def train_jobs(
     outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool]] = {}  # (job, seed) -> final, matrix, diverged
 
     def run(pairs: list[tuple[int, int]]) -> None:
-        cap = max_population or len(pairs)
+        cap = max_population or default_max_population()
         for lo in range(0, len(pairs), cap):
             chunk = pairs[lo : lo + cap]
             members = [members_of(cfgs[j], [s])[0] for j, s in chunk]

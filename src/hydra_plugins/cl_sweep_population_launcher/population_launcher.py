@@ -43,8 +43,12 @@ def _collect(cfg: DictConfig) -> _Pending:
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_population: int = 20) -> None:
+    def __init__(self, max_population: Optional[int] = None) -> None:
         super().__init__()
+        if max_population is None:
+            from cl_sweep.engine import default_max_population
+
+            max_population = default_max_population()
         if max_population < 1:
             raise ValueError(f"hydra.launcher.max_population={max_population} is not allowed; it must be >= 1")
         self.max_population = max_population
