@@ -19,6 +19,8 @@ class GridSweeperConf:
     validate: bool = True
     # Print the job count and every job's overrides, launch nothing.
     dry_run: bool = False
+    # Keep every `stride`-th job (a documented, deterministic sample of the grid; 1 = all).
+    stride: int = 1
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="cl_sweep")

@@ -77,8 +77,11 @@ class GridSweeper(Sweeper):
 
     def __init__(
         self, grid: dict | DictConfig | None = None, max_batch_size: int | None = None,
-        validate: bool = True, dry_run: bool = False,
+        validate: bool = True, dry_run: bool = False, stride: int = 1,
     ):
+        if stride < 1:
+            raise ValueError(f"hydra.sweeper.stride={stride} is not allowed; it must be >= 1 (1 = every job)")
+        self.stride = stride
         self.grid = OmegaConf.to_container(grid, resolve=True) if isinstance(grid, DictConfig) else dict(grid or {})
         self.max_batch_size = max_batch_size
         self.validate = validate
@@ -139,7 +142,7 @@ class GridSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None
-        jobs = self.job_overrides(arguments)
+        jobs = self.job_overrides(arguments)[:: self.stride]
         if self.dry_run:
             for overrides in jobs:
                 print(" ".join(overrides))

@@ -1,0 +1,120 @@
+"""End to end: time a documented slice of the A.6 grid through the real CLI and project the whole grid.
+
+    python benchmarks/grid_time.py [--stride 10] [--reference-steps 150]
+
+The slice is every ``stride``-th job of Hard ASH + RMSprop (150 grid points; stride 10 = 15 jobs,
+5 seeds each, early stop on), run as ``python -m cl_sweep --multirun +sweep=a6 ...`` in a
+subprocess: process start, data loading, compilation and evaluation all count. The baseline,
+timed in the same run, is a loop shaped like the paper's reference script: per-example ``vmap``,
+one jitted call per step, the loss fetched to the host every step. The projection for the whole
+grid uses the share of early-stopped jobs found in the stored results (results/a6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GRID_JOBS = 1943
+
+
+def reference_style_ms_per_step(steps: int) -> float:
+    """ms per step of a reference-shaped loop: per-example vmap, a jitted call and a host sync per step."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from cl_sweep import model as mlp
+    from cl_sweep.activations import hard_ash
+    from cl_sweep.data import load_dataset
+    from cl_sweep.ops import weight_norm
+
+    ds = load_dataset("mnist", progress=False)
+    x_all = np.asarray(mlp.preprocess(jnp.asarray(ds.train_images[: steps * 64])))
+    y_all = ds.train_labels[: steps * 64].astype(np.int32)
+    params = mlp.init_params(jax.random.PRNGKey(0), 1000)
+    tx = optax.chain(optax.adagrad(2e-4, initial_accumulator_value=1e-6), optax.clip(0.01))
+    opt_state = tx.init(params)
+
+    def one(p, x):  # one example at a time, as the reference's model __call__
+        h = weight_norm(p["w1"]) .T @ x
+        return hard_ash(h, alpha=3.0, z_k=2.3, beta=2.0) @ p["w2"]
+
+    @jax.jit
+    def step(p, s, xs, ys):
+        def loss(p):
+            logits = jax.vmap(one, in_axes=(None, 0))(p, xs)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
+
+        value, g = jax.value_and_grad(loss)(p)
+        u, s = tx.update(g, s, p)
+        return value, optax.apply_updates(p, u), s
+
+    value, params, opt_state = step(params, opt_state, x_all[:64], y_all[:64])  # compile
+    tic = time.perf_counter()
+    for i in range(steps):
+        value, params, opt_state = step(params, opt_state, x_all[i * 64 : (i + 1) * 64], y_all[i * 64 : (i + 1) * 64])
+        if np.isnan(float(value)):  # the host sync the reference does every step
+            raise RuntimeError("nan")
+    return 1000 * (time.perf_counter() - tic) / steps
+
+
+def early_stop_share(root: Path) -> tuple[float, int]:
+    from cl_sweep.results import find_result_files, read_result
+
+    flags = []
+    for f in find_result_files(root) if root.exists() else []:
+        try:
+            flags.append(read_result(f)["early_stopped"])
+        except Exception:
+            continue
+    return (sum(flags) / len(flags) if flags else 0.0), len(flags)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stride", type=int, default=10)
+    ap.add_argument("--reference-steps", type=int, default=150)
+    args = ap.parse_args()
+    from cl_sweep.results import find_result_files, read_result
+
+    ref_ms = reference_style_ms_per_step(args.reference_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable, "-m", "cl_sweep", "--multirun", "+sweep=a6", "activation=hard_ash", "optimizer=rmsprop",
+            f"hydra.sweeper.stride={args.stride}", "progress=false", f"hydra.sweep.dir={tmp}",
+        ]
+        tic = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - tic
+        if proc.returncode != 0:
+            sys.exit(proc.stderr[-3000:])
+        results = [read_result(f) for f in find_result_files(tmp)]
+    jobs = len(results)
+    models = sum(len(r["seeds"]) for r in results)
+    steps_per_model = 939
+    per_model = wall / models
+    share, n_stored = early_stop_share(REPO / "results" / "a6")
+    grid_models = GRID_JOBS * (5 * (1 - share) + 2 * share)
+
+    print(f"slice: every {args.stride}th job of the A.6 grid of Hard ASH + RMSprop: {jobs} jobs, {models} models "
+          f"({sum(r['early_stopped'] for r in results)} jobs early-stopped)")
+    print(f"  wall time, whole CLI run (start, data, compile, train, evaluate, write): {wall:.1f} s = {per_model:.2f} s per model")
+    print(f"reference-shaped loop (per-example vmap, jitted step, host sync per step): {ref_ms:.2f} ms/step "
+          f"= {ref_ms * steps_per_model / 1000:.2f} s per model before evaluation")
+    print(f"  speed-up of cl_sweep end to end over the reference-shaped loop's training alone: "
+          f"{ref_ms * steps_per_model / 1000 / per_model:.1f}x")
+    print(f"whole A.6 grid ({GRID_JOBS} jobs):")
+    print(f"  no early stop, 9,715 models: {9715 * per_model / 3600:.2f} h (reference-shaped: {9715 * ref_ms * steps_per_model / 1000 / 3600:.1f} h)")
+    print(f"  with early stop, {100 * share:.0f}% of jobs early-stopped as in the {n_stored} stored results: "
+          f"{grid_models:.0f} models, {grid_models * per_model / 3600:.2f} h")
+
+
+if __name__ == "__main__":
+    main()
