@@ -177,7 +177,7 @@ def test_cell_with_only_diverged_points(tmp_path: Path) -> None:
     empty = cell(best, "sigmoid", "sgd")
     assert math.isnan(empty["mean"]) and empty["n_diverged"] == 1
     md = tables.write_tables(summary, tmp_path / "out")
-    assert "diverged (15.6 ± 1.0)" in md
+    assert "diverged [1/3] (15.6 ± 1.0)" in md  # 1 of sigmoid+sgd's 3 A.6 grid points run
     assert "(all diverged)" in md
 
 
@@ -298,8 +298,8 @@ def test_table2_shows_paper_value_and_within_mark(tmp_path: Path) -> None:
     _, best, _ = pipeline(tmp_path)
     t2 = tables.table2(best)
     md = t2.to_markdown()
-    assert f"78.0 ± 0.8{tables.INCOMPLETE_MARK} {tables.WITHIN} (78.3 ± 1.4)" in md
-    assert f"70.0 ± 0.0 {tables.OUTSIDE} (76.4 ± 1.4)" in md
+    assert f"78.0 ± 0.8{tables.INCOMPLETE_MARK} {tables.WITHIN} [1/18] (78.3 ± 1.4)" in md
+    assert f"70.0 ± 0.0 {tables.OUTSIDE} [1/18] (76.4 ± 1.4)" in md
     # Every paper row and column is shown, missing cells with a dash beside the paper's value.
     display = t2.display
     assert list(display["Activation"]) == [paper.activation_name(a) for a in paper.ACTIVATION_ORDER]
@@ -349,7 +349,7 @@ def test_details_table(tmp_path: Path) -> None:
     _, best, _ = pipeline(tmp_path)
     row = tables.details_table(best).display.iloc[0]
     assert row["Winning hyperparameters"] == "activation.k=8, optimizer.lr=0.01"
-    assert row["Grid points"] == "4" and row["Seeds run"] == "12"
+    assert row["Grid points"] == "4/18" and row["Seeds run"] == "12"  # of the A.6 grid's 18
     assert row["Diverged"] == "1" and row["Early-stopped"] == "1" and row["Incomplete"] == "0"
 
 
@@ -391,7 +391,7 @@ def test_cli_good_data_nested_folders(tmp_path: Path, capsys: pytest.CaptureFixt
     assert tables.main([str(root), "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "Table 2" in stdout and "Hard ASH" in stdout and "## Problems" in stdout
-    assert "78.0 ± 0.0 ✓ (78.3 ± 1.4)" in stdout and "76.0 ± 0.0 ✓ (76.4 ± 1.4)" in stdout
+    assert "78.0 ± 0.0 ✓ [1/18] (78.3 ± 1.4)" in stdout and "76.0 ± 0.0 ✓ [1/18] (76.4 ± 1.4)" in stdout
     assert (out / "table2.md").is_file()
     assert (out / "table2_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -450,3 +450,17 @@ def test_no_jax_import() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a6_coverage_mark_only_on_partial_cells(tmp_path: Path) -> None:
+    # ReLU + SGD has 3 A.6 grid points: all three run -> no mark; Sigmoid + SGD: 2 of 3 -> [2/3].
+    for lr in (3e-4, 4e-4, 5e-4):
+        put(tmp_path, f"relu{lr}", activation="relu", optimizer="sgd", hyperparameters={"optimizer.learning_rate": lr})
+    for lr in (3e-4, 4e-4):
+        put(tmp_path, f"sig{lr}", activation="sigmoid", optimizer="sgd", hyperparameters={"optimizer.learning_rate": lr})
+    _, best, _ = pipeline(tmp_path)
+    md = tables.table2(best).to_markdown()
+    relu_line = next(line for line in md.splitlines() if line.startswith("| ReLU"))
+    sigmoid_line = next(line for line in md.splitlines() if line.startswith("| Sigmoid"))
+    assert "70.0 ± 0.0 ✗ (19.8 ± 4.0)" in relu_line and "[" not in relu_line
+    assert "[2/3]" in sigmoid_line

@@ -161,3 +161,16 @@ def paper_order(keys: Iterable[str], order: tuple[str, ...]) -> list[str]:
     distinct = set(keys)
     known = [k for k in order if k in distinct]
     return known + sorted(distinct - set(order))
+
+#: Points per activation and per optimizer in the A.6 grid; a cell's grid is their product.
+A6_ACTIVATION_POINTS: dict[str, int] = {
+    "ash": 6, "hard_ash": 6, "topk_subtract": 5, "topk_mask": 5, "lwta": 3,
+    "relu": 1, "swish": 1, "sigmoid": 1, "hard_sigmoid": 1,
+}
+A6_OPTIMIZER_POINTS: dict[str, int] = {"adagrad": 3, "rmsprop": 25, "adam": 24, "sgdm": 12, "sgd": 3}
+
+
+def a6_cell_size(activation: str, optimizer: str) -> int | None:
+    """Grid points of an (activation, optimizer) cell in the A.6 grid, None outside it."""
+    a, o = A6_ACTIVATION_POINTS.get(activation), A6_OPTIMIZER_POINTS.get(optimizer)
+    return None if a is None or o is None else a * o

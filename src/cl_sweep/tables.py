@@ -469,6 +469,9 @@ def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
             text = _ours(ours)
             if within is not None:
                 text += f" {_mark(within)}"
+            expected = paper.a6_cell_size(act, opt) if benchmark == paper.PAPER_BENCHMARK else None
+            if ours is not None and expected and int(ours["n_grid_points"]) < expected:
+                text += f" [{int(ours['n_grid_points'])}/{expected}]"
             if pv is not None:
                 text += f" ({_fmt_paper(pv)})"
             drow[paper.optimizer_name(opt)] = text
@@ -500,7 +503,8 @@ def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     )
     notes = [
         f"{MISSING} = not run; diverged = every grid point of the cell diverged; "
-        f"{INCOMPLETE_MARK} = best grid point has fewer seeds than requested."
+        f"{INCOMPLETE_MARK} = best grid point has fewer seeds than requested; "
+        "[k/N] = only k of the cell's N A.6 grid points have been run (the best so far is shown)."
     ]
     return Table(
         "table2",
@@ -700,7 +704,11 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
                 "Best": _ours(r),
                 "Seeds (best)": str(r["n_seeds"]),
                 "Winning hyperparameters": hps,
-                "Grid points": str(r["n_grid_points"]),
+                "Grid points": str(r["n_grid_points"]) + (
+                    f"/{paper.a6_cell_size(r['activation'], r['optimizer'])}"
+                    if benchmark == paper.PAPER_BENCHMARK and paper.a6_cell_size(r["activation"], r["optimizer"])
+                    else ""
+                ),
                 "Seeds run": str(r["n_seeds_total"]),
                 "Diverged": str(r["n_diverged"]),
                 "Early-stopped": str(r["n_early_stopped"]),
