@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RESULTS ?= results
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data train test test-fast tables bench reproduce clean
