@@ -533,6 +533,58 @@ def _paper_row_best(activation: str) -> PaperBest | None:
     return PaperBest(v.mean, v.std, opt)
 
 
+def _best_view(
+    best: pd.DataFrame,
+    benchmark: str,
+    key: str,
+    refs: dict[str, PaperBest],
+    fallback=None,
+) -> tuple[list[dict], list[dict], bool]:
+    """Rows of a "best partner per activation" (key="activation") or "per optimizer" table.
+
+    ``refs`` are the paper's printed entries; ``fallback(name)`` supplies one (marked) where the
+    paper printed none. Returns the display rows, the numeric rows and whether a fallback was used.
+    """
+    partner = "optimizer" if key == "activation" else "activation"
+    name = {"activation": paper.activation_name, "optimizer": paper.optimizer_name}
+    order = paper.ACTIVATION_ORDER if key == "activation" else paper.OPTIMIZER_ORDER
+    best = _for_benchmark(best, benchmark)
+    winners = _best_over(best, key)
+    display_rows, data_rows, derived = [], [], False
+    for item in paper.paper_order(best[key], order):
+        win = winners.get(item)
+        ref, suffix = refs.get(item), ""
+        if ref is None and fallback is not None and (ref := fallback(item)) is not None:
+            suffix, derived = DERIVED_MARK, True
+        mean = math.nan if win is None else float(win["mean"])
+        within = within_paper(mean, ref)
+        display_rows.append(
+            {
+                key.capitalize(): name[key](item),
+                "Ours": _ours(win) if win is not None else "diverged",
+                partner.capitalize(): MISSING if win is None else name[partner](win[partner]),
+                "Paper": _fmt_paper(ref) + suffix,
+                f"Paper {partner}": MISSING if ref is None else name[partner](ref.partner),
+                "Within": _mark(within) or MISSING,
+            }
+        )
+        row = {
+            "benchmark": benchmark,
+            key: item,
+            partner: None if win is None else win[partner],
+            "mean": mean,
+            "std": math.nan if win is None else float(win["std"]),
+            "hyperparameters": None if win is None else win["hp_key"],
+            "paper_mean": math.nan if ref is None else ref.mean,
+            "paper_std": math.nan if ref is None else ref.std,
+            f"paper_{partner}": None if ref is None else ref.partner,
+        }
+        if fallback is not None:
+            row["paper_from_table2"] = bool(suffix)
+        data_rows.append({**row, "within_paper_std": within})
+    return display_rows, data_rows, derived
+
+
 def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     """Paper Table 1: the best optimizer per activation, ours vs the paper's.
 
@@ -546,46 +598,11 @@ def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     Returns:
         The `Table`.
     """
-    best = _for_benchmark(best, benchmark)
-    winners = _best_over(best, "activation")
     has_paper = benchmark == paper.PAPER_BENCHMARK
-    display_rows, data_rows = [], []
-    derived = False
-    for act in paper.paper_order(best["activation"], paper.ACTIVATION_ORDER):
-        win = winners.get(act)
-        ref: PaperBest | None = None
-        suffix = ""
-        if has_paper:
-            ref = paper.PAPER_TABLE1.get(act)
-            if ref is None and (ref := _paper_row_best(act)) is not None:
-                suffix, derived = DERIVED_MARK, True
-        mean = math.nan if win is None else float(win["mean"])
-        within = within_paper(mean, ref)
-        display_rows.append(
-            {
-                "Activation": paper.activation_name(act),
-                "Ours": _ours(win) if win is not None else "diverged",
-                "Optimizer": MISSING if win is None else paper.optimizer_name(win["optimizer"]),
-                "Paper": _fmt_paper(ref) + suffix,
-                "Paper optimizer": MISSING if ref is None else paper.optimizer_name(ref.partner),
-                "Within": _mark(within) or MISSING,
-            }
-        )
-        data_rows.append(
-            {
-                "benchmark": benchmark,
-                "activation": act,
-                "optimizer": None if win is None else win["optimizer"],
-                "mean": mean,
-                "std": math.nan if win is None else float(win["std"]),
-                "hyperparameters": None if win is None else win["hp_key"],
-                "paper_mean": math.nan if ref is None else ref.mean,
-                "paper_std": math.nan if ref is None else ref.std,
-                "paper_optimizer": None if ref is None else ref.partner,
-                "paper_from_table2": bool(suffix),
-                "within_paper_std": within,
-            }
-        )
+    display_rows, data_rows, derived = _best_view(
+        best, benchmark, "activation", paper.PAPER_TABLE1 if has_paper else {},
+        fallback=_paper_row_best if has_paper else None,
+    )
     notes = []
     if derived:
         notes.append(f"{DERIVED_MARK} = not in the paper's Table 1; best of its Table 2 row.")
@@ -624,39 +641,10 @@ def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) 
     Returns:
         The `Table`; rows are the optimizers in our data, in paper order.
     """
-    best = _for_benchmark(best, benchmark)
-    winners = _best_over(best, "optimizer")
     has_paper = benchmark == paper.PAPER_BENCHMARK
-    display_rows, data_rows = [], []
-    for opt in paper.paper_order(best["optimizer"], paper.OPTIMIZER_ORDER):
-        win = winners.get(opt)
-        ref = paper.PAPER_OPTIMIZER_TABLE.get(opt) if has_paper else None
-        mean = math.nan if win is None else float(win["mean"])
-        within = within_paper(mean, ref)
-        display_rows.append(
-            {
-                "Optimizer": paper.optimizer_name(opt),
-                "Ours": _ours(win) if win is not None else "diverged",
-                "Activation": MISSING if win is None else paper.activation_name(win["activation"]),
-                "Paper": _fmt_paper(ref),
-                "Paper activation": MISSING if ref is None else paper.activation_name(ref.partner),
-                "Within": _mark(within) or MISSING,
-            }
-        )
-        data_rows.append(
-            {
-                "benchmark": benchmark,
-                "optimizer": opt,
-                "activation": None if win is None else win["activation"],
-                "mean": mean,
-                "std": math.nan if win is None else float(win["std"]),
-                "hyperparameters": None if win is None else win["hp_key"],
-                "paper_mean": math.nan if ref is None else ref.mean,
-                "paper_std": math.nan if ref is None else ref.std,
-                "paper_activation": None if ref is None else ref.partner,
-                "within_paper_std": within,
-            }
-        )
+    display_rows, data_rows, _ = _best_view(
+        best, benchmark, "optimizer", paper.PAPER_OPTIMIZER_TABLE if has_paper else {}
+    )
     notes = []
     if has_paper:
         notes.append(
