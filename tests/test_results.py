@@ -1,0 +1,91 @@
+"""The result schema: validation, atomic writes, reading back, and the resume check."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from cl_sweep.results import (
+    RESULT_FILENAME, ResultError, find_result_files, is_complete, read_result, validate_result, write_result,
+)
+
+
+def valid(**changes):
+    result = {
+        "schema": 1, "status": "ok", "benchmark": "split_mnist", "activation": "hard_ash", "optimizer": "adagrad",
+        "hyperparameters": {"optimizer.learning_rate": 2e-4}, "config": {}, "overrides": ["seed=0"],
+        "seeds": [0, 1], "n_seeds_requested": 2, "early_stopped": False, "diverged": [False, False],
+        "final_accuracy": [0.78, 0.8], "final_accuracy_mean": 0.79, "final_accuracy_std": 0.01,
+        "accuracy_matrix": [[[1.0]], [[1.0]]], "wall_time_s": 1.0, "versions": {}, "created": "2026-01-01T00:00:00+00:00",
+    }
+    result.update(changes)
+    return result
+
+
+def test_valid_result_round_trips(tmp_path):
+    path = write_result(valid(), tmp_path / "job")
+    assert path == tmp_path / "job" / RESULT_FILENAME
+    assert read_result(path) == valid()
+    assert list(find_result_files(tmp_path)) == [path]
+
+
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({"schema": 2}, "schema 2"),
+        ({"status": "weird"}, "status"),
+        ({"seeds": [0]}, "entries for 1 seeds"),
+        ({"final_accuracy": [78.0, 80.0]}, "not a fraction"),
+        ({"status": "diverged"}, "does not agree"),
+        ({"final_accuracy_mean": None}, "final_accuracy_mean"),
+        ({"early_stopped": "no"}, "early_stopped"),
+    ],
+)
+def test_invalid_results_are_refused_with_the_reason(changes, reason):
+    with pytest.raises(ResultError, match=reason):
+        validate_result(valid(**changes))
+
+
+def test_a_diverged_result_has_no_mean():
+    validate_result(valid(status="diverged", diverged=[True, False], final_accuracy=[None, 0.8],
+                          final_accuracy_mean=None, final_accuracy_std=None))
+
+
+def test_write_refuses_an_invalid_result_and_leaves_the_old_file(tmp_path):
+    write_result(valid(), tmp_path)
+    before = (tmp_path / RESULT_FILENAME).read_text()
+    with pytest.raises(ResultError):
+        write_result(valid(seeds=[0]), tmp_path)
+    assert (tmp_path / RESULT_FILENAME).read_text() == before
+    assert sorted(os.listdir(tmp_path)) == [RESULT_FILENAME]  # no temp file left behind
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_result(valid(), tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("text,reason", [("{", "not valid JSON"), ('{"a": 1}', "no 'schema' key"), ("[1]", "not a result object")])
+def test_read_reports_file_and_reason(tmp_path, text, reason):
+    path = tmp_path / RESULT_FILENAME
+    path.write_text(text)
+    with pytest.raises(ResultError, match=reason) as info:
+        read_result(path)
+    assert str(path) in str(info.value)
+
+
+def test_is_complete_checks_validity_and_overrides(tmp_path):
+    assert is_complete(tmp_path) is None
+    write_result(valid(overrides=["seed=0", "activation=hard_ash"]), tmp_path)
+    assert is_complete(tmp_path) is not None
+    assert is_complete(tmp_path, ["activation=hard_ash", "seed=0"]) is not None  # order does not matter
+    assert is_complete(tmp_path, ["seed=1", "activation=hard_ash"]) is None
+    (tmp_path / RESULT_FILENAME).write_text(json.dumps(valid())[:50])  # truncated
+    assert is_complete(tmp_path) is None
