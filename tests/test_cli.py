@@ -101,3 +101,24 @@ def test_early_stop_skips_remaining_seeds(tmp_path):
     result = read_result(tmp_path / "result.json")
     # 200 examples per task is far from 65% final accuracy: only the first two seeds run
     assert result["early_stopped"] is True and result["seeds"] == [0, 1] and result["n_seeds_requested"] == 5
+
+
+@pytest.mark.slow
+def test_adam_bias_correction_switch_changes_training(tmp_path):
+    finals = {}
+    for flag in ("true", "false"):
+        proc = run_cli(*SMOKE, "optimizer=adam", f"optimizer.bias_correction={flag}", f"hydra.run.dir={tmp_path / flag}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        result = read_result(tmp_path / flag / "result.json")
+        assert result["status"] == "ok" and result["hyperparameters"]["optimizer.bias_correction"] is (flag == "true")
+        finals[flag] = result["accuracy_matrix"]
+    assert finals["true"] != finals["false"]
+
+
+@pytest.mark.slow
+def test_sgd_exp_decay_trains_on_real_mnist(tmp_path):
+    proc = run_cli(*SMOKE, "optimizer=sgd_exp_decay", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = read_result(tmp_path / "result.json")
+    assert result["status"] == "ok" and result["optimizer"] == "sgd_exp_decay"
+    assert all(m[0][0] > 0.5 for m in result["accuracy_matrix"])  # learns task 1

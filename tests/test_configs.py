@@ -39,7 +39,8 @@ def test_defaults(compose):
     "group,option,expected",
     [
         ("optimizer", "rmsprop", {"learning_rate": 5.5e-6, "decay": 0.9993}),
-        ("optimizer", "adam", {"learning_rate": 1e-5, "b1": 0.98, "b2": 0.9995}),
+        ("optimizer", "adam", {"learning_rate": 1e-5, "b1": 0.98, "b2": 0.9995, "bias_correction": True}),
+        ("optimizer", "sgd_exp_decay", {"learning_rate": 1e-2, "decay_rate": 0.7, "transition_steps": 200, "staircase": True}),
         ("optimizer", "sgd", {"learning_rate": 4e-4}),
         ("optimizer", "sgdm", {"learning_rate": 1e-5, "momentum": 0.994}),
         ("activation", "ash", {"alpha": 3.0, "z_k": 2.3}),
@@ -97,6 +98,8 @@ def test_mistyped_value_fails_at_compose_time(compose):
         (["benchmark.limit_per_task=0"], "benchmark.limit_per_task"),
         (["n_seeds=0"], "n_seeds"),
         (["model.update_clip=-1"], "model.update_clip"),
+        (["optimizer=sgd_exp_decay", "optimizer.decay_rate=0"], "optimizer.decay_rate"),
+        (["optimizer=sgd_exp_decay", "optimizer.transition_steps=0"], "optimizer.transition_steps"),
     ],
 )
 def test_out_of_range_values_raise_config_error(compose, overrides, key):

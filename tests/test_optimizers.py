@@ -242,3 +242,58 @@ def test_traced_hyperparameters_under_vmap_equal_separate_runs(name, clip):
         _assert_tree_close(jax.tree_util.tree_map(lambda a: a[p], batched), separate[p], rtol=1e-5)
     # per-member hyperparameters really give per-member updates
     assert not np.allclose(_leaves(separate[0]), _leaves(separate[2]))
+
+
+# --- paper A.8 and A.9 options -------------------------------------------------------------
+
+
+def test_adam_without_bias_correction_uses_raw_moments():
+    from cl_sweep.optimizers import adam
+
+    lr, b1, b2 = 1e-3, 0.9, 0.999
+    g = {"w": jnp.array([0.5, -2.0, 3.0])}
+    raw = adam(learning_rate=lr, b1=b1, b2=b2, bias_correction=False)
+    u, state = raw.update(g, raw.init(g))
+    # first step from zero moments: mu = (1-b1) g, nu = (1-b2) g^2
+    expected = -lr * (1 - b1) * g["w"] / (jnp.sqrt(1 - b2) * jnp.abs(g["w"]) + 1e-8)
+    np.testing.assert_allclose(u["w"], expected, rtol=1e-6)
+    # bias-corrected Adam's first step is ~lr in size; without correction it is (1-b1)/sqrt(1-b2) times that
+    corrected = adam(learning_rate=lr, b1=b1, b2=b2, bias_correction=True)
+    uc, _ = corrected.update(g, corrected.init(g))
+    np.testing.assert_allclose(u["w"] / uc["w"], (1 - b1) / np.sqrt(1 - b2), rtol=1e-4)
+    # the default is optax.adam itself
+    ref = optax.adam(lr, b1=b1, b2=b2)
+    np.testing.assert_array_equal(uc["w"], ref.update(g, ref.init(g))[0]["w"])
+    assert int(state[0].count) == 1
+
+
+def test_sgd_exp_decay_matches_optax_schedule_and_staircase():
+    from cl_sweep.optimizers import sgd_exp_decay
+
+    lr, rate, steps = 1e-2, 0.7, 200
+    ours = sgd_exp_decay(learning_rate=lr, decay_rate=rate, transition_steps=steps, staircase=True)
+    ref = optax.sgd(optax.exponential_decay(lr, steps, rate, staircase=True))
+    g = {"w": jnp.ones(2)}
+    so, sr = ours.init(g), ref.init(g)
+    seen = {}
+    for t in range(401):
+        uo, so = ours.update(g, so)
+        ur, sr = ref.update(g, sr)
+        np.testing.assert_allclose(uo["w"], ur["w"], rtol=1e-6)
+        seen[t] = float(-uo["w"][0])
+    assert seen[0] == pytest.approx(lr) and seen[199] == pytest.approx(lr)
+    assert seen[200] == pytest.approx(lr * rate) and seen[400] == pytest.approx(lr * rate**2)
+
+
+def test_sgd_exp_decay_takes_traced_hyperparameters_under_vmap():
+    from cl_sweep.optimizers import sgd_exp_decay
+
+    def first_update(lr, rate):
+        tx = sgd_exp_decay(learning_rate=lr, decay_rate=rate, transition_steps=1, staircase=True)
+        g = jnp.ones(3)
+        s = tx.init(g)
+        _, s = tx.update(g, s)
+        return tx.update(g, s)[0]  # second step: lr * rate
+
+    out = jax.vmap(first_update)(jnp.array([1e-2, 2e-2]), jnp.array([0.5, 0.7]))
+    np.testing.assert_allclose(out[:, 0], [-5e-3, -1.4e-2], rtol=1e-6)

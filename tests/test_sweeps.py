@@ -42,6 +42,11 @@ def test_a6_preset_job_counts(args, expected):
     assert dry_run_count("+sweep=a6", *args) == expected
 
 
+def test_appendix_presets_job_counts():
+    assert dry_run_count("+sweep=a8", "activation=hard_ash", "optimizer=adam") == 6 * 24 * 2  # A.8: bias correction on/off
+    assert dry_run_count("+sweep=a9", "activation=hard_ash", "optimizer=sgd_exp_decay") == 6 * 6  # A.9: starting lr
+
+
 def test_a6_grid_values_are_the_protocol_values():
     proc = run_cli("--multirun", "+sweep=a6", "activation=hard_ash", "optimizer=rmsprop", "hydra.sweeper.dry_run=true")
     jobs = proc.stdout.strip().splitlines()[:-1]

@@ -78,6 +78,16 @@ class AdamConfig(OptimizerConfig):
     learning_rate: float = 1e-5
     b1: float = 0.98
     b2: float = 0.9995
+    bias_correction: bool = True  # paper A.8: false = raw moments
+
+
+@dataclass
+class SGDExpDecayConfig(OptimizerConfig):
+    # Paper A.9: the starting learning rate did not survive in the text: sweep it (+sweep=a9).
+    learning_rate: float = 1e-2
+    decay_rate: float = 0.7
+    transition_steps: int = 200
+    staircase: bool = True
 
 
 @dataclass
@@ -160,6 +170,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "adam": AdamConfig,
         "sgd": SGDConfig,
         "sgdm": SGDMConfig,
+        "sgd_exp_decay": SGDExpDecayConfig,
     },
     "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig},
     "model": {"mlp": MLPConfig},
@@ -206,6 +217,10 @@ def validate(cfg: DictConfig | dict) -> None:
             v = opt[key]
             if not (_is_number(v) and 0.0 <= v < 1.0):
                 _fail(f"optimizer.{key}", v, "it must lie in [0, 1)")
+    if "decay_rate" in opt and not (_is_number(opt["decay_rate"]) and 0.0 < opt["decay_rate"] <= 1.0):
+        _fail("optimizer.decay_rate", opt["decay_rate"], "it must lie in (0, 1]")
+    if "transition_steps" in opt and not (isinstance(opt["transition_steps"], int) and opt["transition_steps"] >= 1):
+        _fail("optimizer.transition_steps", opt["transition_steps"], "it must be a positive integer")
     if "initial_accumulator_value" in opt:
         v = opt["initial_accumulator_value"]
         if not (_is_number(v) and v >= 0):

@@ -51,6 +51,7 @@ class Structure:
     activation: str
     optimizer: str
     activation_static: tuple[tuple[str, Any], ...] = ()
+    optimizer_static: tuple[tuple[str, Any], ...] = ()
     hidden_size: int = 1000
     weight_norm: tuple[bool, bool] = (True, False)
     update_clip: float | None = 0.01
@@ -116,13 +117,14 @@ def _programs(structure: Structure):
     act = get_activation(structure.activation)
     static = dict(structure.activation_static)
     opt = get_optimizer(structure.optimizer)
+    opt_static = dict(structure.optimizer_static)
     wn = structure.weight_norm
 
     def activation_fn(act_hp):
         return lambda h: act.fn(h, **act_hp, **static)
 
     def make_tx(opt_hp):
-        return with_update_clip(opt.factory(**opt_hp), structure.update_clip)
+        return with_update_clip(opt.factory(**opt_hp, **opt_static), structure.update_clip)
 
     def member_init(key, opt_hp):
         params = mlp.init_params(key, structure.hidden_size, structure.num_classes)

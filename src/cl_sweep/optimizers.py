@@ -10,28 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import optax
 
 
 @dataclass(frozen=True)
 class Optimizer:
-    """A registered optimizer factory and the names of its (traced) hyperparameters."""
+    """A registered optimizer factory: its traced hyperparameters, and static ones that change the program."""
 
     name: str
     factory: Callable[..., optax.GradientTransformation]
     hyperparameters: tuple[str, ...]
+    static: tuple[str, ...] = ()
 
 
 OPTIMIZERS: dict[str, Optimizer] = {}
 
 
-def register(name: str, hyperparameters: tuple[str, ...]):
+def register(name: str, hyperparameters: tuple[str, ...], *, static: tuple[str, ...] = ()):
     """Decorator adding an optimizer factory to the registry; a duplicate name is refused."""
 
     def deco(factory):
         if name in OPTIMIZERS:
             raise ValueError(f"optimizer {name!r} is already registered")
-        OPTIMIZERS[name] = Optimizer(name, factory, hyperparameters)
+        OPTIMIZERS[name] = Optimizer(name, factory, hyperparameters, static)
         return factory
 
     return deco
@@ -63,19 +66,56 @@ def rmsprop(*, learning_rate, decay) -> optax.GradientTransformation:
     return optax.rmsprop(learning_rate, decay=decay)
 
 
-@register("adam", ("learning_rate", "b1", "b2"))
-def adam(*, learning_rate, b1, b2) -> optax.GradientTransformation:
-    """Adam with bias correction.
+@register("adam", ("learning_rate", "b1", "b2"), static=("bias_correction",))
+def adam(*, learning_rate, b1, b2, bias_correction: bool = True) -> optax.GradientTransformation:
+    """Adam; with ``bias_correction=False`` the moments are used as they are (paper A.8).
 
+    Without bias correction the early steps are much larger (the second moment starts near 0),
+    which the paper found raises Hard ASH + Adam from 71.6 to 76.7 on Split-MNIST.
     References: Kingma & Ba 2014, "Adam: A method for stochastic optimization".
     """
-    return optax.adam(learning_rate, b1=b1, b2=b2)
+    if bias_correction:
+        return optax.adam(learning_rate, b1=b1, b2=b2)
+    return optax.chain(_scale_by_adam_without_bias_correction(b1, b2), optax.scale_by_learning_rate(learning_rate))
+
+
+def _scale_by_adam_without_bias_correction(b1, b2, eps: float = 1e-8) -> optax.GradientTransformation:
+    """``mu / (sqrt(nu) + eps)`` with raw exponential moving averages (optax.scale_by_adam's state)."""
+
+    def init(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree_util.tree_map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
+        nu = jax.tree_util.tree_map(lambda g, v: (1 - b2) * jnp.square(g) + b2 * v, updates, state.nu)
+        out = jax.tree_util.tree_map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, optax.ScaleByAdamState(count=optax.safe_increment(state.count), mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
 
 
 @register("sgd", ("learning_rate",))
 def sgd(*, learning_rate) -> optax.GradientTransformation:
     """Plain SGD."""
     return optax.sgd(learning_rate)
+
+
+@register("sgd_exp_decay", ("learning_rate", "decay_rate"), static=("transition_steps", "staircase"))
+def sgd_exp_decay(*, learning_rate, decay_rate, transition_steps: int, staircase: bool) -> optax.GradientTransformation:
+    """SGD whose learning rate decays as ``lr * decay_rate ** (step / transition_steps)`` (paper A.9).
+
+    With ``staircase`` the exponent is floored: the rate drops by ``decay_rate`` every
+    ``transition_steps`` steps (the paper: 0.7 every 200 steps). Same schedule as
+    optax.exponential_decay, written out so ``learning_rate`` and ``decay_rate`` may be traced.
+    """
+
+    def schedule(count):
+        p = count / transition_steps
+        return learning_rate * decay_rate ** (jnp.floor(p) if staircase else p)
+
+    return optax.sgd(schedule)
 
 
 @register("sgdm", ("learning_rate", "momentum"))

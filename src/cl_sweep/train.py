@@ -42,10 +42,12 @@ def device_dataset(name: str, data_dir: str | None, progress: bool = True):
 def structure_of(cfg: Mapping) -> Structure:
     """The static part of a config: what decides the compiled program."""
     act = get_activation(cfg["activation"]["name"])
+    opt = get_optimizer(cfg["optimizer"]["name"])
     return Structure(
         activation=act.name,
-        optimizer=get_optimizer(cfg["optimizer"]["name"]).name,
+        optimizer=opt.name,
         activation_static=tuple((k, cfg["activation"][k]) for k in act.static),
+        optimizer_static=tuple((k, cfg["optimizer"][k]) for k in opt.static),
         hidden_size=cfg["model"]["hidden_size"],
         weight_norm=tuple(bool(b) for b in cfg["model"]["weight_norm"]),
         update_clip=cfg["model"]["update_clip"],
