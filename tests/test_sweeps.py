@@ -175,3 +175,12 @@ def test_population_launcher_matches_jobs_run_alone(tmp_path):
         # members are independent under vmap; only the rounding of batched kernels may differ
         assert ra["final_accuracy"] == pytest.approx(rb["final_accuracy"], abs=2e-3)
         np.testing.assert_allclose(np.array(ra["accuracy_matrix"]), np.array(rb["accuracy_matrix"]), atol=5e-3)
+
+
+@pytest.mark.slow
+def test_a7_preset_trains_on_iid_mnist(tmp_path):
+    proc = run_cli("--multirun", "+sweep=a7", "activation=relu", "optimizer=sgd", *TINY, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [read_result(f) for f in find_result_files(tmp_path)]
+    assert len(results) == 3
+    assert all(r["benchmark"] == "iid_mnist" and len(r["accuracy_matrix"][0]) == 1 for r in results)  # one task

@@ -464,3 +464,30 @@ def test_a6_coverage_mark_only_on_partial_cells(tmp_path: Path) -> None:
     sigmoid_line = next(line for line in md.splitlines() if line.startswith("| Sigmoid"))
     assert "70.0 ± 0.0 ✗ (19.8 ± 4.0)" in relu_line and "[" not in relu_line
     assert "[2/3]" in sigmoid_line
+
+
+def test_appendix_table_separates_presets_and_bias_correction(tmp_path: Path) -> None:
+    def put_job(name, preset, accuracy, **kw):
+        r = make_result(**kw, accuracy=accuracy)
+        r["overrides"] = [f"+sweep={preset}", *r["overrides"]]
+        write_result(r, tmp_path / name)
+
+    put_job("a", "a7", [0.90] * 5, activation="relu", optimizer="sgd", benchmark="iid_mnist",
+            hyperparameters={"optimizer.learning_rate": 4e-4})
+    put_job("b", "a7_tuned", [0.97] * 5, activation="relu", optimizer="sgd", benchmark="iid_mnist",
+            hyperparameters={"optimizer.learning_rate": 0.1})
+    put_job("c", "a8", [0.72] * 5, activation="hard_ash", optimizer="adam",
+            hyperparameters={"optimizer.learning_rate": 1e-5, "optimizer.bias_correction": True})
+    put_job("d", "a8", [0.50] * 5, activation="hard_ash", optimizer="adam",
+            hyperparameters={"optimizer.learning_rate": 1e-5, "optimizer.bias_correction": False})
+    jobs, _ = tables.load_results(tmp_path)
+    table = tables.appendix_table(tables.summarize(jobs), jobs)
+    got = {r["experiment"]: r for _, r in table.data.iterrows()}
+    assert got["A.7/iid_relu/split_mnist_optimizer"]["mean"] == pytest.approx(90.0)
+    assert got["A.7/iid_relu/iid_tuned"]["mean"] == pytest.approx(97.0)
+    assert got["A.8/hard_ash_adam/bias_correction"]["mean"] == pytest.approx(72.0)
+    assert got["A.8/hard_ash_adam/no_bias_correction"]["mean"] == pytest.approx(50.0)
+    assert got["A.8/hard_ash_adam/no_bias_correction"]["within_paper_std"] is False  # paper 76.7 ± 1.5
+    assert math.isnan(got["A.9/hard_ash_sgd/exp_decay"]["mean"])  # not run
+    md = table.to_markdown()
+    assert "90.0 ± 0.0" in md and "91.3 ± 2.5" in md

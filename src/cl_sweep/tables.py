@@ -48,6 +48,7 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "wall_time_s",
     "created",
     "path",
+    "preset",
 )
 
 #: Columns of `summarize`' frame (one row per grid point).
@@ -186,7 +187,16 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "wall_time_s": float(result["wall_time_s"]),
         "created": result["created"],
         "path": path,
+        "preset": _preset(result["overrides"]),
     }
+
+
+def _preset(overrides: list) -> str | None:
+    """The sweep preset a job came from (``+sweep=a7`` -> ``"a7"``), None for other jobs."""
+    for o in overrides:
+        if isinstance(o, str) and o.lstrip("+").startswith("sweep="):
+            return o.split("=", 1)[1]
+    return None
 
 
 def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
@@ -860,12 +870,78 @@ def render_tables(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
     ]
 
 
+def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame) -> Table:
+    """The paper's appendix experiments (A.7 i.i.d. MNIST, A.8 Adam bias correction, A.9 SGD with
+    exponential decay): the best grid point of each, ours beside the paper's number.
+
+    A.7's two rows are told apart by the preset that produced the jobs (``+sweep=a7`` with the
+    Split-MNIST optimizer grids, ``+sweep=a7_tuned`` with i.i.d.-tuned ones).
+    """
+    def keys_of(preset: str) -> set:
+        return set(jobs.loc[jobs["preset"] == preset, "hp_key"]) if len(jobs) else set()
+
+    def bias_correction(hp: Any) -> bool:
+        return bool(hp.get("optimizer.bias_correction", True)) if isinstance(hp, dict) else True
+
+    s = summary
+    experiments = [
+        ("A.7", "ReLU, i.i.d. MNIST, Split-MNIST optimizer (+sweep=a7)", "A.7/iid_relu/split_mnist_optimizer",
+         (s["benchmark"] == "iid_mnist") & (s["activation"] == "relu") & s["hp_key"].isin(keys_of("a7"))),
+        ("A.7", "ReLU, i.i.d. MNIST, i.i.d.-tuned optimizer (+sweep=a7_tuned)", "A.7/iid_relu/iid_tuned",
+         (s["benchmark"] == "iid_mnist") & (s["activation"] == "relu") & s["hp_key"].isin(keys_of("a7_tuned"))),
+        ("A.8", "Hard ASH + Adam, with bias correction", "A.8/hard_ash_adam/bias_correction",
+         (s["benchmark"] == "split_mnist") & (s["activation"] == "hard_ash") & (s["optimizer"] == "adam")
+         & s["hyperparameters"].map(bias_correction)),
+        ("A.8", "Hard ASH + Adam, without bias correction", "A.8/hard_ash_adam/no_bias_correction",
+         (s["benchmark"] == "split_mnist") & (s["activation"] == "hard_ash") & (s["optimizer"] == "adam")
+         & ~s["hyperparameters"].map(bias_correction)),
+        ("A.9", "Hard ASH + SGD, exponential decay x0.7 / 200 steps", "A.9/hard_ash_sgd/exp_decay",
+         (s["benchmark"] == "split_mnist") & (s["activation"] == "hard_ash") & (s["optimizer"] == "sgd_exp_decay")),
+    ] if len(s) else []
+    display_rows, data_rows = [], []
+    for section, label, key, mask in experiments:
+        points = s[mask & (s["status"] == "ok")]
+        ref = paper.PAPER_APPENDIX[key]
+        win = None
+        if len(points):
+            win = points.sort_values(["complete", "mean"], ascending=False).iloc[0]
+        mean = math.nan if win is None else float(win["mean"])
+        within = within_paper(mean, ref)
+        display_rows.append(
+            {
+                "Appendix": section,
+                "Experiment": label,
+                "Ours": _ours(win),
+                "Grid points": str(int(mask.sum())),
+                "Paper": _fmt_paper(ref),
+                "Within": _mark(within) or MISSING,
+            }
+        )
+        data_rows.append(
+            {
+                "experiment": key, "mean": mean, "std": math.nan if win is None else float(win["std"]),
+                "hyperparameters": None if win is None else win["hp_key"], "grid_points": int(mask.sum()),
+                "paper_mean": ref.mean, "paper_std": ref.std, "within_paper_std": within,
+            }
+        )
+    return Table(
+        "appendix",
+        "Appendix experiments (A.7, A.8, A.9)",
+        pd.DataFrame(display_rows, columns=["Appendix", "Experiment", "Ours", "Grid points", "Paper", "Within"]),
+        pd.DataFrame(data_rows),
+        "Final accuracy (%) of the best grid point of each experiment; "
+        f"{MISSING} = not run yet. Within: {WITHIN} = ours within paper mean ± paper std.",
+        [],
+    )
+
+
 def write_tables(
     summary: pd.DataFrame,
     out_dir: str | os.PathLike = "tables",
     *,
     benchmark: str = paper.PAPER_BENCHMARK,
     bad_files: Iterable[tuple[Path, str]] = (),
+    jobs: pd.DataFrame | None = None,
 ) -> str:
     """Writes every table as ``NAME.md``, ``NAME.csv`` and ``NAME.tex`` under ``out_dir``.
 
@@ -886,7 +962,8 @@ def write_tables(
     out.mkdir(parents=True, exist_ok=True)
     best = best_per_cell(summary)
     sections = [f"# Results: {benchmark}", ""]
-    for table in render_tables(best, benchmark):
+    extra = [appendix_table(summary, jobs)] if jobs is not None and benchmark == paper.PAPER_BENCHMARK else []
+    for table in [*render_tables(best, benchmark), *extra]:
         md = table.to_markdown()
         (out / f"{table.name}.md").write_text(md)
         table.data.to_csv(out / f"{table.name}.csv", index=False)
@@ -953,7 +1030,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"no results for benchmark {args.benchmark!r} (found: {found})")
 
     summary = summarize(jobs)
-    text = write_tables(summary, args.out, benchmark=args.benchmark, bad_files=bad)
+    text = write_tables(summary, args.out, benchmark=args.benchmark, bad_files=bad, jobs=jobs)
     print(text)
     if bad:
         print(
