@@ -76,6 +76,7 @@ def main() -> None:
     idx1 = jnp.asarray(idx1[:steps])
     mask = jnp.asarray(mask[:steps])
 
+    identity = jnp.arange(784, dtype=jnp.int32)  # the pixel order (permuted MNIST changes it per task)
     floor = floor_program(steps)
     p0 = mlp.init_params(jax.random.PRNGKey(0), HIDDEN)
     jax.block_until_ready(floor(p0, data.train_images, data.train_labels, idx1))
@@ -91,7 +92,8 @@ def main() -> None:
 
         def run():
             holder["state"] = train_steps(
-                holder["state"], data.train_images, data.train_labels, bidx, mask, jnp.int32(0), jnp.int32(steps), a, o
+                holder["state"], data.train_images, data.train_labels, bidx, mask, jnp.int32(0), jnp.int32(steps), a, o,
+                identity,
             )
             return holder["state"][0]
 
@@ -124,9 +126,9 @@ def main() -> None:
     params = init(jnp.stack([jax.random.PRNGKey(s) for s in range(P)]), engine._hp_arrays([Member(0, ash_hp, ada_hp)] * P, "optimizer_hp", list(ada_hp)))[0]
     onehot = jnp.asarray((split.test_task[:, None] == np.arange(5)[None]).astype(np.float32))
     a5 = engine._hp_arrays([Member(0, ash_hp, ada_hp)] * P, "activation_hp", list(ash_hp))
-    jax.block_until_ready(evaluate(params, data.test_images, data.test_labels, onehot, a5))
+    jax.block_until_ready(evaluate(params, data.test_images, data.test_labels, onehot, a5, identity))
     eval_ms = 1000 * min(
-        time_call(lambda: evaluate(params, data.test_images, data.test_labels, onehot, a5), args.repeats)
+        time_call(lambda: evaluate(params, data.test_images, data.test_labels, onehot, a5, identity), args.repeats)
     ) / P
 
     total_steps = sum(-(-len(ix) // BATCH) for ix in split.train_indices)

@@ -122,3 +122,34 @@ def test_sgd_exp_decay_trains_on_real_mnist(tmp_path):
     result = read_result(tmp_path / "result.json")
     assert result["status"] == "ok" and result["optimizer"] == "sgd_exp_decay"
     assert all(m[0][0] > 0.5 for m in result["accuracy_matrix"])  # learns task 1
+
+
+@pytest.mark.slow
+def test_permuted_mnist_smoke_run_records_stability_and_plasticity(tmp_path):
+    from cl_sweep import metrics
+
+    proc = run_cli(
+        *[a for a in SMOKE if "limit_per_task" not in a], "benchmark.limit_per_task=2000",
+        "benchmark=permuted_mnist", "benchmark.num_tasks=3", f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = read_result(tmp_path / "result.json")
+    assert r["schema"] == 2 and r["benchmark"] == "permuted_mnist"
+    m = r["accuracy_matrix"][0]
+    assert [[v is not None for v in row] for row in m] == [[True, False, False], [True, True, False], [True, False, True]]
+    assert all(v > 0.3 for v in metrics.plasticity(m))  # every new permutation is learnt (chance: 0.1)
+    assert len(metrics.stability(m)) == 3
+    assert r["forgetting"] == [None, None]  # needs the full matrix (benchmark.full_matrix=true)
+    assert all(0 < a < 0.5 for a in r["active_fraction"][0])  # Hard ASH: most units silent
+
+
+@pytest.mark.slow
+def test_split_mnist_result_carries_the_v2_metrics(tmp_path):
+    proc = run_cli(*SMOKE, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = read_result(tmp_path / "result.json")
+    from cl_sweep import metrics
+
+    for m, f, b, avg in zip(r["accuracy_matrix"], r["forgetting"], r["backward_transfer"], r["average_accuracy"]):
+        assert f == pytest.approx(metrics.forgetting(m)) and b == pytest.approx(metrics.backward_transfer(m))
+        assert avg == pytest.approx(metrics.average_accuracy(m)) and len(avg) == 5

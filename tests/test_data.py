@@ -20,6 +20,7 @@ from cl_sweep.data import (
     DATA_DIR_ENV,
     DataUnavailableError,
     DatasetSpec,
+    DebianPackage,
     FileSpec,
     NpmPackage,
     Source,
@@ -355,6 +356,139 @@ def test_npm_registry_tarball_integrity_mismatch(tiny, tmp_path, monkeypatch) ->
 
 
 # ------------------------------------------------------------------------------------------
+# Fashion-MNIST and the Debian package source
+# ------------------------------------------------------------------------------------------
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every network access fails at once and no npm CLI exists: the real source chain runs."""
+
+    def no_network(url: str):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(data, "_urlopen", no_network)
+    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+
+
+def test_fashion_mnist_registry_entry() -> None:
+    spec = data.DATASETS["fashion_mnist"]
+    assert spec.name == "fashion_mnist" and spec.display_name == "Fashion-MNIST"
+    assert [f.name for f in spec.files] == [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+    for f in spec.files:
+        assert len(f.sha256) == 64 and f.sha256 == f.sha256.lower()
+        int(f.sha256, 16)
+    mnist_sums = {f.sha256 for f in data.DATASETS["mnist"].files}
+    assert len({f.sha256 for f in spec.files} | mnist_sums) == 8
+    assert spec.num_classes == 10 and spec.image_shape == (28, 28)
+    assert spec.mirrors == (
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    )
+    assert spec.tfds_name == "fashion_mnist" and spec.npm is None
+    assert spec.debian == DebianPackage(
+        "dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"
+    )
+    # Acquisition order: cache, mirrors, TFDS, then the Debian package.
+    names = [s.name for s in data._default_sources()]
+    debian = names.index("Debian package")
+    assert names.index("TFDS") < debian
+    for m in spec.mirrors:
+        assert names.index(f"mirror {m.split('/')[2]}") < names.index("TFDS")
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["gz", "plain"])
+def test_debian_source_used_when_files_exist(
+    tiny, tmp_path, monkeypatch, capsys, compressed
+) -> None:
+    spec, contents = tiny
+    pkg_dir = tmp_path / "usr-share-datasets" / "tiny"
+    pkg_dir.mkdir(parents=True)
+    for name, payload in contents.items():
+        if compressed:
+            (pkg_dir / f"{name}.gz").write_bytes(gzip.compress(payload))
+        else:
+            (pkg_dir / name).write_bytes(payload)
+    deb = DebianPackage("dataset-tiny", str(pkg_dir))
+    monkeypatch.setitem(data.DATASETS, "tiny", DatasetSpec(**{**spec.__dict__, "debian": deb}))
+    _offline(monkeypatch)
+    monkeypatch.setattr(data, "SOURCES", data._default_sources())
+
+    ds = load_dataset("tiny", tmp_path / "cache")
+
+    err = capsys.readouterr().err
+    assert f"fetching Tiny from Debian package dataset-tiny ({pkg_dir})" in err
+    np.testing.assert_array_equal(ds.train_labels, [0, 1, 2, 1, 0])
+    for name, payload in contents.items():
+        assert (tmp_path / "cache" / "tiny" / name).read_bytes() == payload
+
+
+def test_debian_source_rejects_corrupt_files(tiny, tmp_path, monkeypatch) -> None:
+    spec, contents = tiny
+    pkg_dir = tmp_path / "pkg"
+    pkg_dir.mkdir()
+    for name, payload in contents.items():
+        (pkg_dir / f"{name}.gz").write_bytes(gzip.compress(payload))
+    (pkg_dir / "tr-img.gz").write_bytes(gzip.compress(contents["tr-img"][:-3]))  # truncated
+    (pkg_dir / "te-lab.gz").write_bytes(gzip.compress(contents["te-lab"])[:-5])  # broken gzip
+    deb = DebianPackage("dataset-tiny", str(pkg_dir))
+    monkeypatch.setitem(data.DATASETS, "tiny", DatasetSpec(**{**spec.__dict__, "debian": deb}))
+    monkeypatch.setattr(data, "SOURCES", [data.Source("Debian package", data._fetch_debian)])
+
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset("tiny", tmp_path / "cache", progress=False)
+    msg = str(info.value)
+    assert "missing: tr-img, te-lab" in msg
+    assert "tr-img.gz (tr-img: SHA-256 mismatch)" in msg and "te-lab.gz (" in msg
+    dest = tmp_path / "cache" / "tiny"
+    assert sorted(p.name for p in dest.iterdir()) == ["te-img", "tr-lab"]
+
+
+def test_fashion_mnist_error_names_package_and_cache(tmp_path, monkeypatch) -> None:
+    spec = data.DATASETS["fashion_mnist"]
+    absent = tmp_path / "no-such-dir"
+    deb = DebianPackage(spec.debian.name, str(absent))
+    monkeypatch.setitem(
+        data.DATASETS, "fashion_mnist", DatasetSpec(**{**spec.__dict__, "debian": deb})
+    )
+    _offline(monkeypatch)
+    monkeypatch.setattr(data, "SOURCES", data._default_sources())
+
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset("fashion_mnist", tmp_path / "cache", progress=False)
+
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("Could not obtain the Fashion-MNIST data set")
+    assert "apt-get install -y dataset-fashion-mnist" in msg
+    assert f"Debian package (skipped: package dataset-fashion-mnist not installed ({absent}" in msg
+    assert f"the files in {absent}/" in msg
+    assert str(tmp_path / "cache" / "fashion_mnist") in msg and DATA_DIR_ENV in msg
+    for f in spec.files:
+        assert f.name in msg
+    for mirror in spec.mirrors:
+        host = mirror.split("/")[2]
+        assert f"mirror {host} (network error: Temporary failure in name resolution)" in msg
+    assert "TFDS" in msg
+    assert not (tmp_path / "cache" / "fashion_mnist").exists() or not any(
+        (tmp_path / "cache" / "fashion_mnist").iterdir()
+    )
+
+
+def test_mnist_error_does_not_mention_a_debian_package(tmp_path, monkeypatch) -> None:
+    _offline(monkeypatch)
+    monkeypatch.setattr(data, "SOURCES", data._default_sources())
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset("mnist", tmp_path, progress=False)
+    msg = str(info.value)
+    assert "Debian package (skipped: no Debian package for MNIST)" in msg
+    assert "apt-get" not in msg
+
+
+# ------------------------------------------------------------------------------------------
 # Real data
 # ------------------------------------------------------------------------------------------
 
@@ -372,3 +506,19 @@ def test_real_mnist() -> None:
     counts = np.bincount(ds.test_labels, minlength=10).tolist()
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert int(ds.train_images.max()) == 255 and int(ds.train_images.min()) == 0
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist() -> None:
+    """Needs the network or Debian's dataset-fashion-mnist (``make data`` installs it)."""
+    ds = load_dataset("fashion_mnist")
+    assert ds.name == "fashion_mnist" and ds.num_classes == 10
+    assert ds.train_images.shape == (60000, 784) and ds.test_images.shape == (10000, 784)
+    assert ds.train_labels.shape == (60000,) and ds.test_labels.shape == (10000,)
+    for arr in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
+        assert arr.dtype == np.uint8
+    assert np.bincount(ds.train_labels, minlength=10).tolist() == [6000] * 10
+    assert np.bincount(ds.test_labels, minlength=10).tolist() == [1000] * 10
+    assert int(ds.train_images.max()) == 255 and int(ds.train_images.min()) == 0
+    # Fashion-MNIST's own order (MNIST's starts 5, 0, 4, 1, 9, ...).
+    assert ds.train_labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]

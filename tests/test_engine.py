@@ -189,3 +189,33 @@ def test_topk_with_per_member_k(data, split):
     for p, k in enumerate((4, 16)):
         _assert_member_equals(mixed, p, _slice(uniform[k], 0))
     assert not np.array_equal(uniform[4].accuracy_matrix[0], uniform[16].accuracy_matrix[0])
+
+
+# --- permuted tasks and measured sparsity ---------------------------------------------------
+
+
+def test_permuted_tasks_evaluate_first_and_newest_only_unless_full(data, dataset):
+    from cl_sweep.tasks import permuted_split
+
+    members = [_adagrad(0), _adagrad(1)]
+    sparse = permuted_split(dataset.train_labels, dataset.test_labels, 3, seed=0)
+    res = _run(BASE, members, data, sparse)
+    m = res.accuracy_matrix
+    assert m.shape == (2, 3, 3)
+    evaluated = ~np.isnan(m[0])
+    expected = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 1]], bool)  # column 0 (stability) and the diagonal (plasticity)
+    np.testing.assert_array_equal(evaluated, expected)
+    assert (m[:, 0, 0] > 0.8).all()  # task 1 is the identity: learnable like the plain data
+    full = _run(BASE, members, data, permuted_split(dataset.train_labels, dataset.test_labels, 3, seed=0, full_matrix=True))
+    assert not np.isnan(full.accuracy_matrix[:, np.tril_indices(3)[0], np.tril_indices(3)[1]]).any()  # every seen task
+    # same program, same data: the entries both runs evaluated agree exactly
+    np.testing.assert_array_equal(full.accuracy_matrix[:, expected], m[:, expected])
+
+
+def test_active_fraction_measures_sparsity(data, split):
+    hard = _run(BASE, [_adagrad(0)], data, split)
+    relu = _run(Structure("relu", "adagrad", hidden_size=256, update_clip=None), [Member(0, {}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})], data, split)
+    assert hard.active_fraction.shape == (1, 5)
+    assert ((0 <= hard.active_fraction) & (hard.active_fraction <= 1)).all()
+    # Hard ASH with z_k = 2.3 keeps only the units above mean + 2.3 std: far sparser than ReLU
+    assert hard.active_fraction.max() < 0.3 < relu.active_fraction.min()

@@ -34,7 +34,8 @@ def test_valid_result_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "changes,reason",
     [
-        ({"schema": 2}, "schema 2"),
+        ({"schema": 3}, "schema 3"),
+        ({"schema": 2}, "missing keys"),  # a v2 file must carry the metrics
         ({"status": "weird"}, "status"),
         ({"seeds": [0]}, "entries for 1 seeds"),
         ({"final_accuracy": [78.0, 80.0]}, "not a fraction"),
@@ -46,6 +47,14 @@ def test_valid_result_round_trips(tmp_path):
 def test_invalid_results_are_refused_with_the_reason(changes, reason):
     with pytest.raises(ResultError, match=reason):
         validate_result(valid(**changes))
+
+
+def test_version_2_carries_per_seed_metrics():
+    v2 = valid(schema=2, average_accuracy=[[1.0], [1.0]], forgetting=[None, None], backward_transfer=[None, None],
+               active_fraction=[[0.05], [0.04]])
+    validate_result(v2)
+    with pytest.raises(ResultError, match="entries for 2 seeds"):
+        validate_result({**v2, "forgetting": [None]})
 
 
 def test_a_diverged_result_has_no_mean():

@@ -229,7 +229,7 @@ def test_bad_files_are_reported_and_the_rest_aggregated(tmp_path: Path) -> None:
         "corrupt": "this is {not json",
         "truncated": text[: len(text) // 2],
         "foreign": json.dumps({"accuracy": 0.9, "model": "mlp"}),
-        "schema2": json.dumps({**make_result(), "schema": 2}),
+        "schema2": json.dumps({**make_result(), "schema": 99}),
     }
     for name, content in files.items():
         (tmp_path / name).mkdir()
@@ -245,7 +245,7 @@ def test_bad_files_are_reported_and_the_rest_aggregated(tmp_path: Path) -> None:
     assert "not valid JSON" in reasons["corrupt"]
     assert "truncated" in reasons["truncated"]
     assert "schema" in reasons["foreign"] and "not a cl_sweep result" in reasons["foreign"]
-    assert "schema 2" in reasons["schema2"]
+    assert "schema 99" in reasons["schema2"]
     assert "UTF-8" in reasons["binary"]
     # The reason is not prefixed with the path a second time.
     assert not any(str(p) in r for p, r in bad)

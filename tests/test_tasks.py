@@ -177,3 +177,21 @@ def test_batch_schedule_refuses_too_few_steps():
         batch_schedule(np.arange(10, dtype=np.int32), 4, 2)
     idx, mask = batch_schedule(np.arange(8, dtype=np.int32), 4, 2)  # exactly fits
     assert mask.sum() == 8
+
+
+def test_permuted_split_identity_first_fixed_by_seed_and_all_examples():
+    from cl_sweep.tasks import permuted_split
+
+    train = np.arange(50) % 10
+    test = np.arange(20) % 10
+    a = permuted_split(train, test, 4, seed=0)
+    b = permuted_split(train, test, 4, seed=0)
+    c = permuted_split(train, test, 4, seed=1)
+    assert a.num_tasks == 4 and a.permutations.shape == (4, 784)
+    np.testing.assert_array_equal(a.permutations[0], np.arange(784))  # task 1 = identity
+    np.testing.assert_array_equal(a.permutations, b.permutations)  # fixed by seed
+    assert not np.array_equal(a.permutations[1], c.permutations[1])
+    assert all(sorted(p) == list(range(784)) for p in a.permutations)  # each a permutation
+    assert len({tuple(p) for p in a.permutations}) == 4
+    assert all(np.array_equal(ix, np.arange(50)) for ix in a.train_indices)  # every task, every example
+    assert a.full_matrix is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -11,6 +13,97 @@ from omegaconf import DictConfig, OmegaConf
 
 from cl_sweep.config import ConfigError, validate
 from cl_sweep.results import RESULT_FILENAME, is_complete, write_result
+
+log = logging.getLogger(__name__)
+
+
+# --- CPU threads per job (`cpu_threads`) ---------------------------------------------------------
+# What bounds XLA's CPU threads in jax 0.10.2 (measured, see README "Parallel and cluster launchers"):
+# the CPU client sizes its thread pools from the CPUs the process may run on (sched_getaffinity)
+# when it starts. `--xla_cpu_multi_thread_eigen=false` only stops Eigen splitting one op; the
+# runtime still runs independent ops on all CPUs, and `intra_op_parallelism_threads` is not an XLA
+# flag (XLA aborts on it when XLA_FLAGS starts with it). So the job narrows its affinity to N CPUs
+# while the client starts, then gives every thread the full set back: N XLA threads, which the OS
+# may move to any CPU, so two workers never end up pinned to the same core.
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_threads_applied: int | None = None  # the count this process's XLA client was started with
+_threads_warned = False
+
+
+def launcher_cpu_threads() -> tuple[int | None, str]:
+    """``cpu_threads=null``: the count the Hydra launcher of this multirun job implies, and why (else None)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return None, ""
+        launcher = HydraConfig.get().launcher
+    except Exception:  # not inside a Hydra job
+        return None, ""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n_jobs = launcher.get("n_jobs") or 1
+        workers = max(1, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's meaning of n_jobs
+        return max(1, cpus // workers), f" (from the joblib launcher: {cpus} CPUs // n_jobs={n_jobs})"
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task), " (from hydra.launcher.cpus_per_task)"
+    return None, ""
+
+
+def _xla_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except Exception:  # private API moved: assume the worst
+        return True
+
+
+def apply_cpu_threads(n: int, why: str = "") -> None:
+    """Starts this process's XLA CPU client with ``n`` threads and sets the BLAS/OpenMP thread variables.
+
+    Must run before XLA starts in the process (a loky worker keeps it between jobs: the same
+    count is a no-op, a different one warns once and keeps the first).
+    """
+    global _threads_applied, _threads_warned
+    if n == _threads_applied:
+        log.info(f"cpu_threads={n}{why}: already applied in this process (pid {os.getpid()})")
+        return
+    if _xla_started():
+        if not _threads_warned:
+            _threads_warned = True
+            log.warning(
+                f"cpu_threads={n}{why} not applied: XLA already started in this process (pid {os.getpid()}) "
+                f"with {_threads_applied or 'its default number of'} threads; the thread count is fixed per process"
+            )
+        return
+    for var in _THREAD_ENV:
+        os.environ[var] = str(n)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+    import jax
+
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    if n < len(allowed):
+        os.sched_setaffinity(0, sorted(allowed)[:n])  # threads created from here on inherit it
+        try:
+            jax.devices()  # starts the clients: pools sized for n CPUs
+        finally:
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    os.sched_setaffinity(int(tid), allowed)
+                except OSError:  # thread already gone
+                    pass
+    _threads_applied = n
+    log.info(
+        f"cpu_threads={n}{why}: XLA CPU client started with {n} thread(s) in pid {os.getpid()}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, OMP/MKL/OPENBLAS_NUM_THREADS={n}"
+    )
 
 
 def _error(message: str, code: int = 2) -> None:
@@ -35,8 +128,10 @@ def summary(result: dict, path: Path | None) -> str:
         lines.append(f"DIVERGED: {n} of {len(result['seeds'])} seeds hit a non-finite loss (recorded as such)")
     ok = [m for m, d in zip(result["accuracy_matrix"], result["diverged"]) if not d]
     if ok:
-        last = np.mean([m[-1] for m in ok], axis=0)
-        lines.append("per-task accuracy after the last task: " + "  ".join(f"T{j + 1} {100 * a:.1f}" for j, a in enumerate(last)))
+        # None = not evaluated (permuted MNIST tracks only the first and the newest task)
+        last = np.array([[np.nan if a is None else a for a in m[-1]] for m in ok], dtype=float).mean(axis=0)
+        shown = [(j, a) for j, a in enumerate(last) if np.isfinite(a)]
+        lines.append("per-task accuracy after the last task: " + "  ".join(f"T{j + 1} {100 * a:.1f}" for j, a in shown))
     lines.append(f"wall time: {result['wall_time_s']:.1f} s")
     if path is not None:
         lines.append(f"result: {path}")
@@ -46,12 +141,18 @@ def summary(result: dict, path: Path | None) -> str:
 def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> float:
     """Validates, skips a job already complete in ``output_dir``, trains, writes result.json, returns the metric."""
     from cl_sweep.data import DataUnavailableError
-    from cl_sweep.train import objective, train_and_evaluate
 
     try:
         validate(cfg)
     except ConfigError as e:
         _error(str(e))
+    threads, why = cfg.get("cpu_threads"), ""
+    if threads is None:
+        threads, why = launcher_cpu_threads()
+    if threads is not None:
+        apply_cpu_threads(threads, why)  # before cl_sweep.train imports jax
+    from cl_sweep.train import objective, train_and_evaluate
+
     out = Path(output_dir)
     if cfg.skip_completed:
         done = is_complete(out, list(overrides))

@@ -106,10 +106,14 @@ class SGDMConfig(OptimizerConfig):
 class BenchmarkConfig:
     name: str = MISSING
     dataset: str = "mnist"
-    # Class-incremental split: task t holds `classes_per_task` consecutive labels. One task holding
-    # every class is the i.i.d. baseline.
+    # "split": class-incremental, task t holds `classes_per_task` consecutive labels (one task of
+    # every class is the i.i.d. baseline). "permuted": every task holds every class, seen through
+    # its own fixed pixel permutation (task 1 = identity).
+    kind: str = "split"
     num_tasks: int = 5
     classes_per_task: int = 2
+    permutation_seed: int = 0  # permuted only: the task sequence, the same for every model seed
+    full_matrix: bool = True  # permuted: false evaluates only the first and the newest task (A.10)
     batch_size: int = 64
     epochs_per_task: int = 1
     # Smoke tests only: train each task on the first N examples of the seed's shuffle.
@@ -149,6 +153,9 @@ class Config:
     data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
     progress: bool = True  # progress bars
     skip_completed: bool = True  # a job whose result.json is complete for the same overrides is not re-run
+    # XLA/BLAS CPU threads of the job's process. null: follow the launcher (joblib: CPUs // n_jobs,
+    # submitit: cpus_per_task; others: XLA's default, all CPUs). Applied before XLA starts: see cli.apply_cpu_threads.
+    cpu_threads: Optional[int] = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -172,7 +179,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "sgdm": SGDMConfig,
         "sgd_exp_decay": SGDExpDecayConfig,
     },
-    "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig},
+    "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig, "permuted_mnist": BenchmarkConfig,
+                  "split_fashion_mnist": BenchmarkConfig},
     "model": {"mlp": MLPConfig},
 }
 
@@ -246,6 +254,8 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("activation.z_k", act["z_k"], "it must be a finite number")
 
     # benchmark
+    if bench.get("kind", "split") not in ("split", "permuted"):
+        _fail("benchmark.kind", bench.get("kind"), "allowed: 'split', 'permuted'")
     for key in ("batch_size", "epochs_per_task", "num_tasks", "classes_per_task"):
         v = bench[key]
         if not (isinstance(v, int) and v >= 1):
@@ -265,6 +275,9 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("n_seeds", cfg["n_seeds"], "it must be a positive integer")
     if not (isinstance(cfg["seed"], int) and cfg["seed"] >= 0):
         _fail("seed", cfg["seed"], "it must be an integer >= 0")
+    threads = cfg.get("cpu_threads")
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        _fail("cpu_threads", threads, "it must be null (follow the launcher) or a positive integer (threads per job)")
     es = cfg["early_stop"]
     if not (isinstance(es["after_seeds"], int) and es["after_seeds"] >= 1):
         _fail("early_stop.after_seeds", es["after_seeds"], "it must be a positive integer")

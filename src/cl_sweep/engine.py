@@ -69,12 +69,13 @@ class Member:
 
 @dataclass
 class PopulationResult:
-    """Per member: the T×T accuracy matrix, overall accuracy after each task, divergence."""
+    """Per member: the T×T accuracy matrix, overall accuracy after each task, sparsity, divergence."""
 
-    accuracy_matrix: np.ndarray  # [P, T, T]; row i = per-task test accuracy after training task i
+    accuracy_matrix: np.ndarray  # [P, T, T]; row i = per-task test accuracy after task i; NaN = not evaluated
     overall_accuracy: np.ndarray  # [P, T]; accuracy on the whole test set after each task
     diverged: np.ndarray  # [P] bool; loss became NaN/inf at some step
     wall_time_s: float
+    active_fraction: np.ndarray | None = None  # [P, T]; share of non-zero hidden units on the test set
 
     @property
     def final_accuracy(self) -> np.ndarray:
@@ -112,8 +113,12 @@ def _hp_arrays(members: Sequence[Member], attr: str, names: Sequence[str]) -> di
 
 
 @functools.lru_cache(maxsize=64)
-def _programs(structure: Structure):
-    """Builds and jits (init, train_steps, evaluate) for a structure; cached per process."""
+def _programs(structure: Structure, permuted: bool = False):
+    """Builds and jits (init, train_steps, evaluate) for a structure; cached per process.
+
+    With ``permuted`` the inputs are shown through a per-task pixel permutation (a traced
+    [784] index array), so all tasks of permuted MNIST share one program.
+    """
     act = get_activation(structure.activation)
     static = dict(structure.activation_static)
     opt = get_optimizer(structure.optimizer)
@@ -147,15 +152,19 @@ def _programs(structure: Structure):
         params, opt_state = jax.vmap(member_init)(keys, opt_hp)
         return params, opt_state, jnp.zeros(keys.shape[0], bool)
 
+    def inputs(images_uint8, perm):
+        x = mlp.preprocess(images_uint8)
+        return jnp.take(x, perm, axis=-1) if permuted else x
+
     @functools.partial(jax.jit, donate_argnums=(0,))
-    def train_steps(state, images, labels, batch_idx, batch_mask, start, stop, act_hp, opt_hp):
+    def train_steps(state, images, labels, batch_idx, batch_mask, start, stop, act_hp, opt_hp, perm):
         """Runs steps ``start..stop-1`` of a task's schedule for every member."""
 
         def body(i, carry):
             params, opt_state, diverged = carry
             idx = lax.dynamic_index_in_dim(batch_idx, i, axis=1, keepdims=False)  # [P, B]
             mask = lax.dynamic_index_in_dim(batch_mask, i, axis=0, keepdims=False)  # [B]
-            x = mlp.preprocess(images[idx])
+            x = inputs(images[idx], perm)
             y = labels[idx]
             params, opt_state, loss = population_step(params, opt_state, x, y, mask, act_hp, opt_hp)
             return params, opt_state, diverged | ~jnp.isfinite(loss)
@@ -163,19 +172,20 @@ def _programs(structure: Structure):
         return lax.fori_loop(start, stop, body, state)
 
     @jax.jit
-    def evaluate(params, images, labels, test_task_onehot, act_hp):
-        """Overall and per-task test accuracy of every member: [P], [P, T]."""
-        x = mlp.preprocess(images)
+    def evaluate(params, images, labels, test_task_onehot, act_hp, perm):
+        """Overall and per-task test accuracy, and the share of active hidden units: [P], [P, T], [P]."""
+        x = inputs(images, perm)
 
         def member_correct(args):
             p, hp = args
-            logits = mlp.forward(p, x, activation_fn(hp), wn)
-            return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+            h = activation_fn(hp)(mlp.hidden(p, x, wn))
+            logits = mlp.dense(h, p["w2"], wn[1])
+            return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), jnp.mean(h != 0)
 
         # lax.map, not vmap: one member's [M, hidden] activations at a time bounds memory.
-        correct = lax.map(member_correct, (params, act_hp))  # [P, M]
+        correct, active = lax.map(member_correct, (params, act_hp))  # [P, M], [P]
         per_task = (correct @ test_task_onehot) / jnp.sum(test_task_onehot, axis=0)
-        return jnp.mean(correct, axis=-1), per_task
+        return jnp.mean(correct, axis=-1), per_task, active
 
     return init, train_steps, evaluate
 
@@ -194,7 +204,8 @@ def train_population(
 ) -> PopulationResult:
     """Trains every member on the tasks in order, evaluating on the full test set after each task."""
     start_time = time.perf_counter()
-    init, train_steps, evaluate = _programs(structure)
+    permuted = split.permutations is not None
+    init, train_steps, evaluate = _programs(structure, permuted)
     act = get_activation(structure.activation)
     opt = get_optimizer(structure.optimizer)
     act_hp = _hp_arrays(members, "activation_hp", act.traced)
@@ -203,9 +214,12 @@ def train_population(
     state = init(keys, opt_hp)
 
     T = split.num_tasks
-    test_onehot = jnp.asarray(
-        (split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32)
-    )  # [M, T]
+    if permuted:  # every test example belongs to every task, under that task's permutation
+        test_onehot = jnp.ones((len(split.test_task), 1), jnp.float32)
+        perms = [jnp.asarray(p) for p in split.permutations]
+    else:
+        test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
+        perms = [jnp.arange(mlp.INPUT_SIZE, dtype=jnp.int32)] * T
     orders = {
         (m.seed, t): task_order(split.train_indices[t], m.seed, t, epochs_per_task, limit_per_task)
         for m in members
@@ -215,8 +229,9 @@ def train_population(
     padded = STEP_BUCKET * math.ceil(max(steps_per_task) / STEP_BUCKET)
 
     P = len(members)
-    accuracy_matrix = np.zeros((P, T, T), np.float64)
+    accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
     overall = np.zeros((P, T), np.float64)
+    active_fraction = np.zeros((P, T), np.float64)
     reported = np.zeros(P, bool)
     for t in range(T):
         schedules = {}
@@ -233,7 +248,7 @@ def train_population(
                 hi = min(steps, lo + chunk)
                 state = train_steps(
                     state, data.train_images, data.train_labels, batch_idx, batch_mask,
-                    jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp,
+                    jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp, perms[t],
                 )
                 diverged = np.asarray(state[2])  # the host sync that paces the bar
                 bar.update(hi - lo)
@@ -243,15 +258,27 @@ def train_population(
         # A last update can make weights non-finite after the last loss was checked.
         finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), state[0])
         state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)))
-        acc, per_task = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp)
-        overall[:, t] = np.asarray(acc)
-        accuracy_matrix[:, t, :] = np.asarray(per_task)
+        if permuted:
+            evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
+            for j in evaluated:
+                acc, _, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j])
+                accuracy_matrix[:, t, j] = np.asarray(acc)
+            active_fraction[:, t] = np.asarray(active)  # measured on the newest task's inputs
+            overall[:, t] = np.nanmean(accuracy_matrix[:, t, : t + 1], axis=1)  # mean over the evaluated tasks
+        else:
+            acc, per_task, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[t])
+            overall[:, t] = np.asarray(acc)
+            accuracy_matrix[:, t, :] = np.asarray(per_task)
+            active_fraction[:, t] = np.asarray(active)
         if progress:
-            seen = np.mean(accuracy_matrix[:, t, : t + 1], axis=0)
+            row = accuracy_matrix[:, t, : t + 1]
+            seen = [row[:, j].mean() for j in range(t + 1) if np.isfinite(row[:, j]).all()]
             tqdm.write(
                 f"{label}: test accuracy {100 * overall[:, t].mean():.1f}% "
                 f"(tasks so far: {' '.join(f'{100 * a:.0f}' for a in seen)})",
                 file=sys.stderr,
             )
 
-    return PopulationResult(accuracy_matrix, overall, np.asarray(state[2]).copy(), time.perf_counter() - start_time)
+    return PopulationResult(
+        accuracy_matrix, overall, np.asarray(state[2]).copy(), time.perf_counter() - start_time, active_fraction
+    )

@@ -3,12 +3,13 @@
 This module is plain data on purpose: the aggregator, the notebooks and other tools read results
 through it without importing JAX or the training engine.
 
-Schema version 1 (every key is always present):
+Schema version 2 (every key is always present; version 1 files, written before the metrics
+below existed, are still read and have none of the four keys marked v2):
 
 ==========================  ==================================================================
 key                         meaning
 ==========================  ==================================================================
-``schema``                  1
+``schema``                  2
 ``status``                  ``"ok"`` or ``"diverged"`` (a seed hit a non-finite loss)
 ``benchmark``               benchmark name, e.g. ``"split_mnist"``
 ``activation``              activation name (registry key), e.g. ``"hard_ash"``
@@ -25,7 +26,16 @@ key                         meaning
                             for a diverged seed
 ``final_accuracy_mean``     mean over the non-diverged seeds, null when status is "diverged"
 ``final_accuracy_std``      population std (ddof=0), same rule
-``accuracy_matrix``         per seed, T x T: row i = per-task test accuracy after task i
+``accuracy_matrix``         per seed, T x T: row i = per-task test accuracy after task i;
+                            null where a task was not evaluated (permuted MNIST tracks only
+                            the first and the newest task unless ``benchmark.full_matrix``)
+``average_accuracy``  (v2)  per seed, after each task: mean accuracy over the tasks seen so far
+``forgetting``        (v2)  per seed: mean over tasks of (best earlier accuracy - final accuracy);
+                            null for one task or an incomplete matrix
+``backward_transfer`` (v2)  per seed: mean over tasks of (final accuracy - accuracy right after
+                            training it); null likewise
+``active_fraction``   (v2)  per seed, after each task: the fraction of hidden units that are
+                            non-zero, averaged over the test set (the measured sparsity)
 ``wall_time_s``             wall-clock seconds of the job (compilation included)
 ``versions``                versions of cl_sweep, jax and jaxlib that produced the file
 ``created``                 UTC timestamp (ISO 8601)
@@ -41,7 +51,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
 RESULT_FILENAME = "result.json"
 STATUSES = ("ok", "diverged")
 
@@ -65,6 +76,12 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "wall_time_s": (float, int),
     "versions": dict,
     "created": str,
+}
+V2_KEYS: dict[str, type] = {
+    "average_accuracy": list,
+    "forgetting": list,
+    "backward_transfer": list,
+    "active_fraction": list,
 }
 
 
@@ -117,17 +134,18 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate_result(result: Any) -> None:
-    """Raises `ResultError` unless ``result`` is a complete schema-1 result."""
+    """Raises `ResultError` unless ``result`` is a complete result of a supported schema version."""
     if not isinstance(result, dict):
         raise ResultError(f"not a result object (top level is {type(result).__name__})")
     if "schema" not in result:
         raise ResultError("no 'schema' key: not a cl_sweep result file")
-    if result["schema"] != SCHEMA_VERSION:
-        raise ResultError(f"schema {result['schema']!r} is not the supported version {SCHEMA_VERSION}")
-    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if result["schema"] not in SUPPORTED_SCHEMAS:
+        raise ResultError(f"schema {result['schema']!r} is not a supported version {SUPPORTED_SCHEMAS}")
+    required = {**REQUIRED_KEYS, **(V2_KEYS if result["schema"] >= 2 else {})}
+    missing = [k for k in required if k not in result]
     if missing:
         raise ResultError(f"missing keys {missing}")
-    for key, types in REQUIRED_KEYS.items():
+    for key, types in required.items():
         value = result[key]
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             raise ResultError(f"key {key!r} has type bool")
@@ -136,7 +154,8 @@ def validate_result(result: Any) -> None:
     if result["status"] not in STATUSES:
         raise ResultError(f"status {result['status']!r} is not one of {STATUSES}")
     n = len(result["seeds"])
-    for key in ("diverged", "final_accuracy", "accuracy_matrix"):
+    per_seed = ("diverged", "final_accuracy", "accuracy_matrix") + (tuple(V2_KEYS) if result["schema"] >= 2 else ())
+    for key in per_seed:
         if len(result[key]) != n:
             raise ResultError(f"{key!r} has {len(result[key])} entries for {n} seeds")
     if n == 0:

@@ -13,11 +13,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TaskSplit:
-    """Which train examples each task trains on, and which task each test example belongs to."""
+    """Which train examples each task trains on, and which task each test example belongs to.
+
+    For permuted tasks every task uses every example, seen through its own pixel permutation;
+    each task is then evaluated on the whole test set under that permutation.
+    """
 
     train_indices: tuple[np.ndarray, ...]  # per task: int32 indices into the train set, ascending
     test_task: np.ndarray  # [num_test] int32 task id of each test example, -1 if in no task
     task_classes: tuple[tuple[int, ...], ...]  # per task: its labels
+    permutations: np.ndarray | None = None  # [num_tasks, 784] int32 pixel order per task, or None
+    full_matrix: bool = True  # evaluate every task seen so far; else only the first and the newest
 
     @property
     def num_tasks(self) -> int:
@@ -42,6 +48,29 @@ def class_incremental_split(
     test_task = np.where(test_task < num_tasks, test_task, -1).astype(np.int32)
     indices = tuple(np.flatnonzero(train_task == t).astype(np.int32) for t in range(num_tasks))
     return TaskSplit(indices, test_task, task_classes)
+
+
+def permuted_split(
+    train_labels: np.ndarray, test_labels: np.ndarray, num_tasks: int, *, seed: int = 0,
+    num_pixels: int = 784, full_matrix: bool = False,
+) -> TaskSplit:
+    """Permuted MNIST: task t shows every image through a fixed pixel permutation; task 1 is the identity.
+
+    The permutations depend on ``seed`` only (not on the model's seed), so every model of a
+    sweep sees the same task sequence. References: Kirkpatrick et al. 2017 (EWC), after
+    Goodfellow et al. 2013.
+    """
+    rng = np.random.default_rng([seed, 784])
+    perms = [np.arange(num_pixels)] + [rng.permutation(num_pixels) for _ in range(num_tasks - 1)]
+    everything = np.arange(len(train_labels), dtype=np.int32)
+    classes = tuple(range(int(max(train_labels.max(), test_labels.max())) + 1))
+    return TaskSplit(
+        train_indices=(everything,) * num_tasks,
+        test_task=np.zeros(len(test_labels), np.int32),
+        task_classes=(classes,) * num_tasks,
+        permutations=np.stack(perms).astype(np.int32),
+        full_matrix=full_matrix,
+    )
 
 
 def task_order(task_indices: np.ndarray, seed: int, task: int, epochs: int, limit: int | None) -> np.ndarray:

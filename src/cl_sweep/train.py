@@ -13,13 +13,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cl_sweep import __version__
+from cl_sweep import __version__, metrics
 from cl_sweep.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.engine import DeviceData, Member, Structure, default_max_population, to_device, train_population
 from cl_sweep.optimizers import get_optimizer
 from cl_sweep.results import SCHEMA_VERSION
-from cl_sweep.tasks import TaskSplit, class_incremental_split
+from cl_sweep.tasks import TaskSplit, class_incremental_split, permuted_split
 
 _DEVICE_DATA: dict[tuple[str, str | None], tuple[DeviceData, Any]] = {}
 
@@ -78,7 +78,13 @@ def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
 
 
 def split_of(cfg: Mapping, dataset) -> TaskSplit:
+    """The benchmark's tasks: class-incremental splits (Split-MNIST, i.i.d. as one task) or pixel permutations."""
     bench = cfg["benchmark"]
+    if bench["kind"] == "permuted":
+        return permuted_split(
+            dataset.train_labels, dataset.test_labels, bench["num_tasks"],
+            seed=bench["permutation_seed"], full_matrix=bench["full_matrix"],
+        )
     return class_incremental_split(dataset.train_labels, dataset.test_labels, bench["num_tasks"], bench["classes_per_task"])
 
 
@@ -108,7 +114,8 @@ def population_key(cfg: Mapping) -> tuple:
     bench, es = cfg["benchmark"], cfg["early_stop"]
     return (
         structure_of(cfg),
-        bench["dataset"], bench["num_tasks"], bench["classes_per_task"], bench["batch_size"],
+        bench["dataset"], bench["kind"], bench["num_tasks"], bench["classes_per_task"], bench["permutation_seed"],
+        bench["full_matrix"], bench["batch_size"],
         bench["epochs_per_task"], bench["limit_per_task"], cfg.get("data_dir"),
         es["enabled"], es["after_seeds"], es["threshold"],
     )
@@ -155,7 +162,8 @@ def train_jobs(
     bench, es = common["benchmark"], common["early_stop"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
-    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool]] = {}  # (job, seed) -> final, matrix, diverged
+    # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task
+    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray]] = {}
 
     def run(pairs: list[tuple[int, int]]) -> None:
         cap = max_population or default_max_population()
@@ -172,7 +180,9 @@ def train_jobs(
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
             for i, key in enumerate(chunk):
-                outcome[key] = (float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]))
+                outcome[key] = (
+                    float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i]
+                )
 
     split_jobs = es["enabled"]
     first = [(j, s) for j, ss in enumerate(seeds) for s in (ss[: es["after_seeds"]] if split_jobs else ss)]
@@ -183,7 +193,7 @@ def train_jobs(
         if not split_jobs or len(ss) <= es["after_seeds"]:
             continue
         done = [outcome[(j, s)] for s in ss[: es["after_seeds"]]]
-        ok = [f for f, _, d in done if not d]
+        ok = [f for f, _, d, _ in done if not d]
         mean = float(np.mean(ok)) if ok else float("nan")
         if mean >= es["threshold"]:
             rest += [(j, s) for s in ss[es["after_seeds"] :]]
@@ -204,8 +214,9 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
     import jaxlib
 
     final = [outcome[(j, s)][0] for s in trained]
-    matrix = [outcome[(j, s)][1] for s in trained]
+    matrix = [[[None if not math.isfinite(v) else float(v) for v in row] for row in outcome[(j, s)][1]] for s in trained]
     diverged = [outcome[(j, s)][2] for s in trained]
+    active = [[float(a) for a in outcome[(j, s)][3]] for s in trained]
     final_list = [None if d else float(a) for a, d in zip(final, diverged)]
     status = "diverged" if any(diverged) else "ok"
     if status == "ok":
@@ -228,7 +239,11 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         "final_accuracy": final_list,
         "final_accuracy_mean": mean,
         "final_accuracy_std": std,
-        "accuracy_matrix": [[[float(v) for v in row] for row in m] for m in matrix],
+        "accuracy_matrix": matrix,
+        "average_accuracy": [metrics.average_accuracy(m) for m in matrix],
+        "forgetting": [metrics.forgetting(m) for m in matrix],
+        "backward_transfer": [metrics.backward_transfer(m) for m in matrix],
+        "active_fraction": active,
         "wall_time_s": round(wall, 3),
         "versions": {"cl_sweep": __version__, "git": _git_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
