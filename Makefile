@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RESULTS ?= results
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages (Fashion-MNIST, PostgreSQL) need root
 PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 
 .DEFAULT_GOAL := help
@@ -19,8 +20,12 @@ setup: $(PY)  ## create .venv, install cl_sweep with its test tools, fetch and v
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(MAKE) --no-print-directory data
 
-data:  ## fetch MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep) and verify it
+data:  ## fetch MNIST and Fashion-MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep) and verify them
+	@if command -v apt-get >/dev/null && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist \
+	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST must come from the mirrors"; fi
 	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('mnist'); print(f'MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
+	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('fashion_mnist'); print(f'Fashion-MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
 
 train:  ## the main job: Hard ASH + Adagrad on Split-MNIST, 5 seeds (ARGS='key=value ...' to override)
 	$(PY) -m cl_sweep $(ARGS)
