@@ -7,7 +7,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages (Fashion-MNI
 PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast tables bench reproduce clean
+.PHONY: help setup data train test test-fast tables figures bench reproduce clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPT
 	for opt in $(OPTIMIZERS); do \
 	  $(PY) -m cl_sweep --multirun +sweep=a6 activation=$(ROWS) optimizer=$$opt progress=false hydra.sweep.dir=results/a6 || exit 1; \
 	done
+
+figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder)
+	$(PY) -m cl_sweep.figures $(RESULTS) --out figures
 
 bench:  ## speed benchmarks (prints ms per step against a baseline timed in the same run)
 	$(PY) benchmarks/step_time.py

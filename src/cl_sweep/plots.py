@@ -158,3 +158,81 @@ def table2_heatmap(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
+
+
+def permuted_curves(runs: list[tuple[str, list]], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Paper A.10's figures: accuracy on the newest task right after training it (plasticity) and on
+    task 1 throughout (stability), one line per run, averaged over its seeds.
+
+    Args:
+        runs: (label, accuracy matrices of its seeds) pairs; a matrix may hold None for tasks
+            that were not evaluated.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    from cl_sweep import metrics
+
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_p, ax_s = fig.subplots(1, 2, sharey=True)
+    for label, matrices in runs:
+        for ax, metric in ((ax_p, metrics.plasticity), (ax_s, metrics.stability)):
+            curves = np.array([[np.nan if v is None else 100 * v for v in metric(m)] for m in matrices], float)
+            mean = np.nanmean(curves, axis=0) if len(curves) else np.array([])
+            style = {"color": "black", "linestyle": "--"} if label.lower().startswith("relu") else {}
+            ax.plot(np.arange(1, len(mean) + 1), mean, label=label, linewidth=1.4, **style)
+    ax_p.set_title("Newest task, right after its training (plasticity)")
+    ax_s.set_title("Task 1, throughout training (stability)")
+    for ax in (ax_p, ax_s):
+        ax.set_xlabel("task")
+        ax.grid(alpha=0.3)
+    ax_p.set_ylabel("test accuracy (%)")
+    ax_s.legend(loc="lower left", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os.PathLike, *, title: str = "") -> Path:
+    """One heatmap per run of its mean accuracy matrix (row i: accuracy on each task after task i).
+
+    Args:
+        cells: (title, mean T x T matrix in 0-1, NaN = not evaluated) pairs.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    n = max(1, len(cells))
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(3.4 * cols, 3.3 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    cmap = colormaps["viridis"].with_extremes(bad=_NAN_COLOUR)
+    norm = colors.Normalize(*_ACC_RANGE)
+    image = None
+    for ax, (name, matrix) in zip(axes, cells):
+        pct = 100 * np.asarray(matrix, float)
+        image = ax.imshow(np.ma.masked_invalid(pct), cmap=cmap, norm=norm)
+        t = pct.shape[0]
+        if t <= 10:
+            for i in range(t):
+                for j in range(t):
+                    if np.isfinite(pct[i, j]):
+                        ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                                color=_text_colour(cmap(norm(pct[i, j]))))
+        ax.set_xticks(range(t), [str(j + 1) for j in range(t)])
+        ax.set_yticks(range(t), [str(i + 1) for i in range(t)])
+        ax.set_xlabel("evaluated on task")
+        ax.set_ylabel("after training task")
+        ax.set_title(name, fontsize=9)
+    for ax in axes[len(cells):]:
+        ax.set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="test accuracy (%)")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,112 @@
+"""`make figures`: every figure from stored results (PNG files under figures/).
+
+    python -m cl_sweep.figures [RESULTS ...] [--out figures]
+
+- ``table2_heatmap.png``: our Table 2 and its difference to the paper's;
+- ``accuracy_matrices.png``: the mean accuracy matrix of the best Split-MNIST configuration of
+  each activation;
+- ``fig2_permuted_zk.png`` / ``fig3_permuted_alpha.png``: the paper's A.10 figures, from the
+  results of ``+sweep=a10_zk`` / ``+sweep=a10_alpha``.
+A figure whose results are missing is skipped with a note, never drawn empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cl_sweep import paper, plots, tables
+from cl_sweep.results import read_result
+
+
+def _mean_matrix(paths) -> np.ndarray:
+    matrices = []
+    for p in paths:
+        r = read_result(p)
+        for m, d in zip(r["accuracy_matrix"], r["diverged"]):
+            if not d:
+                matrices.append([[np.nan if v is None else v for v in row] for row in m])
+    return np.nanmean(np.array(matrices, float), axis=0)
+
+
+def best_matrices(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> list[tuple[str, np.ndarray]]:
+    """(title, mean accuracy matrix) of the best configuration of each activation on ``benchmark``."""
+    best = tables.best_per_cell(summary)
+    best = best[(best["benchmark"] == benchmark) & best["mean"].notna()]
+    out = []
+    for act in paper.paper_order(best["activation"], paper.ACTIVATION_ORDER):
+        row = best[best["activation"] == act].sort_values("mean", ascending=False).iloc[0]
+        point = summary[
+            (summary["benchmark"] == benchmark) & (summary["activation"] == act)
+            & (summary["optimizer"] == row["optimizer"]) & (summary["hp_key"] == row["hp_key"])
+        ].iloc[0]
+        title = f"{paper.activation_name(act)} + {paper.optimizer_name(row['optimizer'])}: {row['mean']:.1f}%"
+        out.append((title, _mean_matrix(point["paths"])))
+    return out
+
+
+def permuted_runs(jobs: pd.DataFrame, preset: str, vary: str) -> list[tuple[str, list]]:
+    """(label, accuracy matrices) of every job of an A.10 preset, labelled by the varied key."""
+    runs = []
+    chosen = jobs[(jobs["preset"] == preset) & (jobs["benchmark"] == "permuted_mnist")]
+    for _, job in chosen.sort_values(["activation", "hp_key"]).iterrows():
+        r = read_result(job["path"])
+        if job["activation"] == "relu":
+            label = "ReLU"
+        else:
+            hp = r["hyperparameters"]
+            label = f"{paper.activation_name(job['activation'])} {vary}={hp.get(f'activation.{vary}')}"
+            if vary == "alpha":
+                label += f", z_k={hp.get('activation.z_k')}"
+        runs.append((label, [m for m, d in zip(r["accuracy_matrix"], r["diverged"]) if not d]))
+    hard = [r for r in runs if r[0] != "ReLU"]
+    return hard + [r for r in runs if r[0] == "ReLU"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cl_sweep.figures", description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="*", default=["results"], help="folders of result.json files (default: results)")
+    ap.add_argument("--out", default="figures", help="output folder (default: figures)")
+    args = ap.parse_args(argv)
+    for root in args.results:
+        if not Path(root).exists():
+            print(f"cl_sweep.figures: error: results folder {root!r} does not exist", file=sys.stderr)
+            return 2
+    jobs, bad = tables.load_results(*args.results)
+    for path, reason in bad:
+        print(f"cl_sweep.figures: skipped {path}: {reason}", file=sys.stderr)
+    if jobs.empty:
+        print("cl_sweep.figures: error: no readable result files", file=sys.stderr)
+        return 2
+    summary = tables.summarize(jobs)
+    out = Path(args.out)
+    written = []
+    best = tables.best_per_cell(summary)
+    if (best["benchmark"] == paper.PAPER_BENCHMARK).any():
+        written.append(plots.table2_heatmap(best[best["benchmark"] == paper.PAPER_BENCHMARK], out / "table2_heatmap.png"))
+        cells = best_matrices(summary)
+        if cells:
+            written.append(plots.accuracy_matrix_heatmaps(
+                cells, out / "accuracy_matrices.png",
+                title="Split-MNIST: accuracy on each task (columns) after each task (rows), best configuration per activation",
+            ))
+    for preset, vary, name, title in (
+        ("a10_zk", "z_k", "fig2_permuted_zk.png", "Permuted MNIST, Hard ASH + Adagrad: the amount of sparsity (z_k)"),
+        ("a10_alpha", "alpha", "fig3_permuted_alpha.png", "Permuted MNIST, Hard ASH + Adagrad: gate steepness (alpha)"),
+    ):
+        runs = permuted_runs(jobs, preset, vary)
+        if runs:
+            written.append(plots.permuted_curves(runs, out / name, title=title))
+        else:
+            print(f"cl_sweep.figures: no results of +sweep={preset}; {name} skipped", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

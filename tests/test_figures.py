@@ -1,0 +1,50 @@
+"""`python -m cl_sweep.figures` draws every figure from stored results, skipping what has no data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cl_sweep import figures, tables
+from cl_sweep.results import write_result
+
+
+def result(activation, hp, matrix_per_seed, *, benchmark="split_mnist", preset=None, optimizer="adagrad"):
+    finals = [float(np.nanmean([v for v in m[-1] if v is not None])) for m in matrix_per_seed]
+    n = len(matrix_per_seed)
+    return {
+        "schema": 1, "status": "ok", "benchmark": benchmark, "activation": activation, "optimizer": optimizer,
+        "hyperparameters": hp, "config": {}, "overrides": ([f"+sweep={preset}"] if preset else []) + [f"activation={activation}"],
+        "seeds": list(range(n)), "n_seeds_requested": n, "early_stopped": False, "diverged": [False] * n,
+        "final_accuracy": finals, "final_accuracy_mean": float(np.mean(finals)), "final_accuracy_std": float(np.std(finals)),
+        "accuracy_matrix": matrix_per_seed, "wall_time_s": 1.0, "versions": {}, "created": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def permuted(t, decay):
+    return [[(1.0 - decay * (i - j)) if j in (0, i) else None for j in range(t)] for i in range(t)]
+
+
+def test_make_figures_writes_every_figure(tmp_path: Path, capsys):
+    root = tmp_path / "results"
+    split = [[0.99, 0, 0, 0, 0], [0.9, 0.95, 0, 0, 0], [0.8, 0.8, 0.9, 0, 0], [0.7, 0.7, 0.8, 0.9, 0], [0.6, 0.6, 0.7, 0.8, 0.9]]
+    write_result(result("hard_ash", {"activation.z_k": 2.3}, [split, split]), root / "split")
+    for i, zk in enumerate((1.0, 2.0)):
+        write_result(result("hard_ash", {"activation.z_k": zk}, [permuted(6, 0.05 * (i + 1))],
+                            benchmark="permuted_mnist", preset="a10_zk"), root / f"zk{i}")
+    write_result(result("relu", {}, [permuted(6, 0.1)], benchmark="permuted_mnist", preset="a10_zk"), root / "relu")
+    out = tmp_path / "figures"
+    assert figures.main([str(root), "--out", str(out)]) == 0
+    for name in ("table2_heatmap.png", "accuracy_matrices.png", "fig2_permuted_zk.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+    assert not (out / "fig3_permuted_alpha.png").exists()  # no +sweep=a10_alpha results: skipped, not drawn empty
+    assert "a10_alpha" in capsys.readouterr().err
+    runs = figures.permuted_runs(tables.load_results(root)[0], "a10_zk", "z_k")
+    assert [label for label, _ in runs] == ["Hard ASH z_k=1.0", "Hard ASH z_k=2.0", "ReLU"]
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path, capsys):
+    assert figures.main([str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
