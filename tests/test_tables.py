@@ -491,3 +491,23 @@ def test_appendix_table_separates_presets_and_bias_correction(tmp_path: Path) ->
     assert math.isnan(got["A.9/hard_ash_sgd/exp_decay"]["mean"])  # not run
     md = table.to_markdown()
     assert "90.0 ± 0.0" in md and "91.3 ± 2.5" in md
+
+
+def test_metrics_table_reports_forgetting_bwt_and_sparsity(tmp_path: Path) -> None:
+    r = make_result(accuracy=[0.6, 0.7])
+    r["accuracy_matrix"] = [[[0.9, 0.0], [0.5, 0.7]], [[0.8, 0.0], [0.6, 0.8]]]
+    write_result(r, tmp_path / "v1")
+    r2 = make_result(activation="ash", accuracy=[0.6])
+    r2.update(schema=2, accuracy_matrix=[[[1.0, 0.0], [0.8, 0.4]]], average_accuracy=[[1.0, 0.6]], forgetting=[0.2],
+              backward_transfer=[-0.2], active_fraction=[[0.05, 0.07]])
+    write_result(r2, tmp_path / "v2")
+    jobs, _ = tables.load_results(tmp_path)
+    t = tables.metrics_table(tables.summarize(jobs))
+    got = {row["activation"]: row for _, row in t.data.iterrows()}
+    # hard_ash (schema 1): forgetting recomputed from the matrices: seeds 0.4 and 0.2
+    assert got["hard_ash"]["forgetting_mean"] == pytest.approx(30.0) and got["hard_ash"]["forgetting_std"] == pytest.approx(10.0)
+    assert got["hard_ash"]["bwt_mean"] == pytest.approx(-30.0)
+    assert math.isnan(got["hard_ash"]["active_fraction_mean"])  # not measured before schema 2
+    assert got["ash"]["active_fraction_mean"] == pytest.approx(0.07)  # after the last task
+    md = t.to_markdown()
+    assert "30.0 ± 10.0" in md and "7.0 ± 0.0" in md

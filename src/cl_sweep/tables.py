@@ -935,6 +935,81 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame) -> Table:
     )
 
 
+def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+    """Continual-learning metrics of each cell's best grid point, mean ± std over its seeds.
+
+    Final accuracy, average accuracy over the tasks after the last one, forgetting and backward
+    transfer (recomputed from the stored accuracy matrices, so schema-1 files count too), and the
+    fraction of active hidden units after the last task (stored by schema 2 only).
+    """
+    from cl_sweep import metrics
+
+    best = _for_benchmark(best_per_cell(summary), benchmark)
+    display_rows, data_rows = [], []
+
+    def stat(values: list) -> tuple[float, float]:
+        vals = [v for v in values if v is not None and math.isfinite(v)]
+        return (float(np.mean(vals)), float(np.std(vals))) if vals else (math.nan, math.nan)
+
+    def fmt(ms: tuple[float, float], scale: float = 100.0) -> str:
+        return MISSING if not math.isfinite(ms[0]) else _fmt(scale * ms[0], scale * ms[1])
+
+    order = {a: i for i, a in enumerate(paper.ACTIVATION_ORDER)}
+    oorder = {o: i for i, o in enumerate(paper.OPTIMIZER_ORDER)}
+    best = best.assign(_a=best["activation"].map(lambda a: order.get(a, 99)), _o=best["optimizer"].map(lambda o: oorder.get(o, 99)))
+    for _, cell in best.sort_values(["_a", "_o"]).iterrows():
+        if _missing(cell["hp_key"]):
+            continue
+        point = summary[
+            (summary["benchmark"] == benchmark) & (summary["activation"] == cell["activation"])
+            & (summary["optimizer"] == cell["optimizer"]) & (summary["hp_key"] == cell["hp_key"])
+        ]
+        seeds_m, active = [], []
+        for path in point.iloc[0]["paths"]:
+            r = read_result(path)
+            for i, (m, d) in enumerate(zip(r["accuracy_matrix"], r["diverged"])):
+                if not d:
+                    seeds_m.append(m)
+                    if r["schema"] >= 2:
+                        active.append(r["active_fraction"][i][-1])
+        avg = stat([metrics.average_accuracy(m)[-1] for m in seeds_m])
+        fgt = stat([metrics.forgetting(m) for m in seeds_m])
+        bwt = stat([metrics.backward_transfer(m) for m in seeds_m])
+        act = stat(active)
+        display_rows.append(
+            {
+                "Activation": paper.activation_name(cell["activation"]),
+                "Optimizer": paper.optimizer_name(cell["optimizer"]),
+                "Final accuracy": _fmt(cell["mean"], cell["std"]),
+                "Average accuracy": fmt(avg),
+                "Forgetting": fmt(fgt),
+                "BWT": fmt(bwt),
+                "Active units (%)": fmt(act),
+            }
+        )
+        data_rows.append(
+            {
+                "benchmark": benchmark, "activation": cell["activation"], "optimizer": cell["optimizer"],
+                "hyperparameters": cell["hp_key"], "final_mean": cell["mean"], "final_std": cell["std"],
+                "average_accuracy_mean": 100 * avg[0], "average_accuracy_std": 100 * avg[1],
+                "forgetting_mean": 100 * fgt[0], "forgetting_std": 100 * fgt[1],
+                "bwt_mean": 100 * bwt[0], "bwt_std": 100 * bwt[1],
+                "active_fraction_mean": act[0], "active_fraction_std": act[1], "seeds": len(seeds_m),
+            }
+        )
+    return Table(
+        "metrics",
+        f"Continual-learning metrics of each cell's best grid point ({benchmark})",
+        pd.DataFrame(display_rows, columns=["Activation", "Optimizer", "Final accuracy", "Average accuracy", "Forgetting", "BWT", "Active units (%)"]),
+        pd.DataFrame(data_rows),
+        "Percent, mean ± std over seeds. Average accuracy: over all tasks after the last; forgetting: mean "
+        "drop from each task's best earlier accuracy to its final one; BWT: mean of final minus "
+        "just-trained accuracy (negative = forgetting); active units: share of non-zero hidden units "
+        f"on the test set after the last task ({MISSING} for results written before it was measured).",
+        [],
+    )
+
+
 def write_tables(
     summary: pd.DataFrame,
     out_dir: str | os.PathLike = "tables",
@@ -962,7 +1037,9 @@ def write_tables(
     out.mkdir(parents=True, exist_ok=True)
     best = best_per_cell(summary)
     sections = [f"# Results: {benchmark}", ""]
-    extra = [appendix_table(summary, jobs)] if jobs is not None and benchmark == paper.PAPER_BENCHMARK else []
+    extra = [metrics_table(summary, benchmark)]
+    if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
+        extra.append(appendix_table(summary, jobs))
     for table in [*render_tables(best, benchmark), *extra]:
         md = table.to_markdown()
         (out / f"{table.name}.md").write_text(md)
