@@ -7,7 +7,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages (Fashion-MNI
 PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast tables figures bench reproduce clean
+.PHONY: help setup data train test test-fast tables figures bench reproduce postgres postgres-stop clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,8 +30,8 @@ data:  ## fetch MNIST and Fashion-MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/
 train:  ## the main job: Hard ASH + Adagrad on Split-MNIST, 5 seeds (ARGS='key=value ...' to override)
 	$(PY) -m cl_sweep $(ARGS)
 
-test:  ## run the whole test suite (slow tests included), as CI does
-	$(PY) -m pytest $(PYTEST_ARGS)
+test:  ## run the whole test suite (slow tests included), as CI does; starts PostgreSQL for the shared-study tests
+	CL_SWEEP_TEST_POSTGRES_URL="$${CL_SWEEP_TEST_POSTGRES_URL:-$$(scripts/postgres.sh start)}" $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast:  ## only the fast tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -52,6 +52,12 @@ figures:  ## draw every figure from stored results into figures/ (RESULTS=<folde
 bench:  ## speed benchmarks (prints ms per step against a baseline timed in the same run)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/ops_bench.py
+
+postgres:  ## start the private PostgreSQL server for shared studies and tests (installs Debian's package if missing); prints its URL
+	scripts/postgres.sh start
+
+postgres-stop:  ## stop that server (data kept in $CL_SWEEP_PG_DIR, default /tmp/cl_sweep_pg)
+	scripts/postgres.sh stop
 
 clean:  ## remove caches and scratch outputs (keeps results/ and the MNIST cache)
 	rm -rf .pytest_cache outputs build dist

@@ -1,33 +1,51 @@
-"""Optuna sweep loop: resumable studies, batched ask/launch/tell, stale-trial recovery.
+"""Optuna sweep loop: resumable studies shared by concurrent workers, stale-trial recovery.
 
 Resume rule: ``n_trials`` is the number of COMPLETE trials the study should end with,
 not the number of trials to add. The study is persistent (``create_study(...,
-load_if_exists=True)``), and each invocation runs ``n_trials - complete - running``
-new trials, where ``complete`` counts COMPLETE trials and ``running`` counts RUNNING
-trials still held by live processes (e.g. a second sweeper on the same study). So
-``n_trials=3`` followed by the same command with ``n_trials=5`` leaves exactly 5
-COMPLETE trials, and a third run with ``n_trials=5`` launches nothing and says the study
-is already complete. Failed trials (job raised, returned None, NaN/inf or a non-number)
-are not COMPLETE, so the next invocation asks for replacements; within one invocation
-the budget is fixed at its start, so an always-failing job cannot loop forever.
+load_if_exists=True)``), so ``n_trials=3`` followed by the same command with
+``n_trials=5`` leaves exactly 5 COMPLETE trials, and a third run with ``n_trials=5``
+launches nothing and says the study is already complete. Failed trials (job raised,
+returned None, NaN/inf or a non-number) are not COMPLETE, so the next invocation asks for
+replacements. Within one invocation at most ``n_trials - complete - running`` trials
+(counted when it starts) are launched, so an always-failing job cannot loop forever.
 
-Stale trials: before each batch, RUNNING trials whose process is gone are marked FAIL
+Budget rule (exact with any number of concurrent workers, i.e. sweeper processes on one
+study, on one machine or several): every storage numbers trials atomically, so trial
+numbers order the asks of all workers. Before every ask a worker fails stale trials
+(below) and stops if ``n_trials`` trials are already COMPLETE or RUNNING. After
+``study.ask()`` gave trial ``k``, that trial may run only if fewer than ``n_trials``
+trials numbered below ``k`` are COMPLETE, or RUNNING and not stale. Otherwise it is told
+FAIL before any parameter is sampled, with the user attribute ``budget_exceeded=True``
+(FAIL rather than PRUNED: TPE ignores FAIL trials but would treat a PRUNED one as a bad
+point), and the worker stops asking. Trials asked by others and not yet checked count as
+RUNNING, so the rule errs towards stopping, never towards running too many: as long as
+no trial fails, the workers together end with exactly ``n_trials`` COMPLETE trials, and
+never with more. If a trial that was counted as RUNNING later FAILs (its job crashed or
+returned NaN, or its process died), the study can end with fewer than ``n_trials``
+COMPLETE trials; running the same command again fills it up. New trials are created
+with their owner tag in one storage operation (``_budget.ask_tagged``), so no worker
+ever sees another's fresh trial untagged and fails it.
+
+Stale trials: before each ask, RUNNING trials whose process is gone are marked FAIL
 (and thereby retried, since they are not COMPLETE):
 
 * RDB storages with ``heartbeat_interval`` set: this sweeper records a heartbeat for its
-  running trials; Optuna's ``fail_stale_trials`` fails trials whose heartbeat is older
-  than ``grace_period`` (default ``2 * heartbeat_interval``), from any host.
+  trials from the moment they are asked; Optuna's ``fail_stale_trials`` fails trials whose
+  heartbeat is older than ``grace_period`` (default ``2 * heartbeat_interval``), from any host.
+* Journal storages with ``heartbeat_interval`` set: the same with our own heartbeat, a
+  ``sweeper_heartbeat`` system attribute holding the wall-clock time (hosts sharing a
+  journal need clocks synchronised well within ``grace_period``).
 * Any storage: every trial asked by the sweeper carries a ``sweeper_owner`` user attribute
-  (host, pid). A RUNNING trial without that tag, or owned by a pid on this host that no
-  longer exists, is failed right away. Trials of live processes and of other hosts are
-  left to the heartbeat (journal storages have none: such trials stay RUNNING, which is
-  harmless because only COMPLETE trials are counted, but they also hold a slot in the
-  ``running`` count until that host's sweeper runs again).
+  (host, pid, process start time). A RUNNING trial without that tag, or owned by a process
+  on this host that no longer exists (a SIGKILLed sweeper), is failed right away. Trials
+  of live processes and of other hosts are left to the heartbeat.
 
 A seeded sampler is re-seeded with ``seed + <trials already in the study>`` so a resumed
 run does not replay the random start-up samples of the first run; a fresh study uses
 ``seed`` itself, so two fresh studies with the same seed sample identical params
 (QMC samplers keep their seed: their sequence position already comes from the study).
+Concurrent workers started together on one study should therefore get different seeds
+(or none).
 """
 
 from __future__ import annotations
@@ -47,18 +65,18 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.samplers import BaseSampler, QMCSampler
+from optuna.storages import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import Trial, TrialState
 
+from ._budget import ask_within_budget
 from ._search_space import SearchSpace, build_search_space, default_study_name
 from ._storage import (
-    OWNER_ATTR,
     HeartbeatThread,
     describe_storage,
     fail_stale_trials,
     make_storage,
     owner_tag,
-    quiet_heartbeat_warning,
 )
 
 log = logging.getLogger(__name__)
@@ -177,7 +195,6 @@ class OptunaSweeperImpl(Sweeper):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
-        self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Create the launcher (Hydra calls this once, before :meth:`sweep`)."""
@@ -229,23 +246,33 @@ class OptunaSweeperImpl(Sweeper):
         states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
         return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
 
-    def _ask(self, study: optuna.Study, space: SearchSpace, n: int) -> list[tuple[Trial, list[str]]]:
-        asked: list[tuple[Trial, list[str]]] = []
+    def _heartbeat_grace(self, storage: Any) -> float | None:
+        """Grace period of our own heartbeat: journal storages with ``heartbeat_interval`` only."""
+        if not isinstance(storage, JournalStorage) or self.heartbeat_interval is None:
+            return None
+        return float(self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval)
+
+    def _ask_batch(
+        self, study: optuna.Study, space: SearchSpace, size: int, heartbeat_grace: float | None
+    ) -> tuple[list[tuple[Trial, list[str]]], str]:
+        """Ask up to ``size`` trials under the budget rule; the reason is set when it said stop."""
+        batch: list[tuple[Trial, list[str]]] = []
         owner = owner_tag()
-        for _ in range(n):
-            with quiet_heartbeat_warning():
-                trial = study.ask(fixed_distributions=space.distributions)
+        while len(batch) < size:
+            trial, why = ask_within_budget(
+                study,
+                self.n_trials,
+                space.distributions,
+                owner=owner,
+                own_live_numbers=[t.number for t, _ in batch],
+                heartbeat_grace=heartbeat_grace,
+            )
+            if trial is None:
+                return batch, why
             overrides = space.overrides_for(trial.params)
-            try:
-                trial.set_user_attr(OWNER_ATTR, owner)
-                trial.set_user_attr("overrides", overrides)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # Another sweeper judged the untagged trial stale in the instant between
-                # ask and tag; it is FAIL now, so just ask again next batch.
-                log.warning(f"Trial {trial.number} was finished by another process before launch; skipped")
-                continue
-            asked.append((trial, overrides))
-        return asked
+            trial.set_user_attr("overrides", overrides)
+            batch.append((trial, overrides))
+        return batch, ""
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn) -> None:
         value, reason = job_outcome(ret)
@@ -255,23 +282,38 @@ class OptunaSweeperImpl(Sweeper):
         else:
             study.tell(trial, value, skip_if_finished=True)
 
-    def _launch(self, study: optuna.Study, storage: Any, batch: list[tuple[Trial, list[str]]]) -> None:
+    def _launch(
+        self, study: optuna.Study, storage: Any, batch: list[tuple[Trial, list[str]]], heartbeat_grace: float | None
+    ) -> None:
+        """Run the batch's jobs and tell their results; job.num is the trial number.
+
+        With concurrent workers a batch's trial numbers can have gaps (another worker got
+        the numbers in between); each run of consecutive numbers is then launched on its
+        own, so two workers sharing a sweep dir never write the same job dir.
+        """
         assert self.launcher is not None
-        overrides = [ov for _, ov in batch]
-        trials = [t for t, _ in batch]
+        runs: list[list[tuple[Trial, list[str]]]] = []
+        for item in batch:
+            if runs and item[0].number == runs[-1][-1][0].number + 1:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        interval = self.heartbeat_interval if heartbeat_grace is not None else None
+        told = 0
         try:
-            self.validate_batch_is_legal(overrides)
+            self.validate_batch_is_legal([ov for _, ov in batch])
             # Trial._trial_id: the storage id the heartbeat API needs (no public accessor).
-            with HeartbeatThread(storage, [t._trial_id for t in trials]):
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            with HeartbeatThread(storage, [t._trial_id for t, _ in batch], interval=interval):
+                for run in runs:
+                    returns = self.launcher.launch([ov for _, ov in run], initial_job_idx=run[0][0].number)
+                    for (trial, _), ret in zip(run, returns, strict=True):
+                        self._tell(study, trial, ret)
+                        told += 1
         except BaseException:
             # Ctrl-C or a broken config: do not leave the batch RUNNING in the storage.
-            for trial in trials:
+            for trial, _ in batch[told:]:
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
-        self.job_idx += len(overrides)
-        for trial, ret in zip(trials, returns, strict=True):
-            self._tell(study, trial, ret)
 
     def _params_with_space(self, arguments: list[str]) -> dict[str, Any]:
         """``params`` plus the ``space`` entries of the group options this sweep composes with."""
@@ -308,44 +350,49 @@ class OptunaSweeperImpl(Sweeper):
         study, storage = self._open_study(space, direction)
         n_existing = len(study.get_trials(deepcopy=False))
         study.sampler = make_sampler(self.sampler_cfg, seed_offset=n_existing)
-        # Start job.num at the study's trial count so a resumed run in the same sweep dir
-        # does not overwrite earlier job dirs (and job.num == trial.number when alone).
-        self.job_idx = n_existing
+        # job.num is the trial number (see _launch): a resumed run, or another worker, in the
+        # same sweep dir never overwrites a job dir.
 
         where = f"study {study.study_name!r} in {describe_storage(self.storage_url)}"
         log.info(f"Optuna sweep: {where}")
         log.info(f"Sampler: {type(study.sampler).__name__}, direction: {direction}, n_trials: {self.n_trials}")
         log.info(f"Search space: {space.distributions}")
 
-        fail_stale_trials(study)
+        heartbeat_grace = self._heartbeat_grace(storage)
+        fail_stale_trials(study, heartbeat_grace=heartbeat_grace)
         complete, running = self._counts(study)
-        budget = self.n_trials - complete - running
+        # At most this many launches in this run: failures are replaced by the next run, not this one.
+        cap = self.n_trials - complete - running
         if complete >= self.n_trials:
             log.info(f"Study already complete: {complete} COMPLETE trial(s) >= n_trials={self.n_trials}; nothing to run")
-        elif budget <= 0:
+        elif cap <= 0:
             log.info(f"{complete} COMPLETE and {running} RUNNING elsewhere cover n_trials={self.n_trials}; nothing to run")
         else:
-            log.info(f"{complete} COMPLETE trial(s) in the study; running {budget} more")
+            others = f" ({running} RUNNING elsewhere)" if running else ""
+            log.info(f"{complete} COMPLETE trial(s) in the study{others}; running up to {cap} more")
 
-        first = True
-        while budget > 0:
-            if not first:
-                fail_stale_trials(study)
-                complete, running = self._counts(study)
-            first = False
-            size = min(self.n_jobs, budget, self.n_trials - complete - running)
-            if size <= 0:
-                break
-            budget -= size
-            batch = self._ask(study, space, size)
+        launched = 0
+        while launched < cap:
+            batch, stop_reason = self._ask_batch(study, space, min(self.n_jobs, cap - launched), heartbeat_grace)
             if batch:
-                self._launch(study, storage, batch)
+                self._launch(study, storage, batch, heartbeat_grace)
+                launched += len(batch)
+            if stop_reason:
+                log.info(f"Budget reached, no more asks: {stop_reason}")
+                break
 
         self._report(study, where)
 
     def _report(self, study: optuna.Study, where: str) -> None:
         assert self.config is not None
-        complete, _ = self._counts(study)
+        complete, running = self._counts(study)
+        if complete + running < self.n_trials:
+            log.warning(
+                f"Study holds {complete} COMPLETE trial(s) < n_trials={self.n_trials} (some failed); "
+                "run the same command again to fill it up"
+            )
+        elif complete < self.n_trials:
+            log.info(f"{running} trial(s) still RUNNING in other workers will complete the study")
         results: dict[str, Any] = {
             "name": "optuna",
             "study_name": study.study_name,

@@ -70,7 +70,8 @@ class OptunaSweeperConf:
     storage: str | None = "sqlite:///${hydra.runtime.cwd}/multirun/optuna.sqlite3"
     # null: derived from the job name, the fixed overrides and the search space.
     study_name: str | None = None
-    # Target number of COMPLETE trials in the study (not trials per invocation).
+    # Target number of COMPLETE trials in the study (not trials per invocation); exact even
+    # with several sweeper processes on one study (see the `_impl` docstring).
     n_trials: int = 20
     # Trials asked and launched together per launcher call.
     n_jobs: int = 1
@@ -80,9 +81,11 @@ class OptunaSweeperConf:
     # composes with (e.g. activation=hard_ash), its entries join `params` as `group.key`; explicit
     # `params` and command-line sweeps win. This lets one preset cover every (activation, optimizer) pair.
     space: dict[str, Any] = field(default_factory=dict)
-    # RDB storages only; null disables Optuna's heartbeat.
+    # Seconds between heartbeats of running trials: Optuna's on RDB storages, our own
+    # (a trial system attribute) on journal storages; null disables it. Lets other workers,
+    # on any host, fail the trials of a worker that died.
     heartbeat_interval: int | None = 60
-    # null: Optuna's default (2 * heartbeat_interval).
+    # Seconds without a heartbeat before a RUNNING trial is stale; null: 2 * heartbeat_interval.
     grace_period: int | None = None
 
 

@@ -1,9 +1,32 @@
 """Toy Hydra app for the Optuna sweeper tests: a quadratic objective with failure modes."""
 
+import json
 import math
+import os
+import time
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+
+def _marker(name: str, cfg: DictConfig, **extra: object) -> None:
+    """Write ``<job output dir>/<name>.json`` with the job's params (atomically)."""
+    out = Path(HydraConfig.get().runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"x": cfg.x, "y": cfg.y, "pid": os.getpid(), **extra}
+    tmp = out / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, out / f"{name}.json")
+
+
+def _wait_for(path: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -13,11 +36,23 @@ def my_app(cfg: DictConfig) -> float | None:
     Args:
         cfg: ``x`` (float), ``y`` (int), ``mode``: ``ok``, ``nan`` (returns NaN, like a
             diverged run), ``raise`` (raises), ``none`` (returns None), ``str`` (returns a
-            non-number).
+            non-number). Shared-study tests add ``markers`` (write ``started.json`` and
+            ``done.json`` into the job's output dir), ``sleep`` (seconds per job),
+            ``wait_for`` (block until that file exists) and ``hang_once`` (the first job
+            that finds that file missing creates it and sleeps ``hang_s``, to be killed).
 
     Returns:
         The objective value (maximum 0 at x=0.3, y=2).
     """
+    if cfg.markers:
+        _marker("started", cfg)
+    if cfg.hang_once is not None and not os.path.exists(cfg.hang_once):
+        Path(cfg.hang_once).write_text(str(os.getpid()))
+        time.sleep(cfg.hang_s)
+    if cfg.wait_for is not None:
+        _wait_for(cfg.wait_for)
+    if cfg.sleep:
+        time.sleep(cfg.sleep)
     if cfg.mode == "raise":
         raise RuntimeError("toy failure")
     # Unquoted `mode=nan` reaches the app as the float NaN, quoted `'nan'` as a string.
@@ -29,7 +64,10 @@ def my_app(cfg: DictConfig) -> float | None:
         return "not a number"  # type: ignore[return-value]
     if cfg.get("nan_if_x_below") is not None and cfg.x < cfg.nan_if_x_below:
         return math.nan
-    return -((cfg.x - 0.3) ** 2) - (cfg.y - 2) ** 2
+    value = -((cfg.x - 0.3) ** 2) - (cfg.y - 2) ** 2
+    if cfg.markers:
+        _marker("done", cfg, value=value)
+    return value
 
 
 if __name__ == "__main__":
