@@ -7,7 +7,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages (Fashion-MNI
 PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast tables figures bench reproduce postgres postgres-stop clean
+.PHONY: help setup data train test test-fast tables figures bench reproduce postgres postgres-stop soak bench-launchers clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +52,13 @@ figures:  ## draw every figure from stored results into figures/ (RESULTS=<folde
 bench:  ## speed benchmarks (prints ms per step against a baseline timed in the same run)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/ops_bench.py
+
+JOBS ?= 240
+soak:  ## soak: JOBS tiny jobs (default 240) via the joblib launcher + one shared Optuna study; must print 0 lost, 0 duplicated
+	$(PY) benchmarks/soak.py --jobs $(JOBS)
+
+bench-launchers:  ## wall time of one 8-job A.6 sweep through the basic vs the joblib launcher
+	$(PY) benchmarks/soak.py --compare-launchers --rounds 2
 
 postgres:  ## start the private PostgreSQL server for shared studies and tests (installs Debian's package if missing); prints its URL
 	scripts/postgres.sh start
