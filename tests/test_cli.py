@@ -153,3 +153,17 @@ def test_split_mnist_result_carries_the_v2_metrics(tmp_path):
     for m, f, b, avg in zip(r["accuracy_matrix"], r["forgetting"], r["backward_transfer"], r["average_accuracy"]):
         assert f == pytest.approx(metrics.forgetting(m)) and b == pytest.approx(metrics.backward_transfer(m))
         assert avg == pytest.approx(metrics.average_accuracy(m)) and len(avg) == 5
+
+
+@pytest.mark.slow
+def test_ewc_strength_changes_forgetting_on_real_mnist(tmp_path):
+    runs = {}
+    for lam in ("0", "1e5"):
+        proc = run_cli(*SMOKE, "strategy=ewc", f"strategy.lambda={lam}", "strategy.samples=64", f"hydra.run.dir={tmp_path / lam}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[lam] = read_result(tmp_path / lam / "result.json")
+    assert runs["1e5"]["hyperparameters"]["strategy.name"] == "ewc"
+    assert runs["1e5"]["hyperparameters"]["strategy.lambda"] == 1e5
+    # a strong anchor keeps the first task: its final accuracy on task 1 is higher than without
+    first = lambda r: sum(m[-1][0] for m in r["accuracy_matrix"]) / len(r["accuracy_matrix"])
+    assert first(runs["1e5"]) > first(runs["0"])

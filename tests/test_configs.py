@@ -115,3 +115,24 @@ def test_topk_k_bound_follows_hidden_size(compose):
     validate(compose(["activation=topk_subtract", "activation.k=200", "model.hidden_size=200"]))
     with pytest.raises(ConfigError, match="1..200"):
         validate(compose(["activation=topk_subtract", "activation.k=201", "model.hidden_size=200"]))
+
+
+@pytest.mark.parametrize("option", ["none", "ewc", "online_ewc", "mas"])
+def test_every_strategy_composes_validates_and_builds(compose, conf_dir, option):
+    assert sorted(p.stem for p in (conf_dir / "strategy").glob("*.yaml")) == ["ewc", "mas", "none", "online_ewc"]
+    cfg = compose([f"strategy={option}"])
+    validate(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert structure_of(plain).strategy == option
+    hp = hyperparameters_of(plain)
+    assert ("strategy.name" in hp) == (option != "none")
+
+
+def test_strategy_values_are_checked(compose):
+    with pytest.raises(Exception, match="lamda"):
+        compose(["strategy=ewc", "strategy.lamda=3"])
+    for overrides, key in ((["strategy=ewc", "strategy.lambda=-1"], "strategy.lambda"),
+                           (["strategy=online_ewc", "strategy.gamma=2"], "strategy.gamma"),
+                           (["strategy=mas", "strategy.samples=0"], "strategy.samples")):
+        with pytest.raises(ConfigError, match=key):
+            validate(compose(overrides))

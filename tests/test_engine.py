@@ -219,3 +219,26 @@ def test_active_fraction_measures_sparsity(data, split):
     assert ((0 <= hard.active_fraction) & (hard.active_fraction <= 1)).all()
     # Hard ASH with z_k = 2.3 keeps only the units above mean + 2.3 std: far sparser than ReLU
     assert hard.active_fraction.max() < 0.3 < relu.active_fraction.min()
+
+
+# --- continual-learning strategies inside the population ------------------------------------
+
+
+def test_ewc_with_zero_strength_is_the_plain_run(data, split, base):
+    ewc = Structure("hard_ash", "adagrad", hidden_size=256, update_clip=None, strategy="ewc", strategy_static=(("samples", 32),))
+    members = [
+        Member(0, HARD_ASH, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6}, {"lambda": 0.0}),
+        Member(0, HARD_ASH, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6}, {"lambda": 1e4}),
+    ]
+    res = _run(ewc, members, data, split)
+    # lambda is traced: both strengths share one program; lambda = 0 adds exactly nothing
+    np.testing.assert_allclose(res.accuracy_matrix[0], base.accuracy_matrix[0], atol=1e-6)
+    assert not res.diverged.any()  # (the fake tasks do not interfere, so the effect of lambda is tested on real data)
+
+
+@pytest.mark.parametrize("name", ["online_ewc", "mas"])
+def test_other_strategies_run_in_the_population(data, split, name):
+    structure = Structure("relu", "sgd", hidden_size=64, update_clip=None, strategy=name, strategy_static=(("samples", 16),))
+    members = [Member(s, {}, {"learning_rate": 0.05}, {"lambda": 10.0, "gamma": 0.9}) for s in (0, 1)]
+    res = _run(structure, members, data, split)
+    assert res.accuracy_matrix.shape == (2, 5, 5) and not res.diverged.any()

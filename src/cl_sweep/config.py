@@ -147,6 +147,7 @@ class Config:
     optimizer: Any = MISSING
     benchmark: Any = MISSING
     model: Any = MISSING
+    strategy: Any = MISSING  # a continual-learning regulariser; `none` by default
     seed: int = 0  # first seed; the job trains seeds seed, seed+1, ..., seed+n_seeds-1
     n_seeds: int = 5
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
@@ -185,6 +186,17 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+# Strategy options hold a key named `lambda` (the papers' name), which no dataclass field can be;
+# their schema is a plain node (struct, so a misspelt key still fails at compose time) and
+# `validate` checks the types.
+STRATEGY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "none": {"name": "none"},
+    "ewc": {"name": "ewc", "lambda": 100.0, "samples": 256},
+    "online_ewc": {"name": "online_ewc", "lambda": 100.0, "gamma": 0.9, "samples": 256},
+    "mas": {"name": "mas", "lambda": 1.0, "samples": 256},
+}
+
+
 def register_configs() -> None:
     """Stores the top-level schema and one schema per group option in Hydra's ConfigStore."""
     cs = ConfigStore.instance()
@@ -192,6 +204,8 @@ def register_configs() -> None:
     for group, options in SCHEMAS.items():
         for name, schema in options.items():
             cs.store(group=f"schema/{group}", name=name, node=schema)
+    for name, node in STRATEGY_SCHEMAS.items():
+        cs.store(group="schema/strategy", name=name, node=node)
 
 
 register_configs()
@@ -263,6 +277,15 @@ def validate(cfg: DictConfig | dict) -> None:
     lim = bench.get("limit_per_task")
     if lim is not None and not (isinstance(lim, int) and lim >= 1):
         _fail("benchmark.limit_per_task", lim, "it must be null (all examples) or a positive integer")
+
+    # strategy
+    strat = cfg.get("strategy") or {"name": "none"}
+    if "lambda" in strat and not (_is_number(strat["lambda"]) and strat["lambda"] >= 0):
+        _fail("strategy.lambda", strat["lambda"], "it must be a number >= 0")
+    if "gamma" in strat and not (_is_number(strat["gamma"]) and 0.0 <= strat["gamma"] <= 1.0):
+        _fail("strategy.gamma", strat["gamma"], "it must lie in [0, 1]")
+    if "samples" in strat and not (isinstance(strat["samples"], int) and not isinstance(strat["samples"], bool) and strat["samples"] >= 1):
+        _fail("strategy.samples", strat["samples"], "it must be a positive integer (examples per task for the importance)")
 
     # model and run
     wn = list(model["weight_norm"])

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from cl_sweep import model as mlp
 from cl_sweep.activations import get_activation
+from cl_sweep import strategies
 from cl_sweep.optimizers import get_optimizer, with_update_clip
 from cl_sweep.tasks import TaskSplit, batch_schedule, num_steps, task_order
 
@@ -56,6 +57,8 @@ class Structure:
     weight_norm: tuple[bool, bool] = (True, False)
     update_clip: float | None = 0.01
     num_classes: int = mlp.NUM_CLASSES
+    strategy: str = "none"  # a continual-learning regulariser (cl_sweep.strategies)
+    strategy_static: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Member:
     seed: int
     activation_hp: Mapping[str, float] = field(default_factory=dict)
     optimizer_hp: Mapping[str, float] = field(default_factory=dict)
+    strategy_hp: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +128,8 @@ def _programs(structure: Structure, permuted: bool = False):
     opt = get_optimizer(structure.optimizer)
     opt_static = dict(structure.optimizer_static)
     wn = structure.weight_norm
+    strat = strategies.get_strategy(structure.strategy)
+    regularised = strat.name != "none"
 
     def activation_fn(act_hp):
         return lambda h: act.fn(h, **act_hp, **static)
@@ -135,17 +141,20 @@ def _programs(structure: Structure, permuted: bool = False):
         params = mlp.init_params(key, structure.hidden_size, structure.num_classes)
         return params, make_tx(opt_hp).init(params)
 
-    def member_loss(params, x, y, mask, act_hp):
+    def member_loss(params, x, y, mask, act_hp, reg, s_hp):
         logits = mlp.forward(params, x, activation_fn(act_hp), wn)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        return jnp.sum(ce * mask) / jnp.sum(mask)
+        loss = jnp.sum(ce * mask) / jnp.sum(mask)
+        if regularised:  # a Python branch: without a strategy the program is exactly the plain one
+            loss = loss + strategies.penalty(strat.name, reg, params, s_hp)
+        return loss
 
-    def member_step(params, opt_state, x, y, mask, act_hp, opt_hp):
-        loss, grads = jax.value_and_grad(member_loss)(params, x, y, mask, act_hp)
+    def member_step(params, opt_state, x, y, mask, act_hp, opt_hp, reg, s_hp):
+        loss, grads = jax.value_and_grad(member_loss)(params, x, y, mask, act_hp, reg, s_hp)
         updates, opt_state = make_tx(opt_hp).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0))
+    population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0))
 
     @jax.jit
     def init(keys, opt_hp):
@@ -157,8 +166,10 @@ def _programs(structure: Structure, permuted: bool = False):
         return jnp.take(x, perm, axis=-1) if permuted else x
 
     @functools.partial(jax.jit, donate_argnums=(0,))
-    def train_steps(state, images, labels, batch_idx, batch_mask, start, stop, act_hp, opt_hp, perm):
+    def train_steps(state, images, labels, batch_idx, batch_mask, start, stop, act_hp, opt_hp, perm, reg=None, s_hp=None):
         """Runs steps ``start..stop-1`` of a task's schedule for every member."""
+        reg = {} if reg is None else reg
+        s_hp = {} if s_hp is None else s_hp
 
         def body(i, carry):
             params, opt_state, diverged = carry
@@ -166,7 +177,7 @@ def _programs(structure: Structure, permuted: bool = False):
             mask = lax.dynamic_index_in_dim(batch_mask, i, axis=0, keepdims=False)  # [B]
             x = inputs(images[idx], perm)
             y = labels[idx]
-            params, opt_state, loss = population_step(params, opt_state, x, y, mask, act_hp, opt_hp)
+            params, opt_state, loss = population_step(params, opt_state, x, y, mask, act_hp, opt_hp, reg, s_hp)
             return params, opt_state, diverged | ~jnp.isfinite(loss)
 
         return lax.fori_loop(start, stop, body, state)
@@ -187,6 +198,30 @@ def _programs(structure: Structure, permuted: bool = False):
         per_task = (correct @ test_task_onehot) / jnp.sum(test_task_onehot, axis=0)
         return jnp.mean(correct, axis=-1), per_task, active
 
+    @jax.jit
+    def init_reg(params):
+        return jax.vmap(lambda p: strategies.init_state(strat.name, p))(params)
+
+    @jax.jit
+    def consolidate(params, reg, images, labels, sample_idx, act_hp, s_hp, perm):
+        """Each member's strategy state after a task, from the importance on its sample of that task."""
+
+        def member(p, r, idx, ahp, shp):
+            xs, ys = inputs(images[idx], perm), labels[idx]
+
+            def logits(q, x):
+                return mlp.forward(q, x[None], activation_fn(ahp), wn)[0]
+
+            if strat.importance == "fisher":
+                imp = strategies.empirical_fisher(lambda q, x, y: jax.nn.log_softmax(logits(q, x))[y], p, xs, ys)
+            else:
+                imp = strategies.mas_importance(logits, p, xs)
+            return strategies.consolidate(strat.name, r, p, imp, shp)
+
+        return jax.vmap(member)(params, reg, sample_idx, act_hp, s_hp)
+
+    if regularised:
+        return init, train_steps, evaluate, (init_reg, consolidate)
     return init, train_steps, evaluate
 
 
@@ -205,13 +240,16 @@ def train_population(
     """Trains every member on the tasks in order, evaluating on the full test set after each task."""
     start_time = time.perf_counter()
     permuted = split.permutations is not None
-    init, train_steps, evaluate = _programs(structure, permuted)
+    init, train_steps, evaluate, *regulariser = _programs(structure, permuted)
     act = get_activation(structure.activation)
     opt = get_optimizer(structure.optimizer)
+    strat = strategies.get_strategy(structure.strategy)
     act_hp = _hp_arrays(members, "activation_hp", act.traced)
     opt_hp = _hp_arrays(members, "optimizer_hp", opt.hyperparameters)
+    s_hp = _hp_arrays(members, "strategy_hp", strat.traced)
     keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
     state = init(keys, opt_hp)
+    reg = regulariser[0][0](state[0]) if regulariser else None
 
     T = split.num_tasks
     if permuted:  # every test example belongs to every task, under that task's permutation
@@ -248,7 +286,7 @@ def train_population(
                 hi = min(steps, lo + chunk)
                 state = train_steps(
                     state, data.train_images, data.train_labels, batch_idx, batch_mask,
-                    jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp, perms[t],
+                    jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp, perms[t], reg, s_hp if regulariser else None,
                 )
                 diverged = np.asarray(state[2])  # the host sync that paces the bar
                 bar.update(hi - lo)
@@ -258,6 +296,10 @@ def train_population(
         # A last update can make weights non-finite after the last loss was checked.
         finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), state[0])
         state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)))
+        if regulariser:  # end of the task: the strategy's importance on a sample of it (the seed's first examples)
+            n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, t)]))
+            sample_idx = jnp.asarray(np.stack([orders[(m.seed, t)][:n] for m in members]))
+            reg = regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[t])
         if permuted:
             evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
             for j in evaluated:

@@ -18,6 +18,7 @@ from cl_sweep.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.engine import DeviceData, Member, Structure, default_max_population, to_device, train_population
 from cl_sweep.optimizers import get_optimizer
+from cl_sweep.strategies import get_strategy
 from cl_sweep.results import SCHEMA_VERSION
 from cl_sweep.tasks import TaskSplit, class_incremental_split, permuted_split
 
@@ -43,6 +44,7 @@ def structure_of(cfg: Mapping) -> Structure:
     """The static part of a config: what decides the compiled program."""
     act = get_activation(cfg["activation"]["name"])
     opt = get_optimizer(cfg["optimizer"]["name"])
+    strat = get_strategy(_strategy(cfg)["name"])
     return Structure(
         activation=act.name,
         optimizer=opt.name,
@@ -51,7 +53,13 @@ def structure_of(cfg: Mapping) -> Structure:
         hidden_size=cfg["model"]["hidden_size"],
         weight_norm=tuple(bool(b) for b in cfg["model"]["weight_norm"]),
         update_clip=cfg["model"]["update_clip"],
+        strategy=strat.name,
+        strategy_static=tuple((k, _strategy(cfg)[k]) for k in strat.static),
     )
+
+
+def _strategy(cfg: Mapping) -> Mapping:
+    return cfg.get("strategy") or {"name": "none"}
 
 
 def members_of(cfg: Mapping, seeds: Sequence[int]) -> list[Member]:
@@ -60,7 +68,9 @@ def members_of(cfg: Mapping, seeds: Sequence[int]) -> list[Member]:
     opt = get_optimizer(cfg["optimizer"]["name"])
     act_hp = {k: cfg["activation"][k] for k in act.traced}
     opt_hp = {k: cfg["optimizer"][k] for k in opt.hyperparameters}
-    return [Member(seed, act_hp, opt_hp) for seed in seeds]
+    strat = get_strategy(_strategy(cfg)["name"])
+    s_hp = {k: float(_strategy(cfg)[k]) for k in strat.traced}
+    return [Member(seed, act_hp, opt_hp, s_hp) for seed in seeds]
 
 
 def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
@@ -74,6 +84,10 @@ def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
         hp[f"model.{k}"] = cfg["model"][k]
     for k in ("batch_size", "epochs_per_task", "limit_per_task"):
         hp[f"benchmark.{k}"] = cfg["benchmark"][k]
+    strat = _strategy(cfg)
+    if strat["name"] != "none":  # plain runs keep the keys they always had
+        hp["strategy.name"] = strat["name"]
+        hp.update({f"strategy.{k}": v for k, v in strat.items() if k != "name"})
     return hp
 
 
