@@ -45,6 +45,8 @@ def test_a6_preset_job_counts(args, expected):
 def test_appendix_presets_job_counts():
     assert dry_run_count("+sweep=a8", "activation=hard_ash", "optimizer=adam") == 6 * 24 * 2  # A.8: bias correction on/off
     assert dry_run_count("+sweep=a9", "activation=hard_ash", "optimizer=sgd_exp_decay") == 6 * 6  # A.9: starting lr
+    fixed = ["optimizer.learning_rate=2e-4", "activation.z_k=2.3", "activation.alpha=3.0"]
+    assert dry_run_count("+sweep=strategies", "activation=hard_ash", "optimizer=adagrad", "strategy=none,ewc,online_ewc,mas", *fixed) == 1 + 5 + 10 + 5
 
 
 def test_a6_grid_values_are_the_protocol_values():

@@ -511,3 +511,18 @@ def test_metrics_table_reports_forgetting_bwt_and_sparsity(tmp_path: Path) -> No
     assert got["ash"]["active_fraction_mean"] == pytest.approx(0.07)  # after the last task
     md = t.to_markdown()
     assert "30.0 ± 10.0" in md and "7.0 ± 0.0" in md
+
+
+def test_strategy_runs_stay_out_of_the_paper_tables_and_get_their_own(tmp_path: Path) -> None:
+    put(tmp_path, "plain", accuracy=[0.78] * 5, hyperparameters={"optimizer.learning_rate": 2e-4})
+    put(tmp_path, "ewc", accuracy=[0.85] * 5,
+        hyperparameters={"optimizer.learning_rate": 2e-4, "strategy.name": "ewc", "strategy.lambda": 100.0})
+    jobs, _ = tables.load_results(tmp_path)
+    md = tables.write_tables(tables.summarize(jobs), tmp_path / "out", jobs=jobs)
+    table2_line = next(line for line in md.splitlines() if line.startswith("| Hard ASH") and "78.3" in line)
+    assert "78.0 ± 0.0" in table2_line and "85.0" not in table2_line  # Table 2: no strategy runs
+    strat = tables.strategies_table(tables.summarize(jobs))
+    row = strat.data.iloc[0]
+    assert row["strategy"] == "ewc" and row["mean"] == pytest.approx(85.0) and row["without_strategy_mean"] == pytest.approx(78.0)
+    assert "strategy.lambda=100" in strat.to_markdown()
+    assert (tmp_path / "out" / "strategies.md").is_file()
