@@ -187,12 +187,7 @@ def permuted_curves(runs: list[tuple[str, list]], path: str | os.PathLike, *, ti
         ax.grid(alpha=0.3)
     ax_p.set_ylabel("test accuracy (%)")
     ax_s.legend(loc="lower left", fontsize="small")
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path, title, dpi=120)
 
 
 def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os.PathLike, *, title: str = "") -> Path:
@@ -230,9 +225,14 @@ def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os
         ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="test accuracy (%)")
+    return _save(fig, path, title, dpi=110)
+
+
+def _save(fig: Figure, path: str | os.PathLike, title: str, *, dpi: int) -> Path:
+    """Titles the figure (when a title is given) and writes it as PNG, creating the folder."""
     if title:
         fig.suptitle(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     return path
