@@ -526,3 +526,13 @@ def test_strategy_runs_stay_out_of_the_paper_tables_and_get_their_own(tmp_path: 
     assert row["strategy"] == "ewc" and row["mean"] == pytest.approx(85.0) and row["without_strategy_mean"] == pytest.approx(78.0)
     assert "strategy.lambda=100" in strat.to_markdown()
     assert (tmp_path / "out" / "strategies.md").is_file()
+
+
+def test_best_views_say_how_much_of_the_row_was_run(tmp_path: Path) -> None:
+    put(tmp_path, "a", activation="hard_ash", optimizer="adagrad", accuracy=[0.78] * 5)
+    put(tmp_path, "b", activation="hard_ash", optimizer="adam", accuracy=[0.60] * 5)
+    _, best, _ = pipeline(tmp_path)
+    t1 = tables.table1(best).display.set_index("Activation")
+    assert t1.loc["Hard ASH", "A.6 grid run"] == f"2/{6 * 67}"  # 6 activation settings x 67 optimizer settings
+    opt = tables.optimizer_table(best).display.set_index("Optimizer")
+    assert opt.loc["Adagrad", "A.6 grid run"] == f"1/{29 * 3}"  # 29 activation settings x 3 learning rates
