@@ -536,3 +536,16 @@ def test_best_views_say_how_much_of_the_row_was_run(tmp_path: Path) -> None:
     assert t1.loc["Hard ASH", "A.6 grid run"] == f"2/{6 * 67}"  # 6 activation settings x 67 optimizer settings
     opt = tables.optimizer_table(best).display.set_index("Optimizer")
     assert opt.loc["Adagrad", "A.6 grid run"] == f"1/{29 * 3}"  # 29 activation settings x 3 learning rates
+
+
+def test_adam_without_bias_correction_stays_out_of_table2_but_fills_the_appendix(tmp_path: Path) -> None:
+    put(tmp_path, "bc", activation="hard_ash", optimizer="adam", accuracy=[0.71] * 5,
+        hyperparameters={"optimizer.learning_rate": 1e-5, "optimizer.bias_correction": True})
+    put(tmp_path, "nobc", activation="hard_ash", optimizer="adam", accuracy=[0.77] * 5,
+        hyperparameters={"optimizer.learning_rate": 1e-5, "optimizer.bias_correction": False})
+    jobs, _ = tables.load_results(tmp_path)
+    md = tables.write_tables(tables.summarize(jobs), tmp_path / "out", jobs=jobs)
+    table2_line = next(line for line in md.splitlines() if line.startswith("| Hard ASH") and "71.6 ± 1.6" in line)
+    assert "71.0 ± 0.0" in table2_line and "77.0" not in table2_line
+    appendix = next(line for line in md.splitlines() if "without bias correction" in line)
+    assert "77.0 ± 0.0" in appendix
