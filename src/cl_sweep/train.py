@@ -6,6 +6,7 @@ Knows configs but not Hydra, so notebooks and scripts call it with a plain dict 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import time
 from typing import Any, Mapping, Sequence
@@ -102,8 +103,13 @@ def split_of(cfg: Mapping, dataset) -> TaskSplit:
     return class_incremental_split(dataset.train_labels, dataset.test_labels, bench["num_tasks"], bench["classes_per_task"])
 
 
+@functools.lru_cache(maxsize=1)
 def _git_revision() -> str | None:
-    """The source checkout's commit (with "+dirty" for uncommitted changes), or None outside git."""
+    """The source checkout's commit (with "+dirty" for uncommitted changes), or None outside git.
+
+    Cached per process: the code a process runs is the code it imported, so one look at start-up
+    describes every job it trains (and spares two git calls per job in a sweep).
+    """
     import subprocess
     from pathlib import Path
 
