@@ -242,3 +242,30 @@ def test_other_strategies_run_in_the_population(data, split, name):
     members = [Member(s, {}, {"learning_rate": 0.05}, {"lambda": 10.0, "gamma": 0.9}) for s in (0, 1)]
     res = _run(structure, members, data, split)
     assert res.accuracy_matrix.shape == (2, 5, 5) and not res.diverged.any()
+
+
+def test_input_and_output_sizes_follow_the_data_set():
+    """A data set of 12×12×3 images and 20 classes (as a TFDS data set may have): the model is
+    built 432 → hidden → 20 and learns every task."""
+    rng = np.random.default_rng(1)
+    classes, size = 20, 12 * 12 * 3
+    block = size // classes
+
+    def images(labels):
+        x = rng.integers(0, 40, size=(len(labels), size), dtype=np.uint8)
+        for i, c in enumerate(labels.tolist()):
+            x[i, c * block : (c + 1) * block] = 230
+        return x
+
+    train_labels = rng.permutation(np.repeat(np.arange(classes), 24)).astype(np.uint8)
+    test_labels = np.repeat(np.arange(classes), 5).astype(np.uint8)
+    ds = Dataset("fake20", images(train_labels), train_labels, images(test_labels), test_labels, classes)
+    split = class_incremental_split(ds.train_labels, ds.test_labels, 4, 5)
+    structure = Structure("hard_ash", "adagrad", hidden_size=256, update_clip=None, input_size=size, num_classes=classes)
+    res = _run(structure, [_adagrad(0)], engine.to_device(ds), split)
+    assert res.accuracy_matrix.shape == (1, 4, 4)
+    init = engine._programs(structure)[0]
+    params = init(np.asarray([[0, 0]], np.uint32), {"learning_rate": np.ones(1, np.float32), "initial_accumulator_value": np.ones(1, np.float32)})[0]
+    assert params["w1"].shape == (1, size, 256) and params["w2"].shape == (1, 256, classes)
+    # each task is learned while it is the newest (diagonal of the accuracy matrix)
+    assert np.all(np.diagonal(res.accuracy_matrix[0]) > 0.5)

@@ -56,7 +56,8 @@ class Structure:
     hidden_size: int = 1000
     weight_norm: tuple[bool, bool] = (True, False)
     update_clip: float | None = 0.01
-    num_classes: int = mlp.NUM_CLASSES
+    num_classes: int = mlp.NUM_CLASSES  # both follow the data set (train_jobs fills them in)
+    input_size: int = mlp.INPUT_SIZE
     strategy: str = "none"  # a continual-learning regulariser (cl_sweep.strategies)
     strategy_static: tuple[tuple[str, Any], ...] = ()
 
@@ -90,9 +91,9 @@ class PopulationResult:
 class DeviceData:
     """A dataset resident on the accelerator as uint8, plus its labels."""
 
-    train_images: jax.Array  # [N, 784] uint8
+    train_images: jax.Array  # [N, input size] uint8 (784 for MNIST)
     train_labels: jax.Array  # [N] int32
-    test_images: jax.Array  # [M, 784] uint8
+    test_images: jax.Array  # [M, input size] uint8
     test_labels: jax.Array  # [M] int32
 
 
@@ -138,7 +139,7 @@ def _programs(structure: Structure, permuted: bool = False):
         return with_update_clip(opt.factory(**opt_hp, **opt_static), structure.update_clip)
 
     def member_init(key, opt_hp):
-        params = mlp.init_params(key, structure.hidden_size, structure.num_classes)
+        params = mlp.init_params(key, structure.hidden_size, structure.num_classes, structure.input_size)
         return params, make_tx(opt_hp).init(params)
 
     def member_loss(params, x, y, mask, act_hp, reg, s_hp):
@@ -257,7 +258,7 @@ def train_population(
         perms = [jnp.asarray(p) for p in split.permutations]
     else:
         test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
-        perms = [jnp.arange(mlp.INPUT_SIZE, dtype=jnp.int32)] * T
+        perms = [jnp.arange(structure.input_size, dtype=jnp.int32)] * T
     orders = {
         (m.seed, t): task_order(split.train_indices[t], m.seed, t, epochs_per_task, limit_per_task)
         for m in members

@@ -21,17 +21,19 @@ PIXEL_MEAN = 0.1307
 PIXEL_STD = 0.3081
 
 
-def init_params(key: jax.Array, hidden_size: int, num_classes: int = NUM_CLASSES) -> dict[str, jax.Array]:
+def init_params(
+    key: jax.Array, hidden_size: int, num_classes: int = NUM_CLASSES, input_size: int = INPUT_SIZE
+) -> dict[str, jax.Array]:
     """Kaiming-normal init, N(0, 2 / fan_in), for both layers (paper A.3)."""
     k1, k2 = jax.random.split(key)
     return {
-        "w1": jax.random.normal(k1, (INPUT_SIZE, hidden_size)) * jnp.sqrt(2.0 / INPUT_SIZE),
+        "w1": jax.random.normal(k1, (input_size, hidden_size)) * jnp.sqrt(2.0 / input_size),
         "w2": jax.random.normal(k2, (hidden_size, num_classes)) * jnp.sqrt(2.0 / hidden_size),
     }
 
 
 def preprocess(images_uint8: jax.Array) -> jax.Array:
-    """uint8 pixels [..., 784] → normalised float32."""
+    """uint8 pixels [..., input size] → normalised float32."""
     return (images_uint8.astype(jnp.float32) * (1.0 / 255.0) - PIXEL_MEAN) * (1.0 / PIXEL_STD)
 
 
@@ -51,7 +53,7 @@ def forward(
     activation: Callable[[jax.Array], jax.Array],
     weight_norm_layers: tuple[bool, bool] = (True, False),
 ) -> jax.Array:
-    """Logits [batch, classes] for preprocessed inputs ``x`` [batch, 784]."""
+    """Logits [batch, classes] for preprocessed inputs ``x`` [batch, input size]."""
     h = activation(hidden(params, x, weight_norm_layers))
     return dense(h, params["w2"], weight_norm_layers[1])
 

@@ -5,6 +5,7 @@ Knows configs but not Hydra, so notebooks and scripts call it with a plain dict 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import math
@@ -99,6 +100,7 @@ def split_of(cfg: Mapping, dataset) -> TaskSplit:
         return permuted_split(
             dataset.train_labels, dataset.test_labels, bench["num_tasks"],
             seed=bench["permutation_seed"], full_matrix=bench["full_matrix"],
+            num_pixels=dataset.train_images.shape[1],
         )
     return class_incremental_split(dataset.train_labels, dataset.test_labels, bench["num_tasks"], bench["classes_per_task"])
 
@@ -178,7 +180,10 @@ def train_jobs(
     progress = common["progress"]
     device_data, dataset = device_dataset(common["benchmark"]["dataset"], common.get("data_dir"), progress)
     split = split_of(common, dataset)
-    structure = structure_of(common)
+    # The model's input and output sizes follow the data set (784 → … → 10 for MNIST).
+    structure = dataclasses.replace(
+        structure_of(common), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
+    )
     bench, es = common["benchmark"], common["early_stop"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
