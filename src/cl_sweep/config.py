@@ -131,6 +131,22 @@ class MLPConfig:
     update_clip: Optional[float] = 0.01
 
 
+@dataclass
+class SDMLPConfig:
+    """Bricken et al. 2023's SDMLP (cl_sweep.sdmlp documents each choice and its source)."""
+
+    name: str = "sdmlp"
+    hidden_size: int = 1000
+    k: int = 10  # active neurons once the GABA switch has finished
+    # GABA switch length T (activations per neuron) per epoch of each task: T = this x epochs_per_task
+    # (the reference: 5,000,000 at 500 epochs per task).
+    gaba_activations_per_epoch: float = 10000.0
+    grad_clip_norm: Optional[float] = 1.0  # clip of the gradients' global norm; null disables it
+    # The MLP's keys, fixed: SDMLP projects its weights instead of re-parameterising them.
+    weight_norm: list[bool] = field(default_factory=lambda: [False, False])
+    update_clip: Optional[float] = None
+
+
 # --- top level ----------------------------------------------------------------------------------
 @dataclass
 class EarlyStopConfig:
@@ -182,7 +198,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig, "permuted_mnist": BenchmarkConfig,
                   "split_fashion_mnist": BenchmarkConfig},
-    "model": {"mlp": MLPConfig},
+    "model": {"mlp": MLPConfig, "sdmlp": SDMLPConfig},
 }
 
 
@@ -247,6 +263,19 @@ def validate(cfg: DictConfig | dict) -> None:
         v = opt["initial_accumulator_value"]
         if not (_is_number(v) and v >= 0):
             _fail("optimizer.initial_accumulator_value", v, "it must be a number >= 0")
+
+    # model
+    if model.get("name") == "sdmlp":
+        if not (isinstance(model["k"], int) and 1 <= model["k"] < hidden):
+            _fail("model.k", model["k"], f"it must be an integer in 1..{hidden - 1} (below model.hidden_size)")
+        if not (_is_number(model["gaba_activations_per_epoch"]) and model["gaba_activations_per_epoch"] > 0):
+            _fail("model.gaba_activations_per_epoch", model["gaba_activations_per_epoch"], "it must be a positive number")
+        clip = model["grad_clip_norm"]
+        if clip is not None and not (_is_number(clip) and clip > 0):
+            _fail("model.grad_clip_norm", clip, "it must be null (no clip) or a positive number")
+        if any(model["weight_norm"]):
+            _fail("model.weight_norm", list(model["weight_norm"]), "SDMLP keeps its weights non-negative and unit-norm "
+                  "by projection, so weight norm must stay [false, false] (use model=mlp for weight norm)")
 
     # activation
     if "k" in act:

@@ -25,6 +25,7 @@ from jax import lax
 from tqdm.auto import tqdm
 
 from cl_sweep import model as mlp
+from cl_sweep import sdmlp
 from cl_sweep.activations import get_activation
 from cl_sweep import strategies
 from cl_sweep.optimizers import get_optimizer, with_update_clip
@@ -60,6 +61,10 @@ class Structure:
     input_size: int = mlp.INPUT_SIZE
     strategy: str = "none"  # a continual-learning regulariser (cl_sweep.strategies)
     strategy_static: tuple[tuple[str, Any], ...] = ()
+    # "mlp" (the paper's) or "sdmlp" (cl_sweep.sdmlp: its own GABA Top-K replaces the activation;
+    # model_static then holds k, gaba_activations and grad_clip_norm).
+    model: str = "mlp"
+    model_static: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,39 +136,61 @@ def _programs(structure: Structure, permuted: bool = False):
     wn = structure.weight_norm
     strat = strategies.get_strategy(structure.strategy)
     regularised = strat.name != "none"
+    sdm = structure.model == "sdmlp"
+    model_static = dict(structure.model_static)
 
     def activation_fn(act_hp):
         return lambda h: act.fn(h, **act_hp, **static)
 
     def make_tx(opt_hp):
-        return with_update_clip(opt.factory(**opt_hp, **opt_static), structure.update_clip)
+        tx = with_update_clip(opt.factory(**opt_hp, **opt_static), structure.update_clip)
+        clip_norm = model_static.get("grad_clip_norm")
+        return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm else tx
 
     def member_init(key, opt_hp):
-        params = mlp.init_params(key, structure.hidden_size, structure.num_classes, structure.input_size)
+        if sdm:
+            params = sdmlp.init_params(key, structure.hidden_size, structure.num_classes, structure.input_size)
+        else:
+            params = mlp.init_params(key, structure.hidden_size, structure.num_classes, structure.input_size)
         return params, make_tx(opt_hp).init(params)
 
-    def member_loss(params, x, y, mask, act_hp, reg, s_hp):
-        logits = mlp.forward(params, x, activation_fn(act_hp), wn)
+    def aux_init(n_members):
+        """Per-member model state that is not trained: SDMLP's GABA activation counters."""
+        return {"counts": jnp.zeros((n_members, structure.hidden_size), jnp.float32)} if sdm else {}
+
+    def model_forward(params, x, act_hp, aux):
+        """(logits, hidden activations) of preprocessed inputs."""
+        if sdm:
+            return sdmlp.forward(params, x, aux["counts"], model_static["k"], model_static["gaba_activations"])
+        h = activation_fn(act_hp)(mlp.hidden(params, x, wn))
+        return mlp.dense(h, params["w2"], wn[1]), h
+
+    def member_loss(params, x, y, mask, act_hp, aux, reg, s_hp):
+        logits, h = model_forward(params, x, act_hp, aux)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         loss = jnp.sum(ce * mask) / jnp.sum(mask)
         if regularised:  # a Python branch: without a strategy the program is exactly the plain one
             loss = loss + strategies.penalty(strat.name, reg, params, s_hp)
-        return loss
+        return loss, h
 
-    def member_step(params, opt_state, x, y, mask, act_hp, opt_hp, reg, s_hp):
-        loss, grads = jax.value_and_grad(member_loss)(params, x, y, mask, act_hp, reg, s_hp)
+    def member_step(params, opt_state, aux, x, y, mask, act_hp, opt_hp, reg, s_hp):
+        (loss, h), grads = jax.value_and_grad(member_loss, has_aux=True)(params, x, y, mask, act_hp, aux, reg, s_hp)
         updates, opt_state = make_tx(opt_hp).update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params = optax.apply_updates(params, updates)
+        if sdm:  # the reference's order: step, then project; the counters see this step's forward pass
+            params = sdmlp.project(params)
+            aux = {"counts": aux["counts"] + jnp.sum((h > 0) * mask[:, None], axis=0)}
+        return params, opt_state, aux, loss
 
-    population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0))
+    population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None, 0, 0, 0, 0))
 
     @jax.jit
     def init(keys, opt_hp):
         params, opt_state = jax.vmap(member_init)(keys, opt_hp)
-        return params, opt_state, jnp.zeros(keys.shape[0], bool)
+        return params, opt_state, jnp.zeros(keys.shape[0], bool), aux_init(keys.shape[0])
 
     def inputs(images_uint8, perm):
-        x = mlp.preprocess(images_uint8)
+        x = sdmlp.preprocess(images_uint8) if sdm else mlp.preprocess(images_uint8)
         return jnp.take(x, perm, axis=-1) if permuted else x
 
     @functools.partial(jax.jit, donate_argnums=(0,))
@@ -173,29 +200,29 @@ def _programs(structure: Structure, permuted: bool = False):
         s_hp = {} if s_hp is None else s_hp
 
         def body(i, carry):
-            params, opt_state, diverged = carry
+            params, opt_state, diverged, aux = carry
             idx = lax.dynamic_index_in_dim(batch_idx, i, axis=1, keepdims=False)  # [P, B]
             mask = lax.dynamic_index_in_dim(batch_mask, i, axis=0, keepdims=False)  # [B]
             x = inputs(images[idx], perm)
             y = labels[idx]
-            params, opt_state, loss = population_step(params, opt_state, x, y, mask, act_hp, opt_hp, reg, s_hp)
-            return params, opt_state, diverged | ~jnp.isfinite(loss)
+            params, opt_state, aux, loss = population_step(params, opt_state, aux, x, y, mask, act_hp, opt_hp, reg, s_hp)
+            return params, opt_state, diverged | ~jnp.isfinite(loss), aux
 
         return lax.fori_loop(start, stop, body, state)
 
     @jax.jit
-    def evaluate(params, images, labels, test_task_onehot, act_hp, perm):
+    def evaluate(params, images, labels, test_task_onehot, act_hp, perm, aux=None):
         """Overall and per-task test accuracy, and the share of active hidden units: [P], [P, T], [P]."""
         x = inputs(images, perm)
+        aux = {} if aux is None else aux
 
         def member_correct(args):
-            p, hp = args
-            h = activation_fn(hp)(mlp.hidden(p, x, wn))
-            logits = mlp.dense(h, p["w2"], wn[1])
+            p, hp, a = args
+            logits, h = model_forward(p, x, hp, a)
             return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), jnp.mean(h != 0)
 
         # lax.map, not vmap: one member's [M, hidden] activations at a time bounds memory.
-        correct, active = lax.map(member_correct, (params, act_hp))  # [P, M], [P]
+        correct, active = lax.map(member_correct, (params, act_hp, aux))  # [P, M], [P]
         per_task = (correct @ test_task_onehot) / jnp.sum(test_task_onehot, axis=0)
         return jnp.mean(correct, axis=-1), per_task, active
 
@@ -204,14 +231,15 @@ def _programs(structure: Structure, permuted: bool = False):
         return jax.vmap(lambda p: strategies.init_state(strat.name, p))(params)
 
     @jax.jit
-    def consolidate(params, reg, images, labels, sample_idx, act_hp, s_hp, perm):
+    def consolidate(params, reg, images, labels, sample_idx, act_hp, s_hp, perm, aux=None):
         """Each member's strategy state after a task, from the importance on its sample of that task."""
+        aux = {} if aux is None else aux
 
-        def member(p, r, idx, ahp, shp):
+        def member(p, r, idx, ahp, shp, a):
             xs, ys = inputs(images[idx], perm), labels[idx]
 
             def logits(q, x):
-                return mlp.forward(q, x[None], activation_fn(ahp), wn)[0]
+                return model_forward(q, x[None], ahp, a)[0][0]
 
             if strat.importance == "fisher":
                 imp = strategies.empirical_fisher(lambda q, x, y: jax.nn.log_softmax(logits(q, x))[y], p, xs, ys)
@@ -219,7 +247,7 @@ def _programs(structure: Structure, permuted: bool = False):
                 imp = strategies.mas_importance(logits, p, xs)
             return strategies.consolidate(strat.name, r, p, imp, shp)
 
-        return jax.vmap(member)(params, reg, sample_idx, act_hp, s_hp)
+        return jax.vmap(member)(params, reg, sample_idx, act_hp, s_hp, aux)
 
     if regularised:
         return init, train_steps, evaluate, (init_reg, consolidate)
@@ -296,20 +324,20 @@ def train_population(
                 reported |= diverged
         # A last update can make weights non-finite after the last loss was checked.
         finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), state[0])
-        state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)))
+        state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)), state[3])
         if regulariser:  # end of the task: the strategy's importance on a sample of it (the seed's first examples)
             n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, t)]))
             sample_idx = jnp.asarray(np.stack([orders[(m.seed, t)][:n] for m in members]))
-            reg = regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[t])
+            reg = regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[t], state[3])
         if permuted:
             evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
             for j in evaluated:
-                acc, _, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j])
+                acc, _, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j], state[3])
                 accuracy_matrix[:, t, j] = np.asarray(acc)
             active_fraction[:, t] = np.asarray(active)  # measured on the newest task's inputs
             overall[:, t] = np.nanmean(accuracy_matrix[:, t, : t + 1], axis=1)  # mean over the evaluated tasks
         else:
-            acc, per_task, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[t])
+            acc, per_task, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[t], state[3])
             overall[:, t] = np.asarray(acc)
             accuracy_matrix[:, t, :] = np.asarray(per_task)
             active_fraction[:, t] = np.asarray(active)

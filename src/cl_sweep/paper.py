@@ -43,6 +43,8 @@ ACTIVATION_NAMES: dict[str, str] = {
     "sigmoid": "Sigmoid",
     "hard_sigmoid": "Hard Sigmoid",
     "elephant": "Elephant",
+    "sdm_topk": "SDMLP (GABA Top-K)",  # model=sdmlp: its own activation
+    "fly_kwta": "FlyModel (k-WTA)",  # model=flymodel: its own activation
 }
 
 OPTIMIZER_NAMES: dict[str, str] = {

@@ -42,12 +42,37 @@ def device_dataset(name: str, data_dir: str | None, progress: bool = True):
     return _DEVICE_DATA[key]
 
 
+#: What the result file calls the hidden nonlinearity of a model that brings its own (the
+#: `activation` group is then unused).
+MODEL_ACTIVATIONS = {"sdmlp": "sdm_topk"}
+
+
+def model_name(cfg: Mapping) -> str:
+    return cfg["model"].get("name", "mlp")
+
+
+def activation_of(cfg: Mapping) -> str:
+    """The result's ``activation``: the activation group's, unless the model brings its own."""
+    return MODEL_ACTIVATIONS.get(model_name(cfg), cfg["activation"]["name"])
+
+
 def structure_of(cfg: Mapping) -> Structure:
     """The static part of a config: what decides the compiled program."""
-    act = get_activation(cfg["activation"]["name"])
+    own_activation = model_name(cfg) in MODEL_ACTIVATIONS
+    act = get_activation("relu" if own_activation else cfg["activation"]["name"])  # relu: a placeholder, unused
     opt = get_optimizer(cfg["optimizer"]["name"])
     strat = get_strategy(_strategy(cfg)["name"])
+    model_static = ()
+    if model_name(cfg) == "sdmlp":
+        m = cfg["model"]
+        model_static = (
+            ("k", m["k"]),
+            ("gaba_activations", float(m["gaba_activations_per_epoch"]) * cfg["benchmark"]["epochs_per_task"]),
+            ("grad_clip_norm", m["grad_clip_norm"]),
+        )
     return Structure(
+        model=model_name(cfg),
+        model_static=model_static,
         activation=act.name,
         optimizer=opt.name,
         activation_static=tuple((k, cfg["activation"][k]) for k in act.static),
@@ -66,7 +91,7 @@ def _strategy(cfg: Mapping) -> Mapping:
 
 def members_of(cfg: Mapping, seeds: Sequence[int]) -> list[Member]:
     """One member per seed, all with the config's traced hyperparameters."""
-    act = get_activation(cfg["activation"]["name"])
+    act = get_activation(structure_of(cfg).activation)
     opt = get_optimizer(cfg["optimizer"]["name"])
     act_hp = {k: cfg["activation"][k] for k in act.traced}
     opt_hp = {k: cfg["optimizer"][k] for k in opt.hyperparameters}
@@ -78,10 +103,13 @@ def members_of(cfg: Mapping, seeds: Sequence[int]) -> list[Member]:
 def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
     """The flat ``group.key -> value`` dict that identifies a grid point in results and tables."""
     hp = {}
-    for group in ("activation", "optimizer"):
+    own_activation = model_name(cfg) in MODEL_ACTIVATIONS
+    for group in ("optimizer",) if own_activation else ("activation", "optimizer"):
         for k, v in cfg[group].items():
             if k != "name":
                 hp[f"{group}.{k}"] = v
+    if model_name(cfg) != "mlp":  # plain runs keep the keys they always had
+        hp.update({f"model.{k}": v for k, v in cfg["model"].items()})
     for k in ("hidden_size", "weight_norm", "update_clip"):
         hp[f"model.{k}"] = cfg["model"][k]
     for k in ("batch_size", "epochs_per_task", "limit_per_task"):
@@ -252,8 +280,9 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         "schema": SCHEMA_VERSION,
         "status": status,
         "benchmark": cfg["benchmark"]["name"],
-        "activation": cfg["activation"]["name"],
+        "activation": activation_of(cfg),
         "optimizer": cfg["optimizer"]["name"],
+        "model": model_name(cfg),
         "hyperparameters": hyperparameters_of(cfg),
         "config": cfg,
         "overrides": list(overrides),
