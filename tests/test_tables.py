@@ -549,3 +549,33 @@ def test_adam_without_bias_correction_stays_out_of_table2_but_fills_the_appendix
     assert "71.0 ± 0.0" in table2_line and "77.0" not in table2_line
     appendix = next(line for line in md.splitlines() if "without bias correction" in line)
     assert "77.0 ± 0.0" in appendix
+
+
+def test_comparison_rows_per_method_and_epoch_budget_stay_out_of_the_paper_tables(tmp_path: Path) -> None:
+    """Table 1's comparison rows: each method's best grid point per epoch budget, the cited figure
+    beside it; SDMLP, FlyModel and multi-epoch runs never reach Tables 1 and 2."""
+    plain = {"optimizer.learning_rate": 4e-4}
+    put(tmp_path, "relu", activation="relu", optimizer="sgd", accuracy=[0.2] * 5, hyperparameters=plain)
+    for lam, acc in ((10.0, 0.3), (100.0, 0.4)):
+        put(tmp_path, f"ewc{lam}", activation="relu", optimizer="sgd", accuracy=[acc] * 5,
+            hyperparameters={**plain, "strategy.name": "ewc", "strategy.lambda": lam})
+    put(tmp_path, "ewc10ep", activation="relu", optimizer="sgd", accuracy=[0.5] * 5,
+        hyperparameters={**plain, "strategy.name": "ewc", "strategy.lambda": 100.0, "benchmark.epochs_per_task": 10})
+    put(tmp_path, "sdm", activation="sdm_topk", optimizer="sgd", accuracy=[0.95] * 5,
+        hyperparameters={"optimizer.learning_rate": 0.5, "model.name": "sdmlp", "model.k": 10})
+    put(tmp_path, "hard_ash_10ep", accuracy=[0.99] * 5,
+        hyperparameters={"optimizer.learning_rate": 2e-4, "benchmark.epochs_per_task": 10})
+    jobs, _ = tables.load_results(tmp_path)
+    summary = tables.summarize(jobs)
+    table = tables.comparison_table(summary)
+    data = table.data.set_index(["method", "epochs_per_task"])
+    assert data.loc[("EWC", 1), "mean"] == pytest.approx(40.0) and data.loc[("EWC", 1), "grid_points"] == 2
+    assert data.loc[("EWC", 10), "mean"] == pytest.approx(50.0)
+    assert data.loc[("EWC", 1), "cited"] == 61.0 and data.loc[("EWC", 1), "cited_epochs"] == 500
+    assert data.loc[("SDMLP", 1), "mean"] == pytest.approx(95.0) and data.loc[("SDMLP", 1), "cited"] == 69.0
+    assert "strategy.lambda=100" in table.to_markdown() and "500 epochs" in table.to_markdown()
+    md = tables.write_tables(summary, tmp_path / "out", jobs=jobs)
+    assert (tmp_path / "out" / "table1_comparison.md").is_file()
+    table2 = tables.table2(tables.best_per_cell(tables.plain_runs(summary)))
+    assert "95.0" not in table2.to_markdown() and "99.0" not in table2.to_markdown()
+    assert "SDMLP (GABA Top-K)" not in md.split("## Table 1, comparison rows")[0].split("Continual-learning strategies")[0]

@@ -1021,12 +1021,113 @@ def _strategy_of(hp: Any) -> str:
     return str(hp.get("strategy.name", "none")) if isinstance(hp, dict) else "none"
 
 
+def _model_of(hp: Any) -> str:
+    return str(hp.get("model.name", "mlp")) if isinstance(hp, dict) else "mlp"
+
+
+def _epochs_of(hp: Any) -> int:
+    return int(hp.get("benchmark.epochs_per_task", 1)) if isinstance(hp, dict) else 1
+
+
 def _paper_variant(hp: Any) -> bool:
-    """The paper's main setting: no strategy, and the standard optimizers (Adam with bias
-    correction; A.8's variant without it belongs to the appendix table)."""
+    """The paper's main setting: the paper's MLP, one epoch per task, no strategy, and the standard
+    optimizers (Adam with bias correction; A.8's variant without it belongs to the appendix table)."""
     if not isinstance(hp, dict):
         return True
-    return _strategy_of(hp) == "none" and hp.get("optimizer.bias_correction", True) is not False
+    return (
+        _strategy_of(hp) == "none" and hp.get("optimizer.bias_correction", True) is not False
+        and _model_of(hp) == "mlp" and _epochs_of(hp) == 1
+    )
+
+
+#: The rows of the paper's Table 1 that cite other work, and the rows this project adds, as
+#: (row name, name in `paper.PAPER_TABLE1_CITED` or None, model, activation or None for "the
+#: model's own", strategy). EWC, online EWC and MAS run on the plain ReLU MLP, as the cited EWC.
+COMPARISON_ROWS: tuple[tuple[str, str | None, str, str | None, str], ...] = (
+    ("EWC", "EWC", "mlp", "relu", "ewc"),
+    ("Online EWC", None, "mlp", "relu", "online_ewc"),
+    ("MAS", None, "mlp", "relu", "mas"),
+    ("SDMLP", "SDMLP", "sdmlp", None, "none"),
+    ("SDMLP + EWC", "SDMLP+EWC", "sdmlp", None, "ewc"),
+    ("FlyModel", "FlyModel", "flymodel", None, "none"),
+    ("Hard ASH + EWC", None, "mlp", "hard_ash", "ewc"),
+)
+
+
+def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+    """Table 1's comparison rows (EWC, online EWC, MAS, SDMLP, SDMLP + EWC, FlyModel, Hard ASH + EWC)
+    run here, one row per epoch budget, beside the figures the paper cites; None when none ran.
+
+    Each row is the best grid point over every optimizer and strategy strength that ran for it.
+    """
+    if summary.empty:
+        return None
+    s = summary[summary["benchmark"] == benchmark]
+    hp = s["hyperparameters"]
+    s = s.assign(_model=hp.map(_model_of), _strategy=hp.map(_strategy_of), _epochs=hp.map(_epochs_of))
+    cited = {c.name: c for c in paper.PAPER_TABLE1_CITED} if benchmark == paper.PAPER_BENCHMARK else {}
+    display_rows, data_rows = [], []
+    for name, cited_name, model, activation, strategy in COMPARISON_ROWS:
+        rows = s[(s["_model"] == model) & (s["_strategy"] == strategy)]
+        if activation is not None:
+            rows = rows[rows["activation"] == activation]
+        c = cited.get(cited_name) if cited_name else None
+        for epochs, group in rows.groupby("_epochs", sort=True):
+            cells = best_per_cell(group.drop(columns=["_model", "_strategy", "_epochs"]))
+            cells = cells[cells["hp_key"].notna()]
+            if cells.empty:
+                best = None
+            else:
+                ranked = cells.assign(_tier=np.where(~cells["complete"], 2, np.where(cells["early_stopped"], 1, 0)))
+                best = ranked.sort_values(["_tier", "mean", "std"], ascending=[True, False, True], kind="stable").iloc[0]
+            paper_text = MISSING if c is None else (
+                f"{c.accuracy:g} ({c.epochs} epoch{'s' if c.epochs != 1 else ''}"
+                + (f", {paper.optimizer_name(c.optimizer)})" if c.optimizer else ", associative rule)")
+            )
+            display_rows.append(
+                {
+                    "Method": name,
+                    "Epochs/task": str(epochs),
+                    "Ours": _ours(best),
+                    "Optimizer": MISSING if best is None else paper.optimizer_name(best["optimizer"]),
+                    "Paper cites": paper_text,
+                    "Grid points": str(len(group)),
+                    "Winning hyperparameters": MISSING if best is None else _own_keys(best["hp_key"]),
+                }
+            )
+            data_rows.append(
+                {
+                    "benchmark": benchmark, "method": name, "epochs_per_task": int(epochs),
+                    "mean": math.nan if best is None else best["mean"], "std": math.nan if best is None else best["std"],
+                    "optimizer": None if best is None else best["optimizer"],
+                    "hyperparameters": None if best is None else best["hp_key"],
+                    "cited": math.nan if c is None else c.accuracy, "cited_epochs": None if c is None else c.epochs,
+                    "grid_points": len(group),
+                }
+            )
+    if not display_rows:
+        return None
+    return Table(
+        "table1_comparison",
+        f"Table 1, comparison rows: other continual learners run here ({benchmark})",
+        pd.DataFrame(display_rows, columns=["Method", "Epochs/task", "Ours", "Optimizer", "Paper cites", "Grid points", "Winning hyperparameters"]),
+        pd.DataFrame(data_rows),
+        "Final accuracy (%) of the best grid point of each method at each epoch budget, mean ± std "
+        "over seeds, on this project's protocol (batch 64, the seeds' own task orders).",
+        [
+            "The paper cites these figures from other work (EWC, SDMLP, SDMLP + EWC: Bricken et al. 2023, "
+            "500 epochs per task; FlyModel: Shen et al. 2021, 1 epoch); they are not its own runs, so no "
+            "within-std mark is given. Bricken et al. also used batch 128 and 10,000 neurons for SDMLP "
+            "without EWC; see src/cl_sweep/sdmlp.py and src/cl_sweep/fly.py for each model's choices.",
+        ],
+    )
+
+
+def _own_keys(hp_key: str) -> str:
+    """The part of a grid point's key that a comparison row varies (optimizer, strategy, model keys)."""
+    keep = ("optimizer.learning_rate", "optimizer.momentum", "strategy.lambda", "strategy.gamma", "model.k", "model.expansion")
+    kv = [item for item in str(hp_key).split(", ") if item.split("=", 1)[0] in keep]
+    return ", ".join(kv) or DEFAULTS_KEY_LABEL
 
 
 def plain_runs(summary: pd.DataFrame) -> pd.DataFrame:
@@ -1042,6 +1143,7 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
     if summary.empty:
         return None
     s = summary[(summary["benchmark"] == benchmark)]
+    s = s[s["hyperparameters"].map(_epochs_of) == 1]  # other epoch budgets: the comparison table
     s = s.assign(_strategy=s["hyperparameters"].map(_strategy_of))
     with_strategy = s[s["_strategy"] != "none"]
     if with_strategy.empty:
@@ -1113,6 +1215,8 @@ def write_tables(
     extra = [metrics_table(summary, benchmark)]
     if (strategies := strategies_table(full, benchmark)) is not None:
         extra.append(strategies)
+    if (comparison := comparison_table(full, benchmark)) is not None:
+        extra.append(comparison)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
         extra.append(appendix_table(full, jobs))
     for table in [*render_tables(best, benchmark), *extra]:
