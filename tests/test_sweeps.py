@@ -49,6 +49,15 @@ def test_appendix_presets_job_counts():
     assert dry_run_count("+sweep=strategies", "activation=hard_ash", "optimizer=adagrad", "strategy=none,ewc,online_ewc,mas", *fixed) == 1 + 5 + 10 + 5
 
 
+def test_comparison_and_fashion_presets_job_counts():
+    """The counts their first comments promise (Table 1's comparison rows; Split Fashion-MNIST)."""
+    assert dry_run_count("+sweep=sdmlp", "strategy=none,ewc") == 5 * (1 + 4)
+    assert dry_run_count("+sweep=ewc_baselines", "strategy=none,ewc,online_ewc,mas") == 3 * (1 + 5 + 10 + 5)
+    fixed = ["activation.alpha=3.0", "activation.z_k=2.3", "optimizer.learning_rate=2e-4"]
+    assert dry_run_count("+sweep=ewc_baselines", "activation=hard_ash", "optimizer=adagrad", "strategy=ewc", *fixed) == 5
+    assert dry_run_count("+sweep=fashion", "activation=glob(*,exclude=elephant)", "optimizer=glob(*,exclude=sgd_exp_decay)") == 9 * 5
+
+
 def test_a6_grid_values_are_the_protocol_values():
     proc = run_cli("--multirun", "+sweep=a6", "activation=hard_ash", "optimizer=rmsprop", "hydra.sweeper.dry_run=true")
     jobs = proc.stdout.strip().splitlines()[:-1]
