@@ -55,6 +55,7 @@ def test_comparison_and_fashion_presets_job_counts():
     assert dry_run_count("+sweep=ewc_baselines", "strategy=none,ewc,online_ewc,mas") == 3 * (1 + 5 + 10 + 5)
     fixed = ["activation.alpha=3.0", "activation.z_k=2.3", "optimizer.learning_rate=2e-4"]
     assert dry_run_count("+sweep=ewc_baselines", "activation=hard_ash", "optimizer=adagrad", "strategy=ewc", *fixed) == 5
+    assert dry_run_count("+sweep=flymodel") == 3 * 3
     assert dry_run_count("+sweep=fashion", "activation=glob(*,exclude=elephant)", "optimizer=glob(*,exclude=sgd_exp_decay)") == 9 * 5
 
 

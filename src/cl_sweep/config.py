@@ -120,6 +120,14 @@ class BenchmarkConfig:
     limit_per_task: Optional[int] = None
 
 
+@dataclass
+class SplitTFDSConfig(BenchmarkConfig):
+    # benchmark=split_tfds: any TFDS image-classification data set, class-incremental. Its
+    # `dataset` is `tfds:<tfds_name>[@<tfds_data_dir>]` (resolver cl_sweep.tfds_dataset below).
+    tfds_name: Optional[str] = None  # required: a tfds.builder name, e.g. kmnist, cifar10, emnist/letters
+    tfds_data_dir: Optional[str] = None  # null: TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets)
+
+
 # --- model --------------------------------------------------------------------------------------
 @dataclass
 class MLPConfig:
@@ -145,6 +153,19 @@ class SDMLPConfig:
     # The MLP's keys, fixed: SDMLP projects its weights instead of re-parameterising them.
     weight_norm: list[bool] = field(default_factory=lambda: [False, False])
     update_clip: Optional[float] = None
+
+
+@dataclass
+class FlyModelConfig:
+    """Shen, Dasgupta & Navlakha 2021's FlyModel (cl_sweep.fly documents each choice and its source)."""
+
+    name: str = "flymodel"
+    hidden_size: int = 1000  # Kenyon cells m (the sparse expansion)
+    connections: int = 32  # inputs each Kenyon cell sums (fixed binary projection)
+    k: int = 10  # active Kenyon cells per input (k-winners-take-all)
+    learning_rate: float = 0.005  # beta of the associative rule
+    decay: float = 0.0  # alpha: forgetting of the true class's weights at each of its updates
+    weight_max: Optional[float] = 1.0  # clip of the output weights; null = none
 
 
 # --- top level ----------------------------------------------------------------------------------
@@ -197,8 +218,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "sgd_exp_decay": SGDExpDecayConfig,
     },
     "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig, "permuted_mnist": BenchmarkConfig,
-                  "split_fashion_mnist": BenchmarkConfig},
-    "model": {"mlp": MLPConfig, "sdmlp": SDMLPConfig},
+                  "split_fashion_mnist": BenchmarkConfig, "split_tfds": SplitTFDSConfig},
+    "model": {"mlp": MLPConfig, "sdmlp": SDMLPConfig, "flymodel": FlyModelConfig},
 }
 
 
@@ -225,6 +246,22 @@ def register_configs() -> None:
 
 
 register_configs()
+
+
+def _tfds_dataset(tfds_name: Any, tfds_data_dir: Any = None) -> str:
+    """``${cl_sweep.tfds_dataset:${.tfds_name},${.tfds_data_dir}}``: `benchmark.dataset` of benchmark=split_tfds."""
+    from cl_sweep.data import tfds_dataset_name  # deferred: keeps `import cl_sweep.config` light
+
+    return tfds_dataset_name(tfds_name, tfds_data_dir)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("cl_sweep.tfds_dataset", _tfds_dataset, replace=True)
+
+
+_register_resolvers()
 
 
 # --- value checks -------------------------------------------------------------------------------
@@ -277,6 +314,19 @@ def validate(cfg: DictConfig | dict) -> None:
             _fail("model.weight_norm", list(model["weight_norm"]), "SDMLP keeps its weights non-negative and unit-norm "
                   "by projection, so weight norm must stay [false, false] (use model=mlp for weight norm)")
 
+    if model.get("name") == "flymodel":
+        if not (isinstance(model["k"], int) and 1 <= model["k"] <= hidden):
+            _fail("model.k", model["k"], f"it must be an integer in 1..{hidden} (model.hidden_size, the Kenyon cells)")
+        if not (isinstance(model["connections"], int) and model["connections"] >= 1):
+            _fail("model.connections", model["connections"], "it must be a positive integer (at most the input size, 784 for MNIST)")
+        if not (_is_number(model["learning_rate"]) and model["learning_rate"] > 0):
+            _fail("model.learning_rate", model["learning_rate"], "it must be a positive number (> 0)")
+        if not (_is_number(model["decay"]) and 0.0 <= model["decay"] < 1.0):
+            _fail("model.decay", model["decay"], "it must lie in [0, 1)")
+        wmax = model["weight_max"]
+        if wmax is not None and not (_is_number(wmax) and wmax > 0):
+            _fail("model.weight_max", wmax, "it must be null (no clip) or a positive number")
+
     # activation
     if "k" in act:
         k = act["k"]
@@ -306,6 +356,8 @@ def validate(cfg: DictConfig | dict) -> None:
     lim = bench.get("limit_per_task")
     if lim is not None and not (isinstance(lim, int) and lim >= 1):
         _fail("benchmark.limit_per_task", lim, "it must be null (all examples) or a positive integer")
+    if "tfds_name" in bench or str(bench.get("dataset") or "").startswith("tfds:"):
+        _validate_tfds(bench)
 
     # strategy
     strat = cfg.get("strategy") or {"name": "none"}
@@ -317,7 +369,7 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("strategy.samples", strat["samples"], "it must be a positive integer (examples per task for the importance)")
 
     # model and run
-    wn = list(model["weight_norm"])
+    wn = list(model.get("weight_norm", [False, False]))  # FlyModel has none
     if len(wn) != 2:
         _fail("model.weight_norm", wn, "it must be a list of two booleans, [layer 1, layer 2]")
     clip = model.get("update_clip")
@@ -335,3 +387,36 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("early_stop.after_seeds", es["after_seeds"], "it must be a positive integer")
     if not (_is_number(es["threshold"]) and 0.0 <= es["threshold"] <= 1.0):
         _fail("early_stop.threshold", es["threshold"], "it must be an accuracy in [0, 1]")
+
+
+def _validate_tfds(bench: Any) -> None:
+    """benchmark=split_tfds (or a `tfds:` dataset): the TFDS data set exists here, is image
+    classification, can be read or prepared, and has enough classes for the task split."""
+    from cl_sweep.data import TFDSUnavailableError, parse_tfds_dataset, tfds_num_classes
+
+    if "tfds_name" in bench:
+        key, name, data_dir = "benchmark.tfds_name", bench["tfds_name"], bench.get("tfds_data_dir")
+        value = name
+        if not (isinstance(name, str) and name.strip()):
+            _fail(key, name, "benchmark=split_tfds needs the name of a TFDS image-classification data set, "
+                  "e.g. benchmark.tfds_name=kmnist (or mnist, fashion_mnist, emnist/letters, cifar10)")
+        if data_dir is not None and not (isinstance(data_dir, str) and data_dir.strip()):
+            _fail("benchmark.tfds_data_dir", data_dir,
+                  "it must be null (TFDS's default: $TFDS_DATA_DIR, else ~/tensorflow_datasets) or a folder")
+    else:
+        key, value = "benchmark.dataset", bench["dataset"]
+        name, data_dir = parse_tfds_dataset(value)
+    try:
+        num_classes = tfds_num_classes(name, data_dir)
+    except TFDSUnavailableError as e:
+        if e.config_error:
+            _fail(key, value, e.reason)
+        raise ConfigError(f"cannot use {key}={value!r}: {e.reason}. Nothing was trained.") from None
+    tasks, per_task = bench["num_tasks"], bench["classes_per_task"]
+    if tasks * per_task > num_classes:
+        raise ConfigError(
+            f"invalid configuration: benchmark.num_tasks={tasks} x benchmark.classes_per_task={per_task} "
+            f"= {tasks * per_task} classes is not allowed; TFDS data set {name!r} has {num_classes} classes "
+            f"(labels 0..{num_classes - 1}), so num_tasks * classes_per_task must be at most {num_classes}. "
+            f"Fix the override (or the config file) and run again: nothing was trained."
+        )

@@ -48,6 +48,7 @@ ACTIVATION_NAMES: dict[str, str] = {
 }
 
 OPTIMIZER_NAMES: dict[str, str] = {
+    "associative": "Associative rule",  # model=flymodel: no optimizer
     "adagrad": "Adagrad",
     "rmsprop": "RMSprop",
     "adam": "Adam",

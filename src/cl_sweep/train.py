@@ -44,7 +44,11 @@ def device_dataset(name: str, data_dir: str | None, progress: bool = True):
 
 #: What the result file calls the hidden nonlinearity of a model that brings its own (the
 #: `activation` group is then unused).
-MODEL_ACTIVATIONS = {"sdmlp": "sdm_topk"}
+MODEL_ACTIVATIONS = {"sdmlp": "sdm_topk", "flymodel": "fly_kwta"}
+#: ... and its learning rule, for a model trained without the `optimizer` group.
+MODEL_OPTIMIZERS = {"flymodel": "associative"}
+#: FlyModel's keys (cl_sweep.fly.FlyConfig; its hidden_size is the number of Kenyon cells).
+FLY_KEYS = ("connections", "k", "learning_rate", "decay", "weight_max")
 
 
 def model_name(cfg: Mapping) -> str:
@@ -54,6 +58,26 @@ def model_name(cfg: Mapping) -> str:
 def activation_of(cfg: Mapping) -> str:
     """The result's ``activation``: the activation group's, unless the model brings its own."""
     return MODEL_ACTIVATIONS.get(model_name(cfg), cfg["activation"]["name"])
+
+
+def optimizer_of(cfg: Mapping) -> str:
+    """The result's ``optimizer``: the optimizer group's, unless the model has its own learning rule."""
+    return MODEL_OPTIMIZERS.get(model_name(cfg), cfg["optimizer"]["name"])
+
+
+def fly_config(cfg: Mapping):
+    """The `cl_sweep.fly.FlyConfig` of a ``model=flymodel`` config."""
+    from cl_sweep.fly import FlyConfig
+
+    m = cfg["model"]
+    return FlyConfig(expansion=m["hidden_size"], **{k: m[k] for k in FLY_KEYS})
+
+
+def benchmark_of(cfg: Mapping) -> str:
+    """The result's ``benchmark``: the option's name, plus the data set for ``split_tfds``
+    (``split_tfds:kmnist``), so tables never pool two data sets."""
+    bench = cfg["benchmark"]
+    return f"{bench['name']}:{bench['tfds_name']}" if bench["name"] == "split_tfds" else bench["name"]
 
 
 def structure_of(cfg: Mapping) -> Structure:
@@ -70,6 +94,8 @@ def structure_of(cfg: Mapping) -> Structure:
             ("gaba_activations", float(m["gaba_activations_per_epoch"]) * cfg["benchmark"]["epochs_per_task"]),
             ("grad_clip_norm", m["grad_clip_norm"]),
         )
+    elif model_name(cfg) == "flymodel":  # every key shapes its own program (no traced hyperparameters)
+        model_static = tuple((k, cfg["model"][k]) for k in FLY_KEYS)
     return Structure(
         model=model_name(cfg),
         model_static=model_static,
@@ -78,8 +104,8 @@ def structure_of(cfg: Mapping) -> Structure:
         activation_static=tuple((k, cfg["activation"][k]) for k in act.static),
         optimizer_static=tuple((k, cfg["optimizer"][k]) for k in opt.static),
         hidden_size=cfg["model"]["hidden_size"],
-        weight_norm=tuple(bool(b) for b in cfg["model"]["weight_norm"]),
-        update_clip=cfg["model"]["update_clip"],
+        weight_norm=tuple(bool(b) for b in cfg["model"].get("weight_norm", (False, False))),
+        update_clip=cfg["model"].get("update_clip"),
         strategy=strat.name,
         strategy_static=tuple((k, _strategy(cfg)[k]) for k in strat.static),
     )
@@ -103,15 +129,16 @@ def members_of(cfg: Mapping, seeds: Sequence[int]) -> list[Member]:
 def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
     """The flat ``group.key -> value`` dict that identifies a grid point in results and tables."""
     hp = {}
-    own_activation = model_name(cfg) in MODEL_ACTIVATIONS
-    for group in ("optimizer",) if own_activation else ("activation", "optimizer"):
+    groups = [g for g, own in (("activation", MODEL_ACTIVATIONS), ("optimizer", MODEL_OPTIMIZERS)) if model_name(cfg) not in own]
+    for group in groups:
         for k, v in cfg[group].items():
             if k != "name":
                 hp[f"{group}.{k}"] = v
     if model_name(cfg) != "mlp":  # plain runs keep the keys they always had
         hp.update({f"model.{k}": v for k, v in cfg["model"].items()})
     for k in ("hidden_size", "weight_norm", "update_clip"):
-        hp[f"model.{k}"] = cfg["model"][k]
+        if k in cfg["model"]:
+            hp[f"model.{k}"] = cfg["model"][k]
     for k in ("batch_size", "epochs_per_task", "limit_per_task"):
         hp[f"benchmark.{k}"] = cfg["benchmark"][k]
     strat = _strategy(cfg)
@@ -222,16 +249,21 @@ def train_jobs(
         cap = max_population or default_max_population()
         for lo in range(0, len(pairs), cap):
             chunk = pairs[lo : lo + cap]
-            members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
             if len(cfgs) == 1:
                 label = f"seeds {chunk[0][1]}-{chunk[-1][1]} " if len(chunk) > 1 else f"seed {chunk[0][1]} "
             else:
                 label = f"{desc}models {lo + 1}-{lo + len(chunk)}/{len(pairs)} "
-            res = train_population(
-                structure, members, device_data, split,
+            schedule = dict(
                 batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
+            if structure.model == "flymodel":  # no backpropagation: its own trainer, same result layout
+                from cl_sweep.fly import train_fly_population
+
+                res = train_fly_population(fly_config(common), [s for _, s in chunk], device_data, split, **schedule)
+            else:
+                members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
+                res = train_population(structure, members, device_data, split, **schedule)
             for i, key in enumerate(chunk):
                 outcome[key] = (
                     float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i]
@@ -279,9 +311,9 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
     return {
         "schema": SCHEMA_VERSION,
         "status": status,
-        "benchmark": cfg["benchmark"]["name"],
+        "benchmark": benchmark_of(cfg),
         "activation": activation_of(cfg),
-        "optimizer": cfg["optimizer"]["name"],
+        "optimizer": optimizer_of(cfg),
         "model": model_name(cfg),
         "hyperparameters": hyperparameters_of(cfg),
         "config": cfg,
