@@ -427,7 +427,7 @@ def test_cli_all_files_bad_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_cli_unknown_benchmark_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     put(tmp_path, "a", benchmark="permuted_mnist")
-    assert tables.main([str(tmp_path), "--no-plots", "--out", str(tmp_path / "t")]) == 2
+    assert tables.main([str(tmp_path), "--no-plots", "--benchmark", "split_mnist", "--out", str(tmp_path / "t")]) == 2
     assert "found: permuted_mnist" in capsys.readouterr().err
     assert tables.main([str(tmp_path), "--no-plots", "--benchmark", "permuted_mnist",
                         "--out", str(tmp_path / "t")]) == 0
@@ -579,3 +579,16 @@ def test_comparison_rows_per_method_and_epoch_budget_stay_out_of_the_paper_table
     table2 = tables.table2(tables.best_per_cell(tables.plain_runs(summary)))
     assert "95.0" not in table2.to_markdown() and "99.0" not in table2.to_markdown()
     assert "SDMLP (GABA Top-K)" not in md.split("## Table 1, comparison rows")[0].split("Continual-learning strategies")[0]
+
+
+def test_cli_tabulates_every_benchmark_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --benchmark: the paper's benchmark at the top of --out, every other in its own folder."""
+    put(tmp_path / "r", "a", accuracy=[0.78] * 5)
+    put(tmp_path / "r", "b", benchmark="split_fashion_mnist", accuracy=[0.61] * 5)
+    put(tmp_path / "r", "c", benchmark="split_tfds:kmnist", accuracy=[0.55] * 5)
+    assert tables.main([str(tmp_path / "r"), "--out", str(tmp_path / "t")]) == 0
+    out = tmp_path / "t"
+    assert "78.0" in (out / "table2.md").read_text()
+    assert "61.0" in (out / "split_fashion_mnist" / "table2.md").read_text()
+    assert "55.0" in (out / "split_tfds_kmnist" / "table2.md").read_text()
+    assert (out / "split_fashion_mnist" / "table2_heatmap.png").is_file()

@@ -1262,8 +1262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="tables", help="output folder (default: tables/)")
     parser.add_argument(
-        "--benchmark", default=paper.PAPER_BENCHMARK,
-        help=f"benchmark to tabulate (default: {paper.PAPER_BENCHMARK})",
+        "--benchmark", default=None,
+        help=f"benchmark to tabulate into --out (default: {paper.PAPER_BENCHMARK} into --out, and every "
+        "other benchmark found into --out/<benchmark>/)",
     )
     parser.add_argument(
         "--no-plots", action="store_true", help="do not write tables/table2_heatmap.png"
@@ -1281,13 +1282,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path, reason in bad:
             print(f"{path}: {reason}", file=sys.stderr)
         return _error(f"none of the {n_files} result files could be read (reasons above)")
-    if not (jobs["benchmark"] == args.benchmark).any():
-        found = ", ".join(sorted(set(jobs["benchmark"])))
-        return _error(f"no results for benchmark {args.benchmark!r} (found: {found})")
+    found = sorted(set(jobs["benchmark"]))
+    if args.benchmark is not None and args.benchmark not in found:
+        return _error(f"no results for benchmark {args.benchmark!r} (found: {', '.join(found)})")
+    if args.benchmark is not None:
+        targets = [(args.benchmark, Path(args.out))]
+    else:  # the paper's benchmark at the top, every other one in a folder of its own
+        targets = [(paper.PAPER_BENCHMARK, Path(args.out))] if paper.PAPER_BENCHMARK in found else []
+        targets += [(b, Path(args.out) / b.replace(":", "_").replace("/", "_")) for b in found if b != paper.PAPER_BENCHMARK]
 
     summary = summarize(jobs)
-    text = write_tables(summary, args.out, benchmark=args.benchmark, bad_files=bad, jobs=jobs)
-    print(text)
+    for benchmark, out in targets:
+        text = write_tables(summary, out, benchmark=benchmark, bad_files=bad, jobs=jobs)
+        print(text)
     if bad:
         print(
             f"cl_sweep.tables: warning: {len(bad)} of {n_files} result files could not be read "
@@ -1297,10 +1304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plots:
         from cl_sweep import plots  # matplotlib is slow to import; only load it when plotting
 
-        png = plots.table2_heatmap(
-            best_per_cell(summary), Path(args.out) / "table2_heatmap.png", benchmark=args.benchmark
-        )
-        print(f"cl_sweep.tables: wrote {png}", file=sys.stderr)
+        best = best_per_cell(plain_runs(summary))
+        for benchmark, out in targets:
+            if (best["benchmark"] == benchmark).any():
+                png = plots.table2_heatmap(best, out / "table2_heatmap.png", benchmark=benchmark)
+                print(f"cl_sweep.tables: wrote {png}", file=sys.stderr)
     return 0
 
 
