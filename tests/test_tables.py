@@ -592,3 +592,14 @@ def test_cli_tabulates_every_benchmark_found(tmp_path: Path, capsys: pytest.Capt
     assert "61.0" in (out / "split_fashion_mnist" / "table2.md").read_text()
     assert "55.0" in (out / "split_tfds_kmnist" / "table2.md").read_text()
     assert (out / "split_fashion_mnist" / "table2_heatmap.png").is_file()
+
+
+def test_a9_decaying_sgd_fills_the_appendix_not_a_table2_column(tmp_path: Path) -> None:
+    put(tmp_path, "sgd", optimizer="sgd", accuracy=[0.48] * 5)
+    put(tmp_path, "a9", optimizer="sgd_exp_decay", accuracy=[0.69] * 5,
+        hyperparameters={"optimizer.learning_rate": 0.01, "optimizer.decay_rate": 0.7})
+    jobs, _ = tables.load_results(tmp_path)
+    summary = tables.summarize(jobs)
+    table2 = tables.table2(tables.best_per_cell(tables.plain_runs(summary)))
+    assert "sgd_exp_decay" not in table2.to_markdown() and "69.0" not in table2.to_markdown()
+    assert "69.0" in tables.appendix_table(summary, jobs).to_markdown()
