@@ -254,6 +254,31 @@ def _programs(structure: Structure, permuted: bool = False):
     return init, train_steps, evaluate
 
 
+def task_orders(
+    split: TaskSplit, seeds: Sequence[int], batch_size: int, epochs_per_task: int, limit_per_task: int | None
+) -> tuple[dict[tuple[int, int], np.ndarray], list[int], int]:
+    """Each seed's example order per task, the steps of each task, and the padded schedule length.
+
+    The padded length is shared by every task (rounded up to `STEP_BUCKET`), so all tasks, and
+    other slices of similar size, run the same compiled program.
+    """
+    T = split.num_tasks
+    orders = {
+        (s, t): task_order(split.train_indices[t], s, t, epochs_per_task, limit_per_task)
+        for s in dict.fromkeys(seeds)
+        for t in range(T)
+    }
+    steps_per_task = [num_steps(len(orders[(seeds[0], t)]), batch_size) for t in range(T)]
+    return orders, steps_per_task, STEP_BUCKET * math.ceil(max(steps_per_task) / STEP_BUCKET)
+
+
+def task_batches(orders, seeds: Sequence[int], t: int, batch_size: int, padded: int) -> tuple[jax.Array, jax.Array]:
+    """Task ``t``'s batches for a population: indices [P, S, B] (one row per member's seed) and the
+    padding mask [S, B] (the same for every member)."""
+    schedules = {s: batch_schedule(orders[(s, t)], batch_size, padded) for s in dict.fromkeys(seeds)}
+    return jnp.asarray(np.stack([schedules[s][0] for s in seeds])), jnp.asarray(schedules[seeds[0]][1])
+
+
 def train_population(
     structure: Structure,
     members: Sequence[Member],
@@ -287,13 +312,8 @@ def train_population(
     else:
         test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
         perms = [jnp.arange(structure.input_size, dtype=jnp.int32)] * T
-    orders = {
-        (m.seed, t): task_order(split.train_indices[t], m.seed, t, epochs_per_task, limit_per_task)
-        for m in members
-        for t in range(T)
-    }
-    steps_per_task = [num_steps(len(orders[(members[0].seed, t)]), batch_size) for t in range(T)]
-    padded = STEP_BUCKET * math.ceil(max(steps_per_task) / STEP_BUCKET)
+    seeds = [m.seed for m in members]
+    orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
 
     P = len(members)
     accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
@@ -301,12 +321,7 @@ def train_population(
     active_fraction = np.zeros((P, T), np.float64)
     reported = np.zeros(P, bool)
     for t in range(T):
-        schedules = {}
-        for m in members:
-            if m.seed not in schedules:
-                schedules[m.seed] = batch_schedule(orders[(m.seed, t)], batch_size, padded)
-        batch_idx = jnp.asarray(np.stack([schedules[m.seed][0] for m in members]))  # [P, S, B]
-        batch_mask = jnp.asarray(schedules[members[0].seed][1])  # [S, B], same for every member
+        batch_idx, batch_mask = task_batches(orders, seeds, t, batch_size, padded)
         steps = steps_per_task[t]
         chunk = max(1, math.ceil(steps / CHUNKS_PER_TASK))
         label = f"{desc}task {t + 1}/{T}".strip()

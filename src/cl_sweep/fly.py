@@ -86,8 +86,8 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
-from cl_sweep.engine import CHUNKS_PER_TASK, STEP_BUCKET, DeviceData, PopulationResult
-from cl_sweep.tasks import TaskSplit, batch_schedule, num_steps, task_order
+from cl_sweep.engine import CHUNKS_PER_TASK, DeviceData, PopulationResult, task_batches, task_orders
+from cl_sweep.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
 CODE_FLOOR = 1e-6
@@ -303,18 +303,14 @@ def train_fly_population_with_state(
 
     T = split.num_tasks
     test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
-    orders = {(s, t): task_order(split.train_indices[t], s, t, epochs_per_task, limit_per_task) for s in seeds for t in range(T)}
-    steps_per_task = [num_steps(len(orders[(seeds[0], t)]), batch_size) for t in range(T)]
-    padded = STEP_BUCKET * math.ceil(max(steps_per_task) / STEP_BUCKET)
+    orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
 
     P = len(seeds)
     accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
     overall = np.zeros((P, T), np.float64)
     active_fraction = np.zeros((P, T), np.float64)
     for t in range(T):
-        schedules = [batch_schedule(orders[(s, t)], batch_size, padded) for s in seeds]
-        batch_idx = jnp.asarray(np.stack([idx for idx, _ in schedules]))  # [P, S, B]
-        batch_mask = jnp.asarray(schedules[0][1])  # [S, B], the same for every seed
+        batch_idx, batch_mask = task_batches(orders, seeds, t, batch_size, padded)
         steps = steps_per_task[t]
         chunk = max(1, math.ceil(steps / CHUNKS_PER_TASK))
         label = f"{desc}task {t + 1}/{T}".strip()
