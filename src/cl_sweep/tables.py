@@ -316,6 +316,15 @@ def _paper_sorted(df: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     return order.drop(columns=["_a", "_o"]).reset_index(drop=True)
 
 
+def _ranked(points: pd.DataFrame) -> pd.DataFrame:
+    """Grid points best first: complete runs, then early-stopped, then incomplete; within a tier
+    the highest mean, then the smaller std (then the key, so ties resolve the same every time)."""
+    tier = np.where(~points["complete"], 2, np.where(points["early_stopped"], 1, 0))
+    return points.assign(_tier=tier).sort_values(
+        ["_tier", "mean", "std", "hp_key"], ascending=[True, False, True, True], kind="stable"
+    )
+
+
 def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
     """The winning grid point of every (benchmark, activation, optimizer) cell.
 
@@ -336,11 +345,7 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
     for (benchmark, activation, optimizer), cell in summary.groupby(
         ["benchmark", "activation", "optimizer"], sort=False
     ):
-        ok = cell[cell["status"] == "ok"]
-        tier = np.where(~ok["complete"], 2, np.where(ok["early_stopped"], 1, 0))
-        ranked = ok.assign(_tier=tier).sort_values(
-            ["_tier", "mean", "std", "hp_key"], ascending=[True, False, True, True], kind="stable"
-        )
+        ranked = _ranked(cell[cell["status"] == "ok"])
         row: dict[str, Any] = {
             "benchmark": benchmark,
             "activation": activation,
@@ -1079,11 +1084,7 @@ def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
         for epochs, group in rows.groupby("_epochs", sort=True):
             cells = best_per_cell(group.drop(columns=["_model", "_strategy", "_epochs"]))
             cells = cells[cells["hp_key"].notna()]
-            if cells.empty:
-                best = None
-            else:
-                ranked = cells.assign(_tier=np.where(~cells["complete"], 2, np.where(cells["early_stopped"], 1, 0)))
-                best = ranked.sort_values(["_tier", "mean", "std"], ascending=[True, False, True], kind="stable").iloc[0]
+            best = None if cells.empty else _ranked(cells).iloc[0]
             paper_text = MISSING if c is None else (
                 f"{c.accuracy:g} ({c.epochs} epoch{'s' if c.epochs != 1 else ''}"
                 + (f", {paper.optimizer_name(c.optimizer)})" if c.optimizer else ", associative rule)")
