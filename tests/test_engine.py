@@ -269,3 +269,27 @@ def test_input_and_output_sizes_follow_the_data_set():
     assert params["w1"].shape == (1, size, 256) and params["w2"].shape == (1, 256, classes)
     # each task is learned while it is the newest (diagonal of the accuracy matrix)
     assert np.all(np.diagonal(res.accuracy_matrix[0]) > 0.5)
+
+
+def test_padding_members_changes_nothing_for_the_real_ones(base, data, split, capsys):
+    # An accelerator pads a call's population to a power of two (engine.padded_population) so
+    # that a sweep's calls share compiled programs; the padding copies must not leak into results.
+    padded = _run(BASE, [_adagrad(0), _adagrad(1)], data, split, pad_to=4)
+    assert padded.accuracy_matrix.shape == base.accuracy_matrix.shape
+    assert padded.overall_accuracy.shape == base.overall_accuracy.shape == (2, 5)
+    assert padded.diverged.shape == (2,) and padded.active_fraction.shape == (2, 5)
+    _assert_member_equals(padded, 0, _slice(base, 0))
+    _assert_member_equals(padded, 1, _slice(base, 1))
+    # a diverged last member is padded with copies of itself but reported once
+    mixed = _run(BASE, [_adagrad(1), _adagrad(0, 1e30)], data, split, pad_to=4)
+    assert mixed.diverged.tolist() == [False, True]
+    assert capsys.readouterr().err.count("diverged") == 1
+
+
+def test_padded_population_rounds_up_to_a_power_of_two_on_accelerators(monkeypatch):
+    monkeypatch.setattr(engine.jax, "default_backend", lambda: "gpu")
+    assert [engine.padded_population(n, 256) for n in (1, 2, 3, 5, 64, 65, 200, 256)] == [1, 2, 4, 8, 64, 128, 256, 256]
+    assert engine.padded_population(300, 256) == 300  # never below n (the caller caps n)
+    assert engine.padded_population(70, 100) == 100  # the cap bounds the rounding
+    monkeypatch.setattr(engine.jax, "default_backend", lambda: "cpu")
+    assert [engine.padded_population(n, 256) for n in (1, 3, 5)] == [1, 3, 5]  # padding costs a real model on CPU

@@ -46,6 +46,19 @@ def default_max_population() -> int:
     return 2 if jax.default_backend() == "cpu" else 256
 
 
+def padded_population(n: int, cap: int) -> int:
+    """Members per compiled call for ``n`` models: the population size is a static shape, so each
+    new size compiles the train program again (seconds on a GPU, for every structure of a sweep).
+
+    On an accelerator ``n`` is rounded up to a power of two (at most ``cap``) so that a sweep's
+    calls share a few compiled programs; the padding members repeat the last member and their
+    results are dropped. On the CPU a padding member costs as much as a real one, so ``n`` stays.
+    """
+    if n < 1 or jax.default_backend() == "cpu":
+        return n
+    return max(n, min(cap, 1 << (n - 1).bit_length()))
+
+
 @dataclass(frozen=True)
 class Structure:
     """What changes the compiled program. Hashable: it keys the compilation cache."""
@@ -290,9 +303,17 @@ def train_population(
     limit_per_task: int | None = None,
     progress: bool = True,
     desc: str = "",
+    pad_to: int | None = None,
 ) -> PopulationResult:
-    """Trains every member on the tasks in order, evaluating on the full test set after each task."""
+    """Trains every member on the tasks in order, evaluating on the full test set after each task.
+
+    ``pad_to`` (see `padded_population`) adds copies of the last member up to that population size
+    so that the call reuses a compiled program; the result holds the real members only.
+    """
     start_time = time.perf_counter()
+    n_real = len(members)
+    if pad_to is not None and pad_to > n_real:
+        members = list(members) + [members[-1]] * (pad_to - n_real)
     permuted = split.permutations is not None
     init, train_steps, evaluate, *regulariser = _programs(structure, permuted)
     act = get_activation(structure.activation)
@@ -334,7 +355,7 @@ def train_population(
                 )
                 diverged = np.asarray(state[2])  # the host sync that paces the bar
                 bar.update(hi - lo)
-                for p in np.flatnonzero(diverged & ~reported):
+                for p in np.flatnonzero(diverged[:n_real] & ~reported[:n_real]):
                     tqdm.write(f"warning: member {p} (seed {members[p].seed}) diverged (non-finite loss) in task {t + 1}", file=sys.stderr)
                 reported |= diverged
         # A last update can make weights non-finite after the last loss was checked.
@@ -357,14 +378,15 @@ def train_population(
             accuracy_matrix[:, t, :] = np.asarray(per_task)
             active_fraction[:, t] = np.asarray(active)
         if progress:
-            row = accuracy_matrix[:, t, : t + 1]
+            row = accuracy_matrix[:n_real, t, : t + 1]
             seen = [row[:, j].mean() for j in range(t + 1) if np.isfinite(row[:, j]).all()]
             tqdm.write(
-                f"{label}: test accuracy {100 * overall[:, t].mean():.1f}% "
+                f"{label}: test accuracy {100 * overall[:n_real, t].mean():.1f}% "
                 f"(tasks so far: {' '.join(f'{100 * a:.0f}' for a in seen)})",
                 file=sys.stderr,
             )
 
     return PopulationResult(
-        accuracy_matrix, overall, np.asarray(state[2]).copy(), time.perf_counter() - start_time, active_fraction
+        accuracy_matrix[:n_real], overall[:n_real], np.asarray(state[2])[:n_real].copy(),
+        time.perf_counter() - start_time, active_fraction[:n_real],
     )

@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from cl_sweep import __version__, metrics
 from cl_sweep.activations import get_activation
 from cl_sweep.config import validate
-from cl_sweep.engine import DeviceData, Member, Structure, default_max_population, to_device, train_population
+from cl_sweep.engine import (
+    DeviceData, Member, Structure, default_max_population, padded_population, to_device, train_population,
+)
 from cl_sweep.optimizers import get_optimizer
 from cl_sweep.strategies import get_strategy
 from cl_sweep.results import SCHEMA_VERSION
@@ -263,7 +265,9 @@ def train_jobs(
                 res = train_fly_population(fly_config(common), [s for _, s in chunk], device_data, split, **schedule)
             else:
                 members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
-                res = train_population(structure, members, device_data, split, **schedule)
+                res = train_population(
+                    structure, members, device_data, split, pad_to=padded_population(len(chunk), cap), **schedule
+                )
             for i, key in enumerate(chunk):
                 outcome[key] = (
                     float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i]

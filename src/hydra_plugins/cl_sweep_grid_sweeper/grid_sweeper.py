@@ -152,7 +152,7 @@ class GridSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info(f"grid sweep: {len(jobs)} jobs into {sweep_dir}")
-        if self.validate:
+        if self.validate and not getattr(self.launcher, "validates_jobs", False):
             tic = time.perf_counter()
             self._validate_all(jobs)
             log.info(f"validated {len(jobs)} job configs in {time.perf_counter() - tic:.1f} s")

@@ -43,6 +43,10 @@ def _collect(cfg: DictConfig) -> _Pending:
 
 
 class PopulationLauncher(Launcher):
+    # It composes every job's config before training any: it runs the value checks there, so the
+    # grid sweeper need not compose every job a second time (half of a big sweep's start-up).
+    validates_jobs = True
+
     def __init__(self, max_population: Optional[int] = None) -> None:
         super().__init__()
         if max_population is None:
@@ -61,6 +65,7 @@ class PopulationLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from cl_sweep.cli import summary
+        from cl_sweep.config import ConfigError, validate
         from cl_sweep.results import write_result
         from cl_sweep.train import objective, population_key, train_jobs
 
@@ -75,6 +80,11 @@ class PopulationLauncher(Launcher):
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            try:
+                validate(sweep_config)
+            except ConfigError as e:
+                which = "sweep" if initial_job_idx == 0 else "batch"
+                raise SystemExit(f"cl_sweep: job {' '.join(overrides)}: {e} (no job of this {which} was started)") from None
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
