@@ -5,6 +5,7 @@
 # failing stage loses nothing of the others.
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine, from the repository root
+#   STAGES=grid_time GRID_SWEEP_LIMIT=400 bash benchmarks/gpu_check.sh     # one stage, another limit
 #
 # The machine this was written for has python3 with jax[cuda] but no Hydra/Optuna and no network:
 # .gpu/ (ignored by git) carries them as wheels (.gpu/whl, .gpu/pure) and MNIST as the checksum-
@@ -26,6 +27,7 @@ fi
 stage() {  # stage NAME LIMIT_S COMMAND...: runs it under a time limit into $OUT/NAME.log
     local name=$1 limit=$2 start=$SECONDS
     shift 2
+    case " ${STAGES:-default_job step_time grid_time} " in *" $name "*) ;; *) return ;; esac
     echo "=== $name (limit ${limit} s): $*"
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
@@ -37,6 +39,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import sys, jax, jaxlib, optax, numpy, hydra, optuna; print(sys.version.split()[0], 'jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__, 'hydra', hydra.__version__, 'optuna', optuna.__version__, jax.devices())"
 stage default_job "${DEFAULT_LIMIT:-90}" python3 -m cl_sweep activation=hard_ash optimizer=adagrad progress=false hydra.run.dir=/tmp/run_default
 stage step_time "${STEP_LIMIT:-150}" python3 benchmarks/step_time.py --populations "${POPULATIONS:-1,16,64,256,1024}" --repeats 3
-stage grid_time "${GRID_LIMIT:-330}" python3 benchmarks/grid_time.py --whole-grid --time-limit "${GRID_SWEEP_LIMIT:-300}" --sweep-dir /tmp/gpu_a6
+stage grid_time "${GRID_LIMIT:-330}" python3 benchmarks/grid_time.py --whole-grid --time-limit "${GRID_SWEEP_LIMIT:-300}" --sweep-dir /tmp/gpu_a6 --log "$OUT/grid_sweep.log"
 (cd /tmp && find gpu_a6 -name result.json | tar czf "$OUT/gpu_a6_results.tgz" -T -) 2>/dev/null
 echo "=== done in $SECONDS s"

@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--whole-grid", action="store_true", help="all 1,943 jobs of the A.6 grid instead of the slice")
     ap.add_argument("--time-limit", type=float, default=None, help="stop the sweep after this many seconds")
     ap.add_argument("--sweep-dir", default=None, help="keep the sweep's results here (default: a temporary folder)")
+    ap.add_argument("--log", default=None, help="write the sweep's output here (default: kept in memory, shown on failure)")
     args = ap.parse_args()
     from cl_sweep.results import find_result_files, read_result
 
@@ -107,15 +108,17 @@ def main() -> None:
             what = ["activation=hard_ash", "optimizer=rmsprop", f"hydra.sweeper.stride={args.stride}"]
             label = f"every {args.stride}th job of the A.6 grid of Hard ASH + RMSprop"
         cmd = [sys.executable, "-m", "cl_sweep", "--multirun", "+sweep=a6", *what, "progress=false", f"hydra.sweep.dir={sweep_dir}"]
+        log_path = Path(args.log or Path(tmp) / "sweep.log")
         tic = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.time_limit)
-            stopped = False
-        except subprocess.TimeoutExpired:
-            stopped = True
+        with open(log_path, "w") as log:
+            try:
+                proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=args.time_limit)
+                stopped = False
+            except subprocess.TimeoutExpired:
+                stopped = True
         wall = time.perf_counter() - tic
         if not stopped and proc.returncode != 0:
-            sys.exit(proc.stderr[-3000:])
+            sys.exit(log_path.read_text()[-3000:])
         results = [read_result(f) for f in find_result_files(sweep_dir)]
     jobs = len(results)
     if not jobs:

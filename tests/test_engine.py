@@ -291,5 +291,11 @@ def test_padded_population_rounds_up_to_a_power_of_two_on_accelerators(monkeypat
     assert [engine.padded_population(n, 256) for n in (1, 2, 3, 5, 64, 65, 200, 256)] == [1, 2, 4, 8, 64, 128, 256, 256]
     assert engine.padded_population(300, 256) == 300  # never below n (the caller caps n)
     assert engine.padded_population(70, 100) == 100  # the cap bounds the rounding
+    assert engine.padded_population(6, 256, expect=9) == 16  # the later, larger phase fits the same program
+    assert engine.padded_population(6, 256, expect=3) == 8
+    # a size already compiled for the structure is reused rather than compiling a new one
+    monkeypatch.setitem(engine._COMPILED_SIZES, (BASE, False), {64, 256})
+    assert [engine.padded_population(n, 256, BASE) for n in (3, 64, 65, 256)] == [64, 64, 256, 256]
+    assert engine.padded_population(3, 256, BASE, permuted=True) == 4  # another program
     monkeypatch.setattr(engine.jax, "default_backend", lambda: "cpu")
     assert [engine.padded_population(n, 256) for n in (1, 3, 5)] == [1, 3, 5]  # padding costs a real model on CPU

@@ -196,3 +196,62 @@ def test_a7_preset_trains_on_iid_mnist(tmp_path):
     results = [read_result(f) for f in find_result_files(tmp_path)]
     assert len(results) == 3
     assert all(r["benchmark"] == "iid_mnist" and len(r["accuracy_matrix"][0]) == 1 for r in results)  # one task
+
+
+def test_fast_job_composition_equals_hydras(tmp_path):
+    """The population launcher's SweepComposer reuses one composed config per group-override list;
+    every job's config, `hydra` node included, must be exactly what Hydra's own load_sweep_config gives."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    import cl_sweep.config  # noqa: F401  (registers the structured schemas, as the entry point does)
+    from hydra_plugins.cl_sweep_population_launcher._compose import SweepComposer
+
+    a6 = ["+sweep=a6", "progress=false"]
+    jobs = [
+        [*a6, "activation=hard_ash", "optimizer=rmsprop", "activation.alpha=3.0", "activation.z_k=2.2", "activation.beta=2.0",
+         "optimizer.decay=0.999", "optimizer.learning_rate=5e-06"],
+        [*a6, "activation=hard_ash", "optimizer=rmsprop", "activation.alpha=4.0", "activation.z_k=2.4", "activation.beta=2.0",
+         "optimizer.decay=0.9993", "optimizer.learning_rate=8e-06"],
+        [*a6, "activation=topk_subtract", "optimizer=adam", "activation.k=64", "optimizer.b1=0.9", "optimizer.b2=0.999",
+         "optimizer.learning_rate=1e-05"],
+        [*a6, "activation=topk_subtract", "optimizer=adam", "activation.k=256", "optimizer.b1=0.99", "optimizer.b2=0.9995",
+         "optimizer.learning_rate=8e-06"],
+        [*a6, "activation=relu", "optimizer=sgd", "optimizer.learning_rate=0.0003"],
+        [*a6, "activation=relu", "optimizer=sgd", "optimizer.learning_rate=0.0005", "seed=5"],  # a new leaf key
+        ["+sweep=strategies", "activation=hard_ash", "optimizer=adagrad", "strategy=ewc", "strategy.lambda=10.0"],
+        ["+sweep=strategies", "activation=hard_ash", "optimizer=adagrad", "strategy=ewc", "strategy.lambda=1000.0"],
+    ]
+    conf = str(REPO / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3", job_name="cl_sweep"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration(
+            "config", ["hydra/sweeper=grid", "hydra/launcher=population", f"hydra.sweep.dir={tmp_path}"], RunMode.MULTIRUN
+        )
+        composer = SweepComposer(loader, master)
+        for job in jobs:
+            fast, hydra = composer.compose(job), loader.load_sweep_config(master, job)
+            assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(hydra), job
+            assert OmegaConf.is_struct(fast) and not OmegaConf.is_readonly(fast.hydra)
+    # the repeated groups came from the cache; the new leaf key (seed) went through Hydra once
+    assert composer.hits == 3 and composer.misses == 5
+
+
+def test_precompiling_in_threads_changes_no_number(tmp_path):
+    """hydra.launcher.precompile (on by default on accelerators) compiles each structure's first
+    population in parallel threads before training; the results must be those of a plain run."""
+    args = ["--multirun", "+sweep=a6", "activation=relu", "optimizer=sgd,adagrad", *TINY]
+    pre = run_cli(*args, "hydra.launcher.precompile=true", f"hydra.sweep.dir={tmp_path}/pre")
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    assert "compiled the first population of 2 structures" in pre.stdout + pre.stderr
+    plain = run_cli(*args, "hydra.launcher.precompile=false", f"hydra.sweep.dir={tmp_path}/plain")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "compiled the first population" not in plain.stdout + plain.stderr
+
+    def by_point(root):
+        return {tuple(sorted(r["overrides"])): r["final_accuracy"] for r in map(read_result, find_result_files(root))}
+
+    a, b = by_point(tmp_path / "pre"), by_point(tmp_path / "plain")
+    assert len(a) == 6 and a == b

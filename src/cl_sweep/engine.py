@@ -46,17 +46,30 @@ def default_max_population() -> int:
     return 2 if jax.default_backend() == "cpu" else 256
 
 
-def padded_population(n: int, cap: int) -> int:
+# Population sizes each (structure, permuted) program has been compiled for in this process.
+_COMPILED_SIZES: dict[tuple[Any, bool], set[int]] = {}
+
+
+def padded_population(
+    n: int, cap: int, structure: "Structure | None" = None, permuted: bool = False, expect: int | None = None
+) -> int:
     """Members per compiled call for ``n`` models: the population size is a static shape, so each
     new size compiles the train program again (seconds on a GPU, for every structure of a sweep).
 
-    On an accelerator ``n`` is rounded up to a power of two (at most ``cap``) so that a sweep's
-    calls share a few compiled programs; the padding members repeat the last member and their
-    results are dropped. On the CPU a padding member costs as much as a real one, so ``n`` stays.
+    On an accelerator the smallest size already compiled for this structure that fits ``n`` is
+    reused (a few idle members cost a GPU far less than a compilation); failing that, ``n`` is
+    rounded up to a power of two (at most ``cap``); ``expect``, the largest call the caller will
+    make for this structure, is rounded instead when larger, so that that call fits the same
+    program. The padding members repeat the last member and their results are dropped. On the
+    CPU a padding member costs as much as a real one, so ``n`` stays.
     """
     if n < 1 or jax.default_backend() == "cpu":
         return n
-    return max(n, min(cap, 1 << (n - 1).bit_length()))
+    fitting = [p for p in _COMPILED_SIZES.get((structure, permuted), ()) if p >= n]
+    if fitting:
+        return min(fitting)
+    m = max(n, min(cap, expect or n))
+    return max(n, min(cap, 1 << (m - 1).bit_length()))
 
 
 @dataclass(frozen=True)
@@ -304,16 +317,20 @@ def train_population(
     progress: bool = True,
     desc: str = "",
     pad_to: int | None = None,
-) -> PopulationResult:
+    compile_only: bool = False,
+) -> PopulationResult | None:
     """Trains every member on the tasks in order, evaluating on the full test set after each task.
 
     ``pad_to`` (see `padded_population`) adds copies of the last member up to that population size
     so that the call reuses a compiled program; the result holds the real members only.
+    ``compile_only`` compiles this call's programs (init, train, evaluate, the strategy's) with
+    the exact shapes the training would use, runs no step, and returns None.
     """
     start_time = time.perf_counter()
     n_real = len(members)
     if pad_to is not None and pad_to > n_real:
         members = list(members) + [members[-1]] * (pad_to - n_real)
+    _COMPILED_SIZES.setdefault((structure, split.permutations is not None), set()).add(len(members))
     permuted = split.permutations is not None
     init, train_steps, evaluate, *regulariser = _programs(structure, permuted)
     act = get_activation(structure.activation)
@@ -335,6 +352,20 @@ def train_population(
         perms = [jnp.arange(structure.input_size, dtype=jnp.int32)] * T
     seeds = [m.seed for m in members]
     orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
+
+    if compile_only:  # zero steps of task 0 (traced loop bounds), one evaluation, one consolidation
+        batch_idx, batch_mask = task_batches(orders, seeds, 0, batch_size, padded)
+        state = train_steps(
+            state, data.train_images, data.train_labels, batch_idx, batch_mask, jnp.int32(0), jnp.int32(0),
+            act_hp, opt_hp, perms[0], reg, s_hp if regulariser else None,
+        )
+        out = [evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[0], state[3])]
+        if regulariser:
+            n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, 0)]))
+            sample_idx = jnp.asarray(np.stack([orders[(m.seed, 0)][:n] for m in members]))
+            out.append(regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[0], state[3]))
+        jax.block_until_ready(out)
+        return None
 
     P = len(members)
     accuracy_matrix = np.full((P, T, T), np.nan, np.float64)

@@ -247,8 +247,12 @@ def train_jobs(
     # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task
     outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray]] = {}
 
+    cap = max_population or default_max_population()
+    # The largest call either phase can make: padding the first call to it (on an accelerator)
+    # lets every later call of this population reuse one compiled program.
+    expect = min(cap, _largest_phase(cfgs))
+
     def run(pairs: list[tuple[int, int]]) -> None:
-        cap = max_population or default_max_population()
         for lo in range(0, len(pairs), cap):
             chunk = pairs[lo : lo + cap]
             if len(cfgs) == 1:
@@ -265,9 +269,8 @@ def train_jobs(
                 res = train_fly_population(fly_config(common), [s for _, s in chunk], device_data, split, **schedule)
             else:
                 members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
-                res = train_population(
-                    structure, members, device_data, split, pad_to=padded_population(len(chunk), cap), **schedule
-                )
+                pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
+                res = train_population(structure, members, device_data, split, pad_to=pad_to, **schedule)
             for i, key in enumerate(chunk):
                 outcome[key] = (
                     float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i]
@@ -295,6 +298,48 @@ def train_jobs(
         _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share)
         for j, ss in enumerate(seeds)
     ]
+
+
+def _largest_phase(cfgs: Sequence[Mapping]) -> int:
+    """Models in the larger of `train_jobs`'s two phases if no job stops early."""
+    es = cfgs[0]["early_stop"]
+    first = sum(min(c["n_seeds"], es["after_seeds"]) if es["enabled"] else c["n_seeds"] for c in cfgs)
+    rest = sum(max(0, c["n_seeds"] - es["after_seeds"]) if es["enabled"] else 0 for c in cfgs)
+    return max(first, rest)
+
+
+def precompile_jobs(cfgs: Sequence[DictConfig | Mapping], *, max_population: int | None = None) -> int | None:
+    """Compiles the programs of the first call `train_jobs` makes for these jobs, training nothing.
+
+    Compilation, not training, is most of a big sweep's time on a GPU (seconds per structure, tens
+    of structures); the population launcher calls this for every structure in parallel threads
+    before training them one after the other. Returns the population size compiled, None for
+    FlyModel (its own trainer compiles as it goes).
+    """
+    cfgs = [_plain(c) for c in cfgs]
+    common = cfgs[0]
+    if model_name(common) == "flymodel":
+        return None
+    device_data, dataset = device_dataset(common["benchmark"]["dataset"], common.get("data_dir"), False)
+    split = split_of(common, dataset)
+    structure = dataclasses.replace(
+        structure_of(common), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
+    )
+    bench, es = common["benchmark"], common["early_stop"]
+    first = [
+        (j, c["seed"] + i)
+        for j, c in enumerate(cfgs)
+        for i in range(min(c["n_seeds"], es["after_seeds"]) if es["enabled"] else c["n_seeds"])
+    ]
+    cap = max_population or default_max_population()
+    chunk = first[:cap]
+    pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, min(cap, _largest_phase(cfgs)))
+    train_population(
+        structure, [members_of(cfgs[j], [s])[0] for j, s in chunk], device_data, split,
+        batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
+        limit_per_task=bench["limit_per_task"], progress=False, pad_to=pad_to, compile_only=True,
+    )
+    return pad_to
 
 
 def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall) -> dict[str, Any]:

@@ -13,6 +13,9 @@ class PopulationLauncherConf:
     # benchmarks/step_time.py measures the best value for a machine; results do not depend on
     # it beyond float rounding.
     max_population: Optional[int] = None
+    # Compile every structure's first population in parallel threads before training any:
+    # compilation is most of a big sweep's time on a GPU. null = on accelerators only.
+    precompile: Optional[bool] = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf, provider="cl_sweep")

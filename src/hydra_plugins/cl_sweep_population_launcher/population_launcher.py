@@ -9,6 +9,7 @@ sub-population, so a killed sweep loses at most the sub-population in flight.
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -18,6 +19,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ._compose import SweepComposer
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,9 @@ class PopulationLauncher(Launcher):
     # grid sweeper need not compose every job a second time (half of a big sweep's start-up).
     validates_jobs = True
 
-    def __init__(self, max_population: Optional[int] = None) -> None:
+    def __init__(self, max_population: Optional[int] = None, precompile: Optional[bool] = None) -> None:
         super().__init__()
+        self.precompile = precompile
         if max_population is None:
             from cl_sweep.engine import default_max_population
 
@@ -77,9 +81,11 @@ class PopulationLauncher(Launcher):
 
         returns: list[JobReturn] = []
         pending: list[tuple[int, _Pending]] = []
+        composer = SweepComposer(self.hydra_context.config_loader, self.config)
+        tic = time.perf_counter()
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = composer.compose(list(overrides))
             try:
                 validate(sweep_config)
             except ConfigError as e:
@@ -101,15 +107,24 @@ class PopulationLauncher(Launcher):
                 else:
                     pending.append((i, p))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        log.info(
+            f"composed and collected {len(job_overrides)} jobs in {time.perf_counter() - tic:.1f} s "
+            f"({composer.misses} composed by Hydra, {composer.hits} from their group's config)"
+        )
 
         groups: dict[Any, list[tuple[int, _Pending]]] = {}
         for i, p in pending:
             groups.setdefault(population_key(p.cfg), []).append((i, p))
+        precompile = self.precompile
+        if precompile is None:
+            import jax
+
+            precompile = jax.default_backend() != "cpu" and len(groups) > 1
+        if precompile and groups:
+            self._precompile(list(groups.values()))
         for g, (key, jobs) in enumerate(groups.items()):
             cfg0 = jobs[0][1].cfg
-            es = cfg0["early_stop"]
-            first_phase = min(cfg0["n_seeds"], es["after_seeds"]) if es["enabled"] else cfg0["n_seeds"]
-            per_call = max(1, self.max_population // max(1, first_phase))
+            per_call = self._per_call(cfg0)
             log.info(
                 f"population {g + 1}/{len(groups)}: {cfg0['activation']['name']} + {cfg0['optimizer']['name']}, "
                 f"{len(jobs)} jobs in calls of {per_call}"
@@ -134,3 +149,30 @@ class PopulationLauncher(Launcher):
                     print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
                 log.info(f"  {len(part)} jobs in {time.perf_counter() - tic:.1f} s")
         return returns
+
+    def _per_call(self, cfg: dict) -> int:
+        """Jobs per `train_jobs` call: as many as fill a population with their first-phase seeds."""
+        es = cfg["early_stop"]
+        first_phase = min(cfg["n_seeds"], es["after_seeds"]) if es["enabled"] else cfg["n_seeds"]
+        return max(1, self.max_population // max(1, first_phase))
+
+    def _precompile(self, groups: list) -> None:
+        """Compiles every group's first population in parallel threads (XLA compiles without the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from cl_sweep.train import precompile_jobs
+
+        firsts = [[p.cfg for _, p in jobs[: self._per_call(jobs[0][1].cfg)]] for jobs in groups]
+
+        def one(cfgs: list) -> None:
+            try:
+                precompile_jobs(cfgs, max_population=self.max_population)
+            except Exception as e:  # the real call compiles (or fails) again, with its own report
+                log.warning(f"precompiling {cfgs[0]['activation']['name']} + {cfgs[0]['optimizer']['name']} failed: {type(e).__name__}: {e}")
+
+        tic = time.perf_counter()
+        one(firsts[0])  # loads the data set once, in this thread
+        workers = max(1, min(len(firsts) - 1, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, firsts[1:]))
+        log.info(f"compiled the first population of {len(firsts)} structures in {time.perf_counter() - tic:.1f} s ({workers} threads)")
