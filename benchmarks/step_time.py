@@ -1,11 +1,13 @@
 """Milliseconds per training step per model: cl_sweep's engine against a minimal pure-JAX floor, timed in one run.
 
-    python benchmarks/step_time.py [--steps 200] [--repeats 5] [--populations 1,5,10,20] [--end-to-end]
+    python benchmarks/step_time.py [--steps 200] [--repeats 5] [--populations 1,5,10,20] [--end-to-end] [--ablation]
 
 The floor is the smallest honest loop of the same shapes: one 784→1000→10 MLP, batch 64, ReLU,
 plain SGD, no weight norm, no update clip, batches gathered on-device from the same uint8 MNIST,
 inside one ``lax.scan``. Every figure is the best of ``--repeats`` interleaved rounds, so a
 shared machine's drift hits both sides alike; read the ratios, not the absolute times.
+``--ablation`` also times the default model with one part swapped for the floor's (SGD for
+Adagrad, no weight norm, ReLU for Hard ASH, no update clip): where the time above the floor goes.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--populations", default="1,5,10,20")
     ap.add_argument("--end-to-end", action="store_true", help="also time one full default job (5 seeds, with evaluation)")
+    ap.add_argument("--ablation", action="store_true", help="also time the default model with one part swapped for the floor's")
     args = ap.parse_args()
     steps = args.steps
 
@@ -111,6 +114,14 @@ def main() -> None:
         runners[("hard_ash+adagrad", P)] = engine_runner(hard_ash, P, ash_hp, ada_hp)
     for P in sorted({1, dflt}):
         runners[("topk_subtract+adagrad", P)] = engine_runner(topk, P, {"k": 64}, ada_hp)
+    ablations = {
+        "  with SGD for Adagrad": (Structure("hard_ash", "sgd"), ash_hp, {"learning_rate": 1e-3}),
+        "  without weight norm": (Structure("hard_ash", "adagrad", weight_norm=(False, False)), ash_hp, ada_hp),
+        "  with ReLU for Hard ASH": (Structure("relu", "adagrad"), {}, ada_hp),
+        "  without update clip": (Structure("hard_ash", "adagrad", update_clip=None), ash_hp, ada_hp),
+    } if args.ablation else {}
+    for name, (structure, a_hp, o_hp) in ablations.items():
+        runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, o_hp)
 
     times: dict = {k: [] for k in runners}
     for _ in range(args.repeats):  # interleaved rounds: drift hits every variant alike
