@@ -49,9 +49,10 @@ reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPT
 figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder)
 	$(PY) -m cl_sweep.figures $(RESULTS) --out figures
 
-bench:  ## speed benchmarks (prints ms per step against a baseline timed in the same run)
-	$(PY) benchmarks/step_time.py
+bench:  ## every speed figure of the README's Performance section, each against a baseline timed in the same run (~4 min on CPU)
+	$(PY) benchmarks/step_time.py --ablation
 	$(PY) benchmarks/ops_bench.py
+	$(PY) benchmarks/grid_time.py
 
 JOBS ?= 240
 soak:  ## soak: JOBS tiny jobs (default 240) via the joblib launcher + one shared Optuna study; must print 0 lost, 0 duplicated
