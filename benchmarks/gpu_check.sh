@@ -8,9 +8,9 @@
 #   STAGES=grid_time GRID_SWEEP_LIMIT=400 bash benchmarks/gpu_check.sh     # one stage, another limit
 #
 # The machine this was written for has python3 with jax[cuda] but no Hydra/Optuna and no network:
-# .gpu/ (ignored by git) carries them as wheels (.gpu/whl, .gpu/pure) and MNIST as the checksum-
-# verified .gz files (.gpu/data/mnist). On a machine where `pip install -e '.[cuda]'` works,
-# run the three commands at the bottom directly.
+# .gpu/ (ignored by git; built here by benchmarks/gpu_carry.sh) carries them as wheels and MNIST
+# as the .gz files cl_sweep checks by SHA-256. On a machine where `pip install -e '.[cuda]'`
+# works, run the three stage commands at the bottom directly.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
