@@ -39,7 +39,7 @@ test-fast:  ## only the fast tests
 tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder)
 	$(PY) -m cl_sweep.tables $(RESULTS) --out tables
 
-ROWS ?= hard_ash,ash,topk_subtract,relu
+ROWS ?= hard_ash,ash,topk_subtract,topk_mask,lwta,relu,swish,sigmoid,hard_sigmoid
 OPTIMIZERS ?= adagrad sgd sgdm adam rmsprop
 reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPTIMIZERS=...); resumable
 	for opt in $(OPTIMIZERS); do \
