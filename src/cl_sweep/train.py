@@ -209,6 +209,16 @@ def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = 
     return train_jobs([cfg], [overrides])[0]
 
 
+def _population_setup(cfg: Mapping, progress: bool) -> tuple[DeviceData, TaskSplit, Structure]:
+    """The data on the device, the tasks and the compiled program's structure of a population's jobs."""
+    device_data, dataset = device_dataset(cfg["benchmark"]["dataset"], cfg.get("data_dir"), progress)
+    # The model's input and output sizes follow the data set (784 → … → 10 for MNIST).
+    structure = dataclasses.replace(
+        structure_of(cfg), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
+    )
+    return device_data, split_of(cfg, dataset), structure
+
+
 def train_jobs(
     cfgs: Sequence[DictConfig | Mapping],
     overrides: Sequence[Sequence[str]],
@@ -235,12 +245,7 @@ def train_jobs(
     start = time.perf_counter()
     common = cfgs[0]
     progress = common["progress"]
-    device_data, dataset = device_dataset(common["benchmark"]["dataset"], common.get("data_dir"), progress)
-    split = split_of(common, dataset)
-    # The model's input and output sizes follow the data set (784 → … → 10 for MNIST).
-    structure = dataclasses.replace(
-        structure_of(common), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
-    )
+    device_data, split, structure = _population_setup(common, progress)
     bench, es = common["benchmark"], common["early_stop"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
@@ -320,11 +325,7 @@ def precompile_jobs(cfgs: Sequence[DictConfig | Mapping], *, max_population: int
     common = cfgs[0]
     if model_name(common) == "flymodel":
         return None
-    device_data, dataset = device_dataset(common["benchmark"]["dataset"], common.get("data_dir"), False)
-    split = split_of(common, dataset)
-    structure = dataclasses.replace(
-        structure_of(common), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
-    )
+    device_data, split, structure = _population_setup(common, progress=False)
     bench, es = common["benchmark"], common["early_stop"]
     first = [
         (j, c["seed"] + i)
