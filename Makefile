@@ -49,7 +49,7 @@ reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPT
 figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder)
 	$(PY) -m cl_sweep.figures $(RESULTS) --out figures
 
-bench:  ## every speed figure of the README's Performance section, each against a baseline timed in the same run (~4 min on CPU)
+bench:  ## every CPU speed figure of the README's Performance section, each against a baseline timed in the same run
 	$(PY) benchmarks/step_time.py --ablation
 	$(PY) benchmarks/ops_bench.py
 	$(PY) benchmarks/grid_time.py
