@@ -330,8 +330,8 @@ def train_population(
     n_real = len(members)
     if pad_to is not None and pad_to > n_real:
         members = list(members) + [members[-1]] * (pad_to - n_real)
-    _COMPILED_SIZES.setdefault((structure, split.permutations is not None), set()).add(len(members))
     permuted = split.permutations is not None
+    _COMPILED_SIZES.setdefault((structure, permuted), set()).add(len(members))
     init, train_steps, evaluate, *regulariser = _programs(structure, permuted)
     act = get_activation(structure.activation)
     opt = get_optimizer(structure.optimizer)
@@ -353,6 +353,12 @@ def train_population(
     seeds = [m.seed for m in members]
     orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
 
+    def consolidate(t, state, reg):
+        """The strategy's state after task t, from its importance on a sample of that task (each seed's first examples)."""
+        n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, t)]))
+        sample_idx = jnp.asarray(np.stack([orders[(m.seed, t)][:n] for m in members]))
+        return regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[t], state[3])
+
     if compile_only:  # zero steps of task 0 (traced loop bounds), one evaluation, one consolidation
         batch_idx, batch_mask = task_batches(orders, seeds, 0, batch_size, padded)
         state = train_steps(
@@ -361,9 +367,7 @@ def train_population(
         )
         out = [evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[0], state[3])]
         if regulariser:
-            n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, 0)]))
-            sample_idx = jnp.asarray(np.stack([orders[(m.seed, 0)][:n] for m in members]))
-            out.append(regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[0], state[3]))
+            out.append(consolidate(0, state, reg))
         jax.block_until_ready(out)
         return None
 
@@ -392,10 +396,8 @@ def train_population(
         # A last update can make weights non-finite after the last loss was checked.
         finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), state[0])
         state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)), state[3])
-        if regulariser:  # end of the task: the strategy's importance on a sample of it (the seed's first examples)
-            n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, t)]))
-            sample_idx = jnp.asarray(np.stack([orders[(m.seed, t)][:n] for m in members]))
-            reg = regulariser[0][1](state[0], reg, data.train_images, data.train_labels, sample_idx, act_hp, s_hp, perms[t], state[3])
+        if regulariser:  # end of the task
+            reg = consolidate(t, state, reg)
         if permuted:
             evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
             for j in evaluated:

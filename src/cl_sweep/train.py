@@ -225,6 +225,7 @@ def train_jobs(
     *,
     max_population: int | None = None,
     desc: str = "",
+    compile_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Trains several jobs (grid points) of one `population_key` as one population; one result per job.
 
@@ -235,6 +236,11 @@ def train_jobs(
     Early stop is per job: phase 1 trains every job's first ``after_seeds`` seeds, phase 2 the
     remaining seeds of the jobs whose phase-1 mean reached the threshold. ``wall_time_s`` of each
     job is its share of the population's wall time.
+
+    ``compile_only`` compiles the programs of the first call and returns [] (training nothing):
+    compilation, not training, is most of a big sweep's time on a GPU, so the population launcher
+    does this for every structure in parallel threads before training them one after the other.
+    FlyModel's trainer compiles as it goes, so there it does nothing.
     """
     cfgs = [_plain(c) for c in cfgs]
     for c in cfgs:
@@ -268,6 +274,12 @@ def train_jobs(
                 batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
+            if compile_only:
+                if structure.model != "flymodel":
+                    members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
+                    pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
+                    train_population(structure, members, device_data, split, pad_to=pad_to, compile_only=True, **schedule)
+                return
             if structure.model == "flymodel":  # no backpropagation: its own trainer, same result layout
                 from cl_sweep.fly import train_fly_population
 
@@ -282,8 +294,10 @@ def train_jobs(
                 )
 
     split_jobs = es["enabled"]
-    first = [(j, s) for j, ss in enumerate(seeds) for s in (ss[: es["after_seeds"]] if split_jobs else ss)]
+    first = [(j, s) for j, ss in enumerate(seeds) for s in ss[: first_phase_seeds(cfgs[j])]]
     run(first)
+    if compile_only:
+        return []
     early_stopped = [False] * len(cfgs)
     rest = []
     for j, ss in enumerate(seeds):
@@ -305,42 +319,16 @@ def train_jobs(
     ]
 
 
+def first_phase_seeds(cfg: Mapping) -> int:
+    """Seeds a job trains before the early-stop rule decides on the rest (all of them without it)."""
+    es = cfg["early_stop"]
+    return min(cfg["n_seeds"], es["after_seeds"]) if es["enabled"] else cfg["n_seeds"]
+
+
 def _largest_phase(cfgs: Sequence[Mapping]) -> int:
     """Models in the larger of `train_jobs`'s two phases if no job stops early."""
-    es = cfgs[0]["early_stop"]
-    first = sum(min(c["n_seeds"], es["after_seeds"]) if es["enabled"] else c["n_seeds"] for c in cfgs)
-    rest = sum(max(0, c["n_seeds"] - es["after_seeds"]) if es["enabled"] else 0 for c in cfgs)
-    return max(first, rest)
-
-
-def precompile_jobs(cfgs: Sequence[DictConfig | Mapping], *, max_population: int | None = None) -> int | None:
-    """Compiles the programs of the first call `train_jobs` makes for these jobs, training nothing.
-
-    Compilation, not training, is most of a big sweep's time on a GPU (seconds per structure, tens
-    of structures); the population launcher calls this for every structure in parallel threads
-    before training them one after the other. Returns the population size compiled, None for
-    FlyModel (its own trainer compiles as it goes).
-    """
-    cfgs = [_plain(c) for c in cfgs]
-    common = cfgs[0]
-    if model_name(common) == "flymodel":
-        return None
-    device_data, split, structure = _population_setup(common, progress=False)
-    bench, es = common["benchmark"], common["early_stop"]
-    first = [
-        (j, c["seed"] + i)
-        for j, c in enumerate(cfgs)
-        for i in range(min(c["n_seeds"], es["after_seeds"]) if es["enabled"] else c["n_seeds"])
-    ]
-    cap = max_population or default_max_population()
-    chunk = first[:cap]
-    pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, min(cap, _largest_phase(cfgs)))
-    train_population(
-        structure, [members_of(cfgs[j], [s])[0] for j, s in chunk], device_data, split,
-        batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
-        limit_per_task=bench["limit_per_task"], progress=False, pad_to=pad_to, compile_only=True,
-    )
-    return pad_to
+    first = sum(first_phase_seeds(c) for c in cfgs)
+    return max(first, sum(c["n_seeds"] for c in cfgs) - first)
 
 
 def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall) -> dict[str, Any]:

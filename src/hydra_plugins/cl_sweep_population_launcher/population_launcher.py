@@ -152,21 +152,21 @@ class PopulationLauncher(Launcher):
 
     def _per_call(self, cfg: dict) -> int:
         """Jobs per `train_jobs` call: as many as fill a population with their first-phase seeds."""
-        es = cfg["early_stop"]
-        first_phase = min(cfg["n_seeds"], es["after_seeds"]) if es["enabled"] else cfg["n_seeds"]
-        return max(1, self.max_population // max(1, first_phase))
+        from cl_sweep.train import first_phase_seeds
+
+        return max(1, self.max_population // max(1, first_phase_seeds(cfg)))
 
     def _precompile(self, groups: list) -> None:
         """Compiles every group's first population in parallel threads (XLA compiles without the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from cl_sweep.train import precompile_jobs
+        from cl_sweep.train import train_jobs
 
         firsts = [[p.cfg for _, p in jobs[: self._per_call(jobs[0][1].cfg)]] for jobs in groups]
 
         def one(cfgs: list) -> None:
             try:
-                precompile_jobs(cfgs, max_population=self.max_population)
+                train_jobs(cfgs, [[]] * len(cfgs), max_population=self.max_population, compile_only=True)
             except Exception as e:  # the real call compiles (or fails) again, with its own report
                 log.warning(f"precompiling {cfgs[0]['activation']['name']} + {cfgs[0]['optimizer']['name']} failed: {type(e).__name__}: {e}")
 
