@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cl_sweep import kernels
 from cl_sweep.ops import kth_largest, weight_norm_matmul, weight_norm_matmul_reference
 
 
@@ -51,16 +52,15 @@ def bench_kth(batch: int, hidden: int, ks: list[int], repeats: int, inner: int) 
 
         return jax.jit(jax.value_and_grad(f))
 
+    methods = ["radix"] + (["kernel"] if jax.default_backend() == "cpu" and kernels.available() else [])
     for k in ks:
-        cases = {
-            "lax.top_k": (loss(lambda x, k=k: lax.top_k(x, k)[0][..., -1:]), (x,)),
-            "kth_largest": (loss(kth_largest), (x, jnp.int32(k))),
-        }
+        cases = {"lax.top_k": (loss(lambda x, k=k: lax.top_k(x, k)[0][..., -1:]), (x,))}
+        for m in methods:
+            cases[m] = (loss(lambda x, k, m=m: kth_largest(x, k, method=m)), (x, jnp.int32(k)))
         t = interleaved_ms(cases, repeats, inner)
         print(
             f"kth value  B={batch} H={hidden} k={k:<4d} fwd+bwd  lax.top_k {t['lax.top_k']:7.3f} ms"
-            f"  kth_largest (traced k) {t['kth_largest']:7.3f} ms"
-            f"  speed-up x{t['lax.top_k'] / t['kth_largest']:.1f}"
+            + "".join(f"  kth_largest {m} {t[m]:7.3f} ms (x{t['lax.top_k'] / t[m]:.1f})" for m in methods)
         )
 
 

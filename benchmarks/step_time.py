@@ -7,7 +7,8 @@ plain SGD, no weight norm, no update clip, batches gathered on-device from the s
 inside one ``lax.scan``. Every figure is the best of ``--repeats`` interleaved rounds, so a
 shared machine's drift hits both sides alike; read the ratios, not the absolute times.
 ``--ablation`` also times the default model with one part swapped for the floor's (SGD for
-Adagrad, no weight norm, ReLU for Hard ASH, no update clip): where the time above the floor goes.
+Adagrad, no weight norm, ReLU for Hard ASH, no update clip): where the time above the floor goes;
+and, where the fused update kernel runs (cl_sweep.kernels), the same model without it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from cl_sweep import engine
+from cl_sweep import engine, kernels
 from cl_sweep import model as mlp
 from cl_sweep.data import load_dataset
 from cl_sweep.engine import Member, Structure
@@ -84,8 +85,8 @@ def main() -> None:
     p0 = mlp.init_params(jax.random.PRNGKey(0), HIDDEN)
     jax.block_until_ready(floor(p0, data.train_images, data.train_labels, idx1))
 
-    def engine_runner(structure: Structure, P: int, act_hp: dict, opt_hp: dict):
-        init, train_steps, _ = engine._programs(structure)
+    def engine_runner(structure: Structure, P: int, act_hp: dict, opt_hp: dict, fused: bool | None = None):
+        init, train_steps, _ = engine._programs(structure, fused=fused)
         members = [Member(s, act_hp, opt_hp) for s in range(P)]
         a = engine._hp_arrays(members, "activation_hp", list(act_hp))
         o = engine._hp_arrays(members, "optimizer_hp", list(opt_hp))
@@ -114,14 +115,16 @@ def main() -> None:
         runners[("hard_ash+adagrad", P)] = engine_runner(hard_ash, P, ash_hp, ada_hp)
     for P in sorted({1, dflt}):
         runners[("topk_subtract+adagrad", P)] = engine_runner(topk, P, {"k": 64}, ada_hp)
+    fused_here = engine.fused_update_applies(hard_ash) and kernels.available()
     ablations = {
+        **({"  without the fused kernel": (hard_ash, ash_hp, ada_hp, False)} if fused_here else {}),
         "  with SGD for Adagrad": (Structure("hard_ash", "sgd"), ash_hp, {"learning_rate": 1e-3}),
         "  without weight norm": (Structure("hard_ash", "adagrad", weight_norm=(False, False)), ash_hp, ada_hp),
         "  with ReLU for Hard ASH": (Structure("relu", "adagrad"), {}, ada_hp),
         "  without update clip": (Structure("hard_ash", "adagrad", update_clip=None), ash_hp, ada_hp),
     } if args.ablation else {}
-    for name, (structure, a_hp, o_hp) in ablations.items():
-        runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, o_hp)
+    for name, (structure, a_hp, o_hp, *fused) in ablations.items():
+        runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, o_hp, *fused)
 
     times: dict = {k: [] for k in runners}
     for _ in range(args.repeats):  # interleaved rounds: drift hits every variant alike
@@ -144,6 +147,7 @@ def main() -> None:
 
     total_steps = sum(-(-len(ix) // BATCH) for ix in split.train_indices)
     print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print(f"fused update kernel (cl_sweep.kernels): {'used' if fused_here else 'not used'}")
     print(f"steps timed per call: {steps}; best of {args.repeats} interleaved rounds; ms per training step per model")
     print(f"{'variant':<28}{'population':>11}{'ms/step/model':>15}{'x floor':>9}")
     floor_ms = ms[("floor", 1)]

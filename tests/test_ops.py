@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from cl_sweep import kernels
 from cl_sweep.ops import (
     kth_largest,
     weight_norm,
@@ -48,31 +49,38 @@ def _ks(h: int, rng: np.random.Generator) -> list[int]:
     return sorted({1, h, max(1, h // 2), *rng.integers(1, h + 1, size=3).tolist()})
 
 
-_kth_jit = jax.jit(kth_largest)  # k traced: one compile per shape, not per k
+# Both exact implementations; the C++ kernel wherever it can run (tests/test_kernels.py asserts
+# that it does on every machine with x86-64, AVX, FMA and g++).
+METHODS = ["radix"] + (["kernel"] if kernels.available() else [])
+by_method = pytest.mark.parametrize("method", METHODS)
+_kth_jit = jax.jit(kth_largest, static_argnames="method")  # k traced: one compile per shape, not per k
 
 
 @pytest.mark.parametrize("kind", ["normal", "ties", "negative", "specials"])
 @pytest.mark.parametrize("shape", [(1,), (7,), (5, 33), (64, 1000), (2, 3, 129)])
-def test_kth_largest_equals_top_k(shape, kind):
+@by_method
+def test_kth_largest_equals_top_k(shape, kind, method):
     rng = np.random.default_rng(zlib.crc32(repr((shape, kind)).encode()))
     x = jnp.asarray(_sample(rng, shape, kind))
     ks = _ks(shape[-1], rng)
     # Eager with a Python int once; the rest jitted with k traced (one compile per shape).
-    np.testing.assert_array_equal(_bits(kth_largest(x, ks[-1])), _bits(_topk_kth(x, ks[-1])))
+    np.testing.assert_array_equal(_bits(kth_largest(x, ks[-1], method=method)), _bits(_topk_kth(x, ks[-1])))
     for k in ks:
-        got = _kth_jit(x, jnp.int32(k))
+        got = _kth_jit(x, jnp.int32(k), method=method)
         assert got.shape == shape[:-1] + (1,)
         # Bitwise: distinguishes -0.0 from +0.0 and compares NaN payloads.
         np.testing.assert_array_equal(_bits(got), _bits(_topk_kth(x, k)), err_msg=f"k={k}")
 
 
-def test_kth_largest_zero_signs_and_nan_order():
+@by_method
+def test_kth_largest_zero_signs_and_nan_order(method):
     x = jnp.array([-0.0, 0.0, jnp.nan, -jnp.nan, jnp.inf, -0.0, 0.0], jnp.float32)
     for k in range(1, x.shape[0] + 1):
-        np.testing.assert_array_equal(_bits(kth_largest(x, k)), _bits(_topk_kth(x, k)))
+        np.testing.assert_array_equal(_bits(kth_largest(x, k, method=method)), _bits(_topk_kth(x, k)))
 
 
-def test_kth_largest_vmap_over_x_and_k_inside_fori_loop():
+@by_method
+def test_kth_largest_vmap_over_x_and_k_inside_fori_loop(method):
     rng = np.random.default_rng(0)
     x = jnp.asarray(_sample(rng, (4, 16, 50), "ties"))  # population 4 x batch 16 x H 50
     ks = jnp.array([1, 7, 25, 50], jnp.int32)
@@ -80,7 +88,7 @@ def test_kth_largest_vmap_over_x_and_k_inside_fori_loop():
     @jax.jit
     def run(x, ks):
         def body(i, acc):
-            return acc + jax.vmap(kth_largest)(x + i.astype(jnp.float32), ks)
+            return acc + jax.vmap(lambda x, k: kth_largest(x, k, method=method))(x + i.astype(jnp.float32), ks)
 
         return lax.fori_loop(0, 3, body, jnp.zeros(x.shape[:-1] + (1,), jnp.float32))
 
@@ -97,21 +105,23 @@ def _downstream(kth, x, w):
 
 @pytest.mark.parametrize("kind", ["normal", "ties", "specials"])
 @pytest.mark.parametrize("shape", [(9,), (6, 40), (64, 1000)])
-def test_kth_largest_gradient_equals_top_k(shape, kind):
+@by_method
+def test_kth_largest_gradient_equals_top_k(shape, kind, method):
     rng = np.random.default_rng(zlib.crc32(repr((shape, kind, "g")).encode()))
     x = jnp.asarray(_sample(rng, shape, kind))
     if kind == "specials":
         x = jnp.where(jnp.isnan(x), 0.5, x)  # NaN downstream would poison both gradients
     w = jnp.asarray(rng.normal(size=shape).astype(np.float32))
-    grad_mine = jax.jit(jax.grad(lambda x, k: _downstream(lambda x: kth_largest(x, k), x, w)))
+    grad_mine = jax.jit(jax.grad(lambda x, k: _downstream(lambda x: kth_largest(x, k, method=method), x, w)))
     for k in _ks(shape[-1], rng):
         expected = jax.grad(lambda x: _downstream(lambda x: _topk_kth(x, k), x, w))(x)
         np.testing.assert_array_equal(grad_mine(x, jnp.int32(k)), expected, err_msg=f"k={k}")
 
 
-def test_kth_largest_gradient_picks_top_k_index_under_ties():
+@by_method
+def test_kth_largest_gradient_picks_top_k_index_under_ties(method):
     x = jnp.array([1.0, 3.0, 3.0, 0.0, 3.0, 3.0], jnp.float32)
-    grad = jax.jit(jax.grad(lambda x, k: kth_largest(x, k)[0]))
+    grad = jax.jit(jax.grad(lambda x, k: kth_largest(x, k, method=method)[0]))
     for k in range(1, 7):
         got = grad(x, jnp.int32(k))
         expected = jax.grad(lambda x: _topk_kth(x, k)[0])(x)
@@ -119,13 +129,14 @@ def test_kth_largest_gradient_picks_top_k_index_under_ties():
         assert float(jnp.sum(got)) == 1.0
 
 
-def test_kth_largest_gradient_under_vmap_with_traced_k():
+@by_method
+def test_kth_largest_gradient_under_vmap_with_traced_k(method):
     rng = np.random.default_rng(1)
     x = jnp.asarray(_sample(rng, (3, 8, 30), "ties"))
     w = jnp.asarray(rng.normal(size=(8, 30)).astype(np.float32))
     ks = jnp.array([1, 13, 30], jnp.int32)
     got = jax.jit(
-        jax.vmap(jax.grad(lambda x, k: _downstream(lambda x: kth_largest(x, k), x, w)))
+        jax.vmap(jax.grad(lambda x, k: _downstream(lambda x: kth_largest(x, k, method=method), x, w)))
     )(x, ks)
     for p in range(3):
         k = int(ks[p])
@@ -188,3 +199,17 @@ def test_weight_norm_matmul_vmap_population(layout):
 def test_weight_norm_matmul_rejects_bad_layout():
     with pytest.raises(ValueError):
         weight_norm_matmul(jnp.ones((2, 3)), jnp.ones((3, 4)), "columns")
+
+
+def test_kth_largest_methods_agree_out_of_range_and_refuse_unknown():
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(3, 17)).astype(np.float32))
+    for k in (0, -2, 18, 100):  # out of 1..H: a NaN (not range-checked: k may be traced), no gradient
+        values = [kth_largest(x, k, method=m) for m in METHODS]
+        assert np.isnan(np.asarray(values[0])).all()
+        for v in values[1:]:
+            np.testing.assert_array_equal(_bits(v), _bits(values[0]))
+        for m in METHODS:
+            grad = jax.grad(lambda x: jnp.sum(jnp.nan_to_num(kth_largest(x, k, method=m))))(x)
+            assert not np.asarray(grad).any()
+    with pytest.raises(ValueError, match="unknown kth_largest method 'sort'; allowed: radix, kernel"):
+        kth_largest(x, 3, method="sort")

@@ -10,8 +10,10 @@ of the same structure reuses the compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ import optax
 from jax import lax
 from tqdm.auto import tqdm
 
+from cl_sweep import kernels, ops, sdmlp
 from cl_sweep import model as mlp
-from cl_sweep import sdmlp
 from cl_sweep.activations import get_activation
 from cl_sweep import strategies
 from cl_sweep.optimizers import get_optimizer, with_update_clip
@@ -148,13 +150,94 @@ def _hp_arrays(members: Sequence[Member], attr: str, names: Sequence[str]) -> di
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _programs(structure: Structure, permuted: bool = False):
+def fused_update_applies(structure: Structure) -> bool:
+    """Whether the structure's first layer can take the fused weight-norm + optimizer kernel
+    (cl_sweep.kernels): the paper's MLP with weight norm on that layer, Adagrad or RMSprop, no
+    regulariser. Whether this machine can run the kernel is `kernels.available`."""
+    return (
+        structure.model == "mlp"
+        and structure.weight_norm[0]
+        and structure.optimizer in kernels.KINDS
+        and structure.strategy == "none"
+        and not dict(structure.model_static).get("grad_clip_norm")
+    )
+
+
+def _programs(structure: Structure, permuted: bool = False, fused: bool | None = None):
     """Builds and jits (init, train_steps, evaluate) for a structure; cached per process.
 
     With ``permuted`` the inputs are shown through a per-task pixel permutation (a traced
-    [784] index array), so all tasks of permuted MNIST share one program.
+    [784] index array), so all tasks of permuted MNIST share one program. ``fused`` (None: when
+    `fused_update_applies` and `kernels.available`) updates the first layer with the fused CPU
+    kernel; the numbers are bit-identical either way (tested), only the speed differs.
     """
+    if fused is None:
+        fused = fused_update_applies(structure) and fused_update_verified(structure, permuted)
+    elif fused and not (fused_update_applies(structure) and kernels.available()):
+        raise ValueError(f"the fused update kernel does not apply to {structure} or is not available here")
+    return _build_programs(structure, permuted, fused)
+
+
+def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
+    """Whether the fused kernel is available and trains bit-identically to the plain program here.
+
+    The kernel mirrors what XLA:CPU emits for the plain program, and that depends on how XLA
+    fuses it at the given shapes, so the proof runs at the structure's own shapes: three steps of
+    two members (batch 64, ReLU in place of the activation, which does not touch the fused loops)
+    both ways, every parameter and optimizer state compared bit for bit (tests/test_kernels.py
+    also checks one member and the real activations). On a difference it
+    warns and returns False, and the engine keeps the plain program. Once per machine and
+    (optimizer, clip, layer sizes): about two seconds, mostly the plain program's compilation; the
+    outcome is stored beside the compiled kernels (`kernels.record_proof`).
+    """
+    if not kernels.available():
+        return False
+    if structure.hidden_size % 8:  # the kernel's loop mirrors XLA's 8-wide vector loop only
+        return False
+    return _fused_update_verified(dataclasses.replace(structure, activation="relu", activation_static=()), permuted)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
+    # The outcome is a property of this library, jaxlib, optax, XLA flags and shapes: stored once
+    # per machine beside the library, it spares later processes the two compilations.
+    key = f"{structure!r} permuted={permuted} optax={optax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}"
+    recorded = kernels.recorded_proof(key)
+    if recorded is None:
+        recorded = _prove_fused_update(structure, permuted)
+        kernels.record_proof(key, recorded)
+    if not recorded:
+        kernels.not_used(
+            f"{structure.optimizer}, clip {structure.update_clip}, {structure.input_size} -> {structure.hidden_size}: "
+            "its results differ from the plain program's on this machine",
+            what="the fused update kernel is",
+        )
+    return recorded
+
+
+def _prove_fused_update(structure: Structure, permuted: bool) -> bool:
+    rng = np.random.default_rng(0)
+    n_in, batch = structure.input_size, 64
+    images = jnp.asarray(rng.integers(0, 256, size=(4 * batch, n_in), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, structure.num_classes, size=4 * batch, dtype=np.int32))
+    hp = {"adagrad": {"learning_rate": [0.01, 0.5], "initial_accumulator_value": [1e-6, 0.1]},
+          "rmsprop": {"learning_rate": [0.001, 0.05], "decay": [0.9, 0.5]}}[structure.optimizer]
+    opt_hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+    batch_idx = jnp.asarray(rng.integers(0, 4 * batch, size=(2, 3, batch), dtype=np.int32))
+    out = []
+    for fused in (False, True):
+        init, train_steps, _ = _build_programs(structure, permuted, fused)
+        state = init(jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)]), opt_hp)
+        state = train_steps(
+            state, images, labels, batch_idx, jnp.ones((3, batch), jnp.float32), jnp.int32(0), jnp.int32(3), {},
+            opt_hp, jnp.arange(n_in, dtype=jnp.int32),
+        )
+        out.append([np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)])
+    return all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(*out))
+
+
+@functools.lru_cache(maxsize=64)
+def _build_programs(structure: Structure, permuted: bool, fused: bool):
     act = get_activation(structure.activation)
     static = dict(structure.activation_static)
     opt = get_optimizer(structure.optimizer)
@@ -199,7 +282,33 @@ def _programs(structure: Structure, permuted: bool = False):
             loss = loss + strategies.penalty(strat.name, reg, params, s_hp)
         return loss, h
 
+    def member_step_fused(params, opt_state, x, y, mask, act_hp, opt_hp):
+        """`member_step` with the first layer's weight-norm gradient, optimizer step and clip in one
+        kernel pass (cl_sweep.kernels): the same operations, so the same numbers."""
+        v = params["w1"]
+        out1, grad_parts = ops.weight_norm_matmul_split(x, v)
+
+        def head(out1, w2):
+            h = activation_fn(act_hp)(out1)
+            ce = optax.softmax_cross_entropy_with_integer_labels(mlp.dense(h, w2, wn[1]), y)
+            return jnp.sum(ce * mask) / jnp.sum(mask)
+
+        loss, (dout1, dw2) = jax.value_and_grad(head, argnums=(0, 1))(out1, params["w2"])
+        # The optax chain updates the other parameters; its first-layer part gets a zero gradient
+        # and its results are replaced below, so XLA drops that dead work.
+        updates, new_state = make_tx(opt_hp).update({"w1": jnp.zeros_like(v), "w2": dw2}, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        g, colsum, beta = grad_parts(dout1)
+        v, acc = kernels.fused_update(
+            structure.optimizer, g, v, kernels.param_state(opt_state, "w1"), beta,
+            opt_hp["learning_rate"], opt_hp.get("decay", 0.0), structure.update_clip, colsum=colsum,
+        )
+        return {**params, "w1": v}, kernels.replace_param_state(new_state, "w1", acc), loss
+
     def member_step(params, opt_state, aux, x, y, mask, act_hp, opt_hp, reg, s_hp):
+        if fused and params["w1"].shape[1] > x.shape[0]:  # the layout weight_norm_matmul_split handles
+            params, opt_state, loss = member_step_fused(params, opt_state, x, y, mask, act_hp, opt_hp)
+            return params, opt_state, aux, loss
         (loss, h), grads = jax.value_and_grad(member_loss, has_aux=True)(params, x, y, mask, act_hp, aux, reg, s_hp)
         updates, opt_state = make_tx(opt_hp).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)

@@ -9,11 +9,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cl_sweep import kernels
+
 __all__ = [
     "kth_largest",
     "weight_norm",
     "weight_norm_matmul",
     "weight_norm_matmul_reference",
+    "weight_norm_matmul_split",
 ]
 
 _SIGN_BIT = 0x80000000
@@ -97,12 +100,35 @@ def _kth_largest_jvp(primals, tangents):
     return _keys_to_float(t), tangent
 
 
-def kth_largest(x: jax.Array, k: int | jax.Array) -> jax.Array:
+@jax.custom_jvp
+def _kth_largest_cpu(x: jax.Array, k: jax.Array) -> jax.Array:
+    return kernels.kth_largest(x, jnp.broadcast_to(k, x.shape[:-1]))[0]
+
+
+@_kth_largest_cpu.defjvp
+def _kth_largest_cpu_jvp(primals, tangents):
+    x, k = primals
+    x_dot, _ = tangents
+    value, index = kernels.kth_largest(x, jnp.broadcast_to(k, x.shape[:-1]))
+    pos = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    # the same one-hot (now from the kernel's index) and the same transposable form as above
+    tangent = jnp.sum(jnp.where(pos == index, x_dot, jnp.zeros_like(x_dot)), axis=-1, keepdims=True)
+    return value, tangent
+
+
+KTH_METHODS = ("radix", "kernel")
+
+
+def kth_largest(x: jax.Array, k: int | jax.Array, *, method: str | None = None) -> jax.Array:
     """The k-th largest value along the last axis; equals ``lax.top_k(x, k)[0][..., -1:]``.
 
     Works with a traced ``k`` (``lax.top_k`` needs a static one), under ``jax.vmap`` (over ``x``
-    and/or ``k``) and inside ``lax.fori_loop``. Cost: 32 vectorised compare+count passes over
-    the last axis (a radix select on order-preserving integer keys), no sort.
+    and/or ``k``) and inside ``lax.fori_loop``. Two exact implementations, equal bit for bit
+    (tested): ``"radix"``, 32 vectorised compare+count passes over the last axis (a radix select
+    on order-preserving integer keys, no sort), which runs anywhere; and ``"kernel"``, the same
+    select one byte at a time over the surviving candidates in a C++ CPU kernel
+    (cl_sweep.kernels), which also returns the index the gradient needs. ``method=None`` takes
+    the kernel on the CPU where it is available, else the radix select.
 
     Ordering is IEEE-754 totalOrder, which is what ``lax.top_k`` uses:
     ``-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf < +NaN`` (NaNs further ordered by payload
@@ -125,7 +151,14 @@ def kth_largest(x: jax.Array, k: int | jax.Array) -> jax.Array:
     x = jnp.asarray(x)
     if x.dtype != jnp.float32:
         raise TypeError(f"kth_largest expects float32, got {x.dtype}")
-    return _kth_largest(x, jnp.asarray(k, jnp.int32))
+    if method is None:
+        method = "kernel" if jax.default_backend() == "cpu" and kernels.available() else "radix"
+    if method not in KTH_METHODS:
+        raise ValueError(f"unknown kth_largest method {method!r}; allowed: {', '.join(KTH_METHODS)}")
+    if method == "kernel" and not kernels.available():
+        raise ValueError("kth_largest method 'kernel' needs the CPU kernels (cl_sweep.kernels), not available here")
+    k = jnp.asarray(k, jnp.int32)
+    return _kth_largest_cpu(x, k) if method == "kernel" else _kth_largest(x, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,10 +232,16 @@ def _wn_forward(x: jax.Array, v: jax.Array, in_axis: int, centre_weights: bool):
     return out, (x_c, v, n, out, mu)
 
 
-def _wn_backward(in_axis: int, centre_weights: bool, residuals, dout: jax.Array):
-    xs, vs, n, out = residuals[:4]
+def _wn_scaled_cotangent(in_axis: int, residuals, dout: jax.Array):
+    """``d = dout / n`` and the per-unit ``beta = sum_b(d * out) / n`` of the backward pass."""
+    n, out = residuals[2], residuals[3]
     d = dout / n
-    beta = _units(jnp.sum(d * out, axis=0) / n, in_axis)
+    return d, _units(jnp.sum(d * out, axis=0) / n, in_axis)
+
+
+def _wn_backward(in_axis: int, centre_weights: bool, residuals, dout: jax.Array):
+    xs, vs = residuals[:2]
+    d, beta = _wn_scaled_cotangent(in_axis, residuals, dout)
     if centre_weights:
         x, c = xs, vs
         dx = _matmul_t(d, c, in_axis)
@@ -217,6 +256,26 @@ def _wn_backward(in_axis: int, centre_weights: bool, residuals, dout: jax.Array)
     mu = residuals[4]  # saved by the forward: one pass over v fewer
     dv = _outer(x_c, d, in_axis) - (v - mu) * beta
     return dx, dv
+
+
+def weight_norm_matmul_split(x: jax.Array, v: jax.Array):
+    """:func:`weight_norm_matmul` (``in_out`` layout, ``out > B``) with its weight gradient left in parts.
+
+    Returns ``(out, grad_parts)``: ``out`` as :func:`weight_norm_matmul` computes it, and
+    ``grad_parts(dout) -> (G, s, beta)`` with ``dL/dv = G - (v - s / m) * beta``, ``s`` the column
+    sums of ``v`` ([1, out]) and ``m`` its fan-in, the operations the custom VJP performs. The
+    engine hands the parts to a fused optimizer kernel (cl_sweep.kernels) instead of
+    materialising ``dL/dv``; the input gets no gradient.
+    """
+    if x.ndim != 2 or v.ndim != 2 or v.shape[1] <= x.shape[0]:
+        raise ValueError(f"weight_norm_matmul_split needs x [B, in] and v [in, out] with out > B, got {x.shape}, {v.shape}")
+    out, residuals = _wn_forward(x, v, 0, False)
+
+    def grad_parts(dout: jax.Array):
+        d, beta = _wn_scaled_cotangent(0, residuals, dout)
+        return _outer(residuals[0], d, 0), jnp.sum(v, axis=0, keepdims=True), beta
+
+    return out, grad_parts
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -1,0 +1,226 @@
+"""Two C++ CPU kernels for the hottest parts of a training step, as XLA FFI calls.
+
+1. ``fused_update.cc``: the first layer's weight-norm gradient + Adagrad/RMSprop step + update clip
+   in one pass. On the CPU a training step of the paper's MLP is memory-bound around its two
+   GEMMs. For the 784 × 1000 first layer XLA:CPU writes the weight-norm gradient
+   ``dv = G - (v - mu) * beta``, the optimizer's accumulator and the clipped update as three
+   separate loops (this backend has no multi-output fusion), reading and writing 3 MB arrays
+   eleven times per model per step; the kernel reads ``G``, ``v``, ``acc`` and writes ``v``, ``acc``
+   once. ``benchmarks/step_time.py --ablation`` measures what that saves.
+2. ``kth_largest.cc``: the k-th largest value of each row (Top-K's threshold) and the index
+   ``lax.top_k`` reports for it, a byte-wise radix select over the surviving candidates instead of
+   32 compare+count passes over every unit (cl_sweep.ops.kth_largest).
+
+Same numbers. The k-th largest is exact either way. The fused update repeats, operation by
+operation, what XLA:CPU emits for the engine's plain program (the same fused multiply-adds where
+XLA's LLVM backend contracts them, including in the remainder of its unrolled loop, and XLA's
+rsqrt: the AVX hardware estimate refined by one Newton step), so training with it is
+bit-identical to training without it and stored results stay re-runnable bit for bit. Which
+multiply-adds XLA contracts depends on how it fuses the program at the given shapes, so the
+engine proves the equality on the machine it runs on, at the structure's own shapes, before it
+uses the kernel (``engine.fused_update_verified``) and otherwise keeps the plain program with a
+warning; ``tests/test_kernels.py`` checks it at the paper's shapes.
+
+How they are built. The sources are compiled on first use with the system's ``g++``
+(``-O3 -march=native``, against the XLA FFI headers shipped in jaxlib) into
+``<cache dir>/kernels/`` (the data cache, see cl_sweep.data.cache_dir), keyed by the sources, the
+jaxlib version and the CPU's flags, and registered as XLA FFI targets. Only x86-64 CPUs with AVX
+and FMA are supported (what the bit-for-bit argument was checked on); elsewhere, without a
+compiler, on a GPU, or with ``CL_SWEEP_CPU_KERNELS=0`` the engine runs the plain XLA program
+and ``kth_largest`` its radix select.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import inspect
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = ["KINDS", "available", "eps_for", "fused_update", "kth_largest", "not_used", "param_state", "reference_update", "replace_param_state"]
+
+SOURCES = (Path(__file__).with_name("fused_update.cc"), Path(__file__).with_name("kth_largest.cc"))
+# optimizer name -> FFI target of its fused update
+KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop"}
+KTH_LARGEST = "cl_sweep_kth_largest"
+# FFI target -> the handler symbol in the library
+_SYMBOLS = {KINDS["adagrad"]: "ClSweepFusedAdagrad", KINDS["rmsprop"]: "ClSweepFusedRmsprop", KTH_LARGEST: "ClSweepKthLargest"}
+ENV_SWITCH = "CL_SWEEP_CPU_KERNELS"
+
+
+def eps_for(kind: str) -> float:
+    """The eps optax uses for ``kind`` (its default: cl_sweep's factories never set it)."""
+    return float(inspect.signature(getattr(optax, kind)).parameters["eps"].default)
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _build() -> Path:
+    """Compiles the kernel into the cache (once per source, jaxlib and CPU) and returns the library."""
+    from cl_sweep.data import cache_dir
+
+    include = jax.ffi.include_dir()
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (g++) on PATH")
+    flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-w"]
+    key = hashlib.sha256(
+        "\0".join([*(src.read_text() for src in SOURCES), jax.__version__, cxx, " ".join(flags), platform.machine(), _cpu_flags()]).encode()
+    ).hexdigest()[:16]
+    out_dir = cache_dir() / "kernels"
+    lib = out_dir / f"cl_sweep_kernels-{key}.so"
+    global _LIB_KEY
+    _LIB_KEY = key
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: concurrent processes (parallel launchers) never see half a file.
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_lib = Path(tmp) / lib.name
+        proc = subprocess.run([cxx, *flags, f"-I{include}", *map(str, SOURCES), "-o", str(tmp_lib)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} failed on {', '.join(src.name for src in SOURCES)}:\n{proc.stderr.strip()[-2000:]}")
+        os.replace(tmp_lib, lib)
+    return lib
+
+
+_LIB_KEY: str | None = None  # the built library's key: proofs are only valid for that library
+
+
+def _proofs_file() -> Path:
+    from cl_sweep.data import cache_dir
+
+    return cache_dir() / "kernels" / f"proofs-{_LIB_KEY}.json"
+
+
+def recorded_proof(key: str) -> bool | None:
+    """A stored outcome of an equality proof (see engine.fused_update_verified) for this library, or None."""
+    try:
+        return json.loads(_proofs_file().read_text()).get(key)
+    except (OSError, ValueError):
+        return None
+
+
+def record_proof(key: str, ok: bool) -> None:
+    """Stores a proof's outcome beside the library, so later processes skip it (a lost race only costs a re-run)."""
+    path = _proofs_file()
+    try:
+        proofs = json.loads(path.read_text())
+    except (OSError, ValueError):
+        proofs = {}
+    proofs[key] = ok
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+            json.dump(proofs, f, indent=1, sort_keys=True)
+        os.replace(f.name, path)
+    except OSError:
+        pass  # a read-only cache: the proof runs again next time
+
+
+def reference_update(kind, g, v, acc, beta, lr, hp, clip):
+    """The unfused computation, as the engine's plain path does it: ``dv`` (cl_sweep.ops), then the
+    registered optimizer's optax chain with the update clip.
+
+    Returns (new v, new accumulator) for one member [in, out] (``jax.vmap`` it for a population).
+    """
+    from cl_sweep.optimizers import get_optimizer, with_update_clip
+
+    dv = g - (v - jnp.mean(v, axis=0, keepdims=True)) * beta
+    hps = {"learning_rate": lr, "initial_accumulator_value": 0.0} if kind == "adagrad" else {"learning_rate": lr, "decay": hp}
+    tx = with_update_clip(get_optimizer(kind).factory(**hps), clip)  # the registered optimizer, as the engine builds it
+    state = replace_param_state(tx.init({"w": v}), "w", acc)
+    u, new_state = tx.update({"w": dv}, state, {"w": v})
+    return optax.apply_updates({"w": v}, u)["w"], param_state(new_state, "w")
+
+
+def fused_update(kind, g, v, acc, beta, lr, hp, clip, colsum=None):
+    """Same as :func:`reference_update`, in one pass (requires :func:`available`).
+
+    ``colsum``, ``v``'s column sums [1, out], is computed here unless the caller already has it.
+    """
+    colsum = jnp.sum(v, axis=-2, keepdims=True) if colsum is None else colsum
+    inv_m = np.float32(1.0) / np.float32(jnp.shape(v)[-2])  # the constant XLA multiplies a mean by
+    shape = jax.ShapeDtypeStruct(jnp.shape(v), jnp.float32)
+    # Outputs may overwrite v and acc in place (each element is read before it is written): inside
+    # the training loop XLA then writes straight into the loop-carried buffers instead of copying.
+    call = jax.ffi.ffi_call(KINDS[kind], (shape, shape), vmap_method="broadcast_all", input_output_aliases={1: 0, 2: 1})
+    return call(
+        g, v, acc, colsum, beta, jnp.asarray(lr, jnp.float32), jnp.asarray(hp, jnp.float32),
+        inv_m=inv_m, eps=np.float32(eps_for(kind)), clip=np.float32(clip or 0.0), threads=np.int64(os.cpu_count() or 1),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    """Builds, registers and checks the kernel once per process; False (with a warning) when it can't be used."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    if jax.default_backend() != "cpu":
+        return False
+    if platform.machine() not in ("x86_64", "AMD64") or not {"avx", "fma"} <= set(_cpu_flags().split()):
+        return False
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(_build()))
+        for target, symbol in _SYMBOLS.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the plain XLA program
+        not_used(f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def not_used(problem: str, what: str = "the CPU kernels are") -> None:
+    """Warns that a kernel is not used and why (the run goes on with the plain program: same numbers, slower)."""
+    warnings.warn(
+        f"cl_sweep: {what} not used ({problem}); training runs the plain XLA program instead "
+        f"(same numbers, slower). Set {ENV_SWITCH}=0 to skip the kernels.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def kth_largest(x: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per row of ``x`` [..., H]: the k-th largest value [..., 1] and the index ``lax.top_k`` reports for it
+    [..., 1] (-1 for ``k`` outside 1..H, whose value is a NaN). ``k``: int32 of shape ``x.shape[:-1]``.
+    Requires :func:`available`; cl_sweep.ops.kth_largest is the public entry point."""
+    out = (jax.ShapeDtypeStruct(x.shape[:-1] + (1,), jnp.float32), jax.ShapeDtypeStruct(x.shape[:-1] + (1,), jnp.int32))
+    return jax.ffi.ffi_call(KTH_LARGEST, out, vmap_method="broadcast_all")(x, k, threads=np.int64(os.cpu_count() or 1))
+
+
+def _is_param(path, name: str) -> bool:
+    return any(isinstance(k, jax.tree_util.DictKey) and k.key == name for k in path)
+
+
+def param_state(opt_state, name: str) -> jax.Array:
+    """The single optimizer-state leaf that belongs to parameter ``name`` (Adagrad's or RMSprop's accumulator)."""
+    leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0] if _is_param(path, name)]
+    if len(leaves) != 1:
+        raise ValueError(f"expected one optimizer-state leaf for {name!r}, found {len(leaves)}")
+    return leaves[0]
+
+
+def replace_param_state(opt_state, name: str, value: jax.Array):
+    """``opt_state`` with parameter ``name``'s state leaf replaced by ``value``."""
+    return jax.tree_util.tree_map_with_path(lambda path, leaf: value if _is_param(path, name) else leaf, opt_state)

@@ -1,0 +1,168 @@
+// Fused weight-norm gradient + Adagrad/RMSprop step + update clip for one weight-normalised layer,
+// as an XLA CPU FFI custom call. What it computes, and why, is in cl_sweep/kernels/__init__.py.
+//
+// Per element of a member's [in, out] weight v (s = sum_in v and beta: per output unit; lr, hp: per member):
+//   dv  = g - (v - s * inv_m) * beta                  the weight-norm gradient (cl_sweep.ops), mu = s / m
+//   acc = dv * dv + acc                               Adagrad (optax.scale_by_rss)
+//   acc = (1 - hp) * (dv * dv) + hp * acc             RMSprop (optax.scale_by_rms), hp = decay
+//   u   = (-lr) * (rsqrt(acc + eps) * dv)             Adagrad: 0 where acc <= 0
+//   v   = v + clip(u, -clip, clip)                    optax.clip, when clip > 0
+// The arithmetic follows what XLA:CPU emits for the same optax chain operation by operation
+// (same roundings, same fused multiply-adds, the same rsqrt: the hardware estimate refined by one
+// Newton step), so the result is bit-identical to the unfused program on the same CPU; the tests
+// check that.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+
+#if !defined(__AVX__) || !defined(__FMA__)
+#error "the fused update mirrors XLA:CPU's AVX code: build it with -march=native on a CPU with AVX and FMA"
+#endif
+#include <immintrin.h>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Kind { kAdagrad = 0, kRmsprop = 1 };
+
+// XLA:CPU's f32 rsqrt on AVX targets: the 12-bit hardware estimate, one Newton-Raphson step
+// h = (x*y)*y - 1, y' = (-y/2)*h + y, kept where x is +normal (or NaN); the bare estimate
+// elsewhere (zero, subnormal, negative, infinite).
+inline __m256 Rsqrt(__m256 x) {
+  const __m256 y = _mm256_rsqrt_ps(x);
+  const __m256 r2 = _mm256_mul_ps(x, y);
+  const __m256 half_y = _mm256_mul_ps(y, _mm256_set1_ps(-0.5f));
+  const __m256 h = _mm256_fmadd_ps(r2, y, _mm256_set1_ps(-1.0f));
+  const __m256 refined = _mm256_fmadd_ps(half_y, h, y);
+  // refine where x is NaN or FLT_MIN <= x < +inf: "not less than FLT_MIN" and "not +inf", both
+  // true for a NaN (unordered predicates)
+  const __m256 refine = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(1.17549435e-38f), _CMP_NLT_UQ),
+                                      _mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_NEQ_UQ));
+  return _mm256_blendv_ps(y, refined, refine);
+}
+
+template <int kKind, bool kClip, bool kContractMean>
+inline void Update8(const float* g, const float* v, const float* acc, const float* colsum, const float* beta,
+                    __m256 inv_m, __m256 neg_lr, __m256 hp, __m256 one_minus_hp, __m256 eps, __m256 clip,
+                    __m256 neg_clip, float* v_out, float* acc_out) {
+  const __m256 vv = _mm256_loadu_ps(v);
+  // XLA fuses the mean's multiply into the weight-norm gradient's loop. In that loop's unrolled
+  // body (32 elements a trip) LLVM contracts v - s * (1/m) into one FMA; in its 8-wide remainder
+  // it does not.
+  const __m256 centred = kContractMean ? _mm256_fnmadd_ps(_mm256_loadu_ps(colsum), inv_m, vv)
+                                       : _mm256_sub_ps(vv, _mm256_mul_ps(_mm256_loadu_ps(colsum), inv_m));
+  const __m256 dv = _mm256_fnmadd_ps(centred, _mm256_loadu_ps(beta), _mm256_loadu_ps(g));
+  __m256 a, s;  // s: the update before the learning rate
+  if constexpr (kKind == kAdagrad) {
+    a = _mm256_fmadd_ps(dv, dv, _mm256_loadu_ps(acc));
+    const __m256 inv = _mm256_and_ps(Rsqrt(_mm256_add_ps(a, eps)),
+                                     _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ));
+    s = _mm256_mul_ps(inv, dv);
+  } else {
+    a = _mm256_fmadd_ps(one_minus_hp, _mm256_mul_ps(dv, dv), _mm256_mul_ps(hp, _mm256_loadu_ps(acc)));
+    s = _mm256_mul_ps(dv, Rsqrt(_mm256_add_ps(a, eps)));
+  }
+  _mm256_storeu_ps(acc_out, a);
+  if constexpr (kClip) {
+    // llvm.maximum / llvm.minimum keep a NaN; vmaxps / vminps return their second operand when
+    // either is NaN, so u goes second. (Ties are between equal values: the clip is positive.)
+    const __m256 u = _mm256_mul_ps(s, neg_lr);
+    const __m256 c = _mm256_min_ps(clip, _mm256_max_ps(neg_clip, u));
+    _mm256_storeu_ps(v_out, _mm256_add_ps(vv, c));
+  } else {  // without the clip, XLA contracts the learning-rate product and the add into one FMA
+    _mm256_storeu_ps(v_out, _mm256_fmadd_ps(s, neg_lr, vv));
+  }
+}
+
+// One member: rows [r0, r1) of its [in, out] weight.
+template <int kKind, bool kClip>
+void UpdateRows(const float* g, const float* v, const float* acc, const float* colsum, const float* beta,
+                float inv_m, float lr, float hp, float eps, float clip, int64_t r0, int64_t r1, int64_t out,
+                float* v_out, float* acc_out) {
+  const __m256 inv_m8 = _mm256_set1_ps(inv_m), neg_lr8 = _mm256_set1_ps(lr * -1.0f), hp8 = _mm256_set1_ps(hp),
+               om8 = _mm256_set1_ps(1.0f - hp), eps8 = _mm256_set1_ps(eps), clip8 = _mm256_set1_ps(clip),
+               neg_clip8 = _mm256_set1_ps(-clip);
+  const int64_t unrolled = out - out % 32;  // out % 8 == 0 is checked by the caller
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t o = r * out;
+    int64_t j = 0;
+    for (; j < unrolled; j += 8)
+      Update8<kKind, kClip, true>(g + o + j, v + o + j, acc + o + j, colsum + j, beta + j, inv_m8, neg_lr8, hp8,
+                                  om8, eps8, clip8, neg_clip8, v_out + o + j, acc_out + o + j);
+    for (; j < out; j += 8)
+      Update8<kKind, kClip, false>(g + o + j, v + o + j, acc + o + j, colsum + j, beta + j, inv_m8, neg_lr8, hp8,
+                                   om8, eps8, clip8, neg_clip8, v_out + o + j, acc_out + o + j);
+  }
+}
+
+template <int kKind>
+ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> v,
+                           ffi::Buffer<ffi::F32> acc, ffi::Buffer<ffi::F32> colsum, ffi::Buffer<ffi::F32> beta,
+                           ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> hp,
+                           ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> acc_out,
+                           float inv_m, float eps, float clip, int64_t threads) {
+  auto dims = v.dimensions();
+  if (dims.size() < 2) return ffi::Error::InvalidArgument("fused_update: weights must be at least 2-D");
+  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
+  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
+  if (lr.element_count() != members || hp.element_count() != members ||
+      colsum.element_count() != members * out || beta.element_count() != members * out ||
+      g.element_count() != v.element_count() || acc.element_count() != v.element_count())
+    return ffi::Error::InvalidArgument("fused_update: operand shapes do not match the weights");
+  if (out % 8 != 0) return ffi::Error::InvalidArgument("fused_update: the number of units must be a multiple of 8");
+  auto rows = clip > 0.0f ? UpdateRows<kKind, true> : UpdateRows<kKind, false>;
+  auto run = [&](int64_t p, int64_t r0, int64_t r1) {
+    const int64_t base = p * in * out;
+    rows(g.typed_data() + base, v.typed_data() + base, acc.typed_data() + base, colsum.typed_data() + p * out,
+         beta.typed_data() + p * out, inv_m, lr.typed_data()[p], hp.typed_data()[p], eps, clip, r0, r1, out,
+         v_out->typed_data() + base, acc_out->typed_data() + base);
+  };
+  // Each element is independent: splitting rows over threads changes no result. Blocks of rows
+  // are claimed from a shared counter by this thread and by helpers from XLA's pool; this thread
+  // never waits for a helper that has not started (it takes that block itself), so a busy pool
+  // costs speed, never a deadlock. Late helpers find nothing left and touch no buffer.
+  struct Shared {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  const int64_t n_blocks = std::max<int64_t>(1, std::min<int64_t>(threads, in));
+  auto shared = std::make_shared<Shared>();
+  auto work = [=, &run](Shared& st) {
+    for (int64_t b; (b = st.next.fetch_add(1)) < n_blocks;) {
+      for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
+      st.done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 1; t < n_blocks; ++t) pool.Schedule([shared, work] { work(*shared); });
+  work(*shared);
+  while (shared->done.load(std::memory_order_acquire) < n_blocks) {
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define CL_SWEEP_DEFINE_HANDLER(name, kind)                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, FusedUpdateImpl<kind>,        \
+                                ffi::Ffi::Bind()                     \
+                                    .Ctx<ffi::ThreadPool>()          \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Ret<ffi::Buffer<ffi::F32>>()    \
+                                    .Ret<ffi::Buffer<ffi::F32>>()    \
+                                    .Attr<float>("inv_m")            \
+                                    .Attr<float>("eps")              \
+                                    .Attr<float>("clip")             \
+                                    .Attr<int64_t>("threads"));
+
+CL_SWEEP_DEFINE_HANDLER(ClSweepFusedAdagrad, kAdagrad)
+CL_SWEEP_DEFINE_HANDLER(ClSweepFusedRmsprop, kRmsprop)

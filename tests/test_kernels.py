@@ -1,0 +1,245 @@
+"""The fused CPU kernels (cl_sweep.kernels) compute bit for bit what the plain XLA program computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cl_sweep import engine, kernels, ops
+from cl_sweep.data import load_dataset
+from cl_sweep.engine import Member, Structure
+from cl_sweep.tasks import class_incremental_split
+
+
+def _supported_here() -> bool:
+    flags = set(kernels._cpu_flags().split())
+    return platform.machine() == "x86_64" and {"avx", "fma"} <= flags and shutil.which("g++") is not None
+
+
+def _bits(a) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+# The kernels are required wherever they can run: CI's machines are x86-64 with AVX, FMA and g++.
+needs_kernel = pytest.mark.skipif(not _supported_here(), reason="the fused kernels need x86-64 with AVX, FMA and g++")
+
+
+def test_availability_matches_the_machine():
+    assert kernels.available() == _supported_here()
+
+
+def _case(rng, P, I, O):
+    g = rng.normal(size=(P, I, O)).astype(np.float32) * 1e-3
+    v = rng.normal(size=(P, I, O)).astype(np.float32) * 0.05
+    acc = np.abs(rng.normal(size=(P, I, O))).astype(np.float32) * 1e-5
+    acc[0, :3] = 0.0  # Adagrad's where(acc > 0, ...) branch
+    acc[-1, -1, :5] = 1e-40  # subnormal: XLA's rsqrt keeps the hardware estimate there
+    g[0, 1, :4] = [np.inf, -np.inf, np.nan, 1e30]  # non-finite updates go through the clip as XLA does
+    beta = rng.normal(size=(P, 1, O)).astype(np.float32) * 1e-2
+    lr = rng.choice([1e-4, 2e-3, 0.5], size=P).astype(np.float32)
+    hp = rng.choice([0.5, 0.9, 0.999], size=P).astype(np.float32)
+    return g, v, acc, beta, lr, hp
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(kernels.KINDS))
+@pytest.mark.parametrize("clip", [0.01, 1e-6, None])
+@pytest.mark.parametrize("shape", [(1, 3, 8), (3, 17, 40), (2, 784, 1000)])
+def test_fused_update_computes_the_optax_chain(kind, clip, shape):
+    """The kernel against optax compiled on its own. Bit for bit is only promised against the
+    engine's own program (next tests): how XLA rounds the centring depends on how it fuses."""
+    assert kernels.available()
+    args = _case(np.random.default_rng(zlib.crc32(repr((kind, clip, shape)).encode())), *shape)
+    ref = jax.jit(jax.vmap(lambda *a: kernels.reference_update(kind, *a, clip)))(*args)
+    got = jax.jit(jax.vmap(lambda *a: kernels.fused_update(kind, *a, clip)))(*args)
+    for name, r, f in zip(("weights", "accumulator"), ref, got):
+        r, f = np.asarray(r), np.asarray(f)
+        assert r.shape == f.shape == shape
+        np.testing.assert_array_equal(np.isnan(f), np.isnan(r), err_msg=name)
+        np.testing.assert_allclose(f, r, rtol=2e-6, atol=3e-7, err_msg=name)  # atol: v + u cancelling, |u| up to 0.5
+    assert np.isnan(np.asarray(got[0])[0, 1, 2])  # a NaN gradient gives a NaN weight, as in optax
+    if clip is not None:  # the clip bounds every finite step
+        step = np.abs(np.asarray(got[0]) - args[1])
+        finite = np.isfinite(step)  # allowing for the roundings of v + u and of this difference
+        assert np.all(step[finite] <= clip + 2 * np.spacing(np.abs(args[1]))[finite])
+
+
+@needs_kernel
+def test_fused_update_rejects_widths_its_loop_does_not_mirror():
+    args = _case(np.random.default_rng(0), 1, 3, 12)
+    with pytest.raises(Exception, match="multiple of 8"):
+        jax.block_until_ready(jax.vmap(lambda *a: kernels.fused_update("adagrad", *a, 0.01))(*args))
+
+
+def test_weight_norm_split_parts_rebuild_the_custom_vjp_gradient():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(16, 30)).astype(np.float32))
+    v = jnp.asarray(rng.normal(size=(30, 40)).astype(np.float32))
+    dout = jnp.asarray(rng.normal(size=(16, 40)).astype(np.float32))
+
+    @jax.jit
+    def both(x, v, dout):
+        out, vjp = jax.vjp(lambda v: ops.weight_norm_matmul(x, v), v)
+        out_split, parts = ops.weight_norm_matmul_split(x, v)
+        g, colsum, beta = parts(dout)
+        return out, vjp(dout)[0], out_split, g - (v - colsum / v.shape[0]) * beta
+
+    out, dv, out_split, dv_split = both(x, v, dout)
+    np.testing.assert_array_equal(_bits(out_split), _bits(out))
+    np.testing.assert_allclose(dv_split, dv, rtol=1e-5, atol=1e-6)  # the same parts; XLA's roundings may differ
+    with pytest.raises(ValueError, match="out > B"):
+        ops.weight_norm_matmul_split(x[:, :10], v[:10, :8])
+
+
+@pytest.fixture(scope="module")
+def mnist_slice():
+    """Real MNIST, Split-MNIST tasks, 192 training examples per task (3 steps of 64)."""
+    ds = load_dataset("mnist", progress=False)
+    return engine.to_device(ds), class_incremental_split(ds.train_labels, ds.test_labels, 5, 2)
+
+
+ASH = {"alpha": 3.0, "z_k": 2.3, "beta": 2.0}
+CASES = {
+    "hard_ash+adagrad (the default)": (Structure("hard_ash", "adagrad"), ASH, {"learning_rate": 2e-4, "initial_accumulator_value": 1e-6}),
+    "hard_ash+rmsprop": (Structure("hard_ash", "rmsprop"), ASH, {"learning_rate": 1e-4, "decay": 0.9}),
+    "relu+adagrad, no clip": (Structure("relu", "adagrad", update_clip=None), {}, {"learning_rate": 1e-2, "initial_accumulator_value": 0.1}),
+}
+
+
+@needs_kernel
+@pytest.mark.slow
+@pytest.mark.parametrize("population", [1, 2])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_training_is_bit_identical_to_the_plain_program(case, population, mnist_slice):
+    """At the paper's shapes (784 -> 1000 -> 10, batch 64), 10 steps of real MNIST: every weight and
+    optimizer state equal bit for bit, with and without the kernel."""
+    data, split = mnist_slice
+    structure, a_hp, o_hp = CASES[case]
+    assert engine.fused_update_applies(structure) and engine.fused_update_verified(structure)
+    members = [Member(0, a_hp, o_hp), Member(1, a_hp, {**o_hp, "learning_rate": 3 * o_hp["learning_rate"]})][:population]
+    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+    a = engine._hp_arrays(members, "activation_hp", list(a_hp))
+    o = engine._hp_arrays(members, "optimizer_hp", list(o_hp))
+    order = split.train_indices[0]
+    idx = jnp.asarray(np.stack([order[s : s + 10 * 64].reshape(10, 64) for s in (0, 64)][:population]))
+    states = {}
+    for fused in (False, True):
+        init, train_steps, _ = engine._programs(structure, fused=fused)
+        state = train_steps(
+            init(keys, o), data.train_images, data.train_labels, idx, jnp.ones((10, 64), jnp.float32),
+            jnp.int32(0), jnp.int32(10), a, o, jnp.arange(784, dtype=jnp.int32),
+        )
+        states[fused] = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+    for plain, fused in zip(states[False], states[True]):
+        assert plain.shape == fused.shape
+        np.testing.assert_array_equal(fused.view(np.uint8), plain.view(np.uint8))
+    # the weights did move: this is not a comparison of two untouched initialisations
+    init_w1 = np.asarray(engine._programs(structure, fused=False)[0](keys, o)[0]["w1"])
+    assert np.mean(states[True][0] != init_w1) > 0.5
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_fused_population_results_equal_plain_ones(mnist_slice):
+    data, split = mnist_slice
+    structure, a_hp, o_hp = CASES["hard_ash+adagrad (the default)"]
+    members = [Member(s, a_hp, o_hp) for s in (0, 1)]
+    results = {}
+    for fused in (False, True):
+        original = engine._programs
+        engine._programs = lambda s, p=False, f=None, fused=fused: original(s, p, fused)
+        try:
+            results[fused] = engine.train_population(structure, members, data, split, progress=False, limit_per_task=640)
+        finally:
+            engine._programs = original
+    np.testing.assert_array_equal(results[True].accuracy_matrix, results[False].accuracy_matrix)
+    assert results[True].final_accuracy.min() > 0.15  # trained: above chance (0.1) over the 10 classes
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_permuted_and_odd_width_programs():
+    """Permuted MNIST's program (a pixel gather before the first layer) verifies too; a hidden size
+    that is not a multiple of 8 keeps the plain program."""
+    assert engine.fused_update_verified(Structure("hard_ash", "adagrad"), permuted=True)
+    assert not engine.fused_update_verified(Structure("hard_ash", "adagrad", hidden_size=1001))
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_equality_proof_is_recorded_and_reused(monkeypatch):
+    structure = Structure("hard_ash", "rmsprop", update_clip=None)
+    engine._fused_update_verified.cache_clear()
+    assert engine.fused_update_verified(structure)
+    proofs = json.loads(kernels._proofs_file().read_text())
+    assert [v for k, v in proofs.items() if "'rmsprop'" in k and "update_clip=None" in k] == [True]
+    # a new process (here: cleared caches) takes the recorded outcome without proving again
+    engine._fused_update_verified.cache_clear()
+    monkeypatch.setattr(engine, "_prove_fused_update", lambda *a: pytest.fail("proved again"))
+    assert engine.fused_update_verified(structure)
+    # a recorded failure keeps the plain program, with a warning that says why
+    key = next(k for k in proofs if "'rmsprop'" in k and "update_clip=None" in k)
+    monkeypatch.setattr(kernels, "recorded_proof", lambda k: False if k == key else None)
+    engine._fused_update_verified.cache_clear()
+    with pytest.warns(RuntimeWarning, match="fused update kernel is not used .*differ from the plain program"):
+        assert not engine.fused_update_verified(structure)
+    engine._fused_update_verified.cache_clear()
+
+
+def test_fused_kernel_refused_where_it_does_not_apply():
+    for structure in (
+        Structure("hard_ash", "adam"),
+        Structure("hard_ash", "adagrad", weight_norm=(False, False)),
+        Structure("hard_ash", "adagrad", strategy="ewc"),
+        Structure("hard_ash", "adagrad", model="sdmlp"),
+    ):
+        assert not engine.fused_update_applies(structure)
+        with pytest.raises(ValueError, match="does not apply"):
+            engine._programs(structure, fused=True)
+
+
+@pytest.mark.slow
+def test_switch_turns_the_kernel_off():
+    code = "from cl_sweep import kernels; print(kernels.available())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, kernels.ENV_SWITCH: "0"}, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+@needs_kernel
+def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("CL_SWEEP_DATA_DIR", str(tmp_path))
+    lib = kernels._build()
+    assert lib.parent == tmp_path / "kernels" and lib.exists()
+    mtime = lib.stat().st_mtime_ns
+    assert kernels._build() == lib and lib.stat().st_mtime_ns == mtime  # the second call compiles nothing
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [lib.name]  # no temporary left behind
+
+
+@needs_kernel
+def test_compiler_failure_is_reported_and_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("CL_SWEEP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(Path(sys.executable).parent / "no-such-compiler"))
+    with pytest.raises(Exception):
+        kernels._build()
+    kernels.available.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="CPU kernels are not used"):
+            assert kernels.available() is False
+    finally:
+        kernels.available.cache_clear()
+        monkeypatch.delenv("CXX")
+        monkeypatch.delenv("CL_SWEEP_DATA_DIR")
+        assert kernels.available()  # later tests in this process get the kernel back
