@@ -53,6 +53,7 @@ import optax
 __all__ = ["KINDS", "available", "eps_for", "fused_update", "kth_largest", "not_used", "param_state", "reference_update", "replace_param_state"]
 
 SOURCES = (Path(__file__).with_name("fused_update.cc"), Path(__file__).with_name("kth_largest.cc"))
+HEADERS = (Path(__file__).with_name("parallel.h"),)
 # optimizer name -> FFI target of its fused update
 KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop"}
 KTH_LARGEST = "cl_sweep_kth_largest"
@@ -86,7 +87,7 @@ def _build() -> Path:
         raise RuntimeError("no C++ compiler (g++) on PATH")
     flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-w"]
     key = hashlib.sha256(
-        "\0".join([*(src.read_text() for src in SOURCES), jax.__version__, cxx, " ".join(flags), platform.machine(), _cpu_flags()]).encode()
+        "\0".join([*(src.read_text() for src in SOURCES + HEADERS), jax.__version__, cxx, " ".join(flags), platform.machine(), _cpu_flags()]).encode()
     ).hexdigest()[:16]
     out_dir = cache_dir() / "kernels"
     lib = out_dir / f"cl_sweep_kernels-{key}.so"

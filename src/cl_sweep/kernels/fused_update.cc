@@ -12,16 +12,15 @@
 // Newton step), so the result is bit-identical to the unfused program on the same CPU; the tests
 // check that.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 
 #if !defined(__AVX__) || !defined(__FMA__)
 #error "the fused update mirrors XLA:CPU's AVX code: build it with -march=native on a CPU with AVX and FMA"
 #endif
 #include <immintrin.h>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -122,25 +121,11 @@ ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::B
          beta.typed_data() + p * out, inv_m, lr.typed_data()[p], hp.typed_data()[p], eps, clip, r0, r1, out,
          v_out->typed_data() + base, acc_out->typed_data() + base);
   };
-  // Each element is independent: splitting rows over threads changes no result. Blocks of rows
-  // are claimed from a shared counter by this thread and by helpers from XLA's pool; this thread
-  // never waits for a helper that has not started (it takes that block itself), so a busy pool
-  // costs speed, never a deadlock. Late helpers find nothing left and touch no buffer.
-  struct Shared {
-    std::atomic<int64_t> next{0}, done{0};
-  };
+  // Each element is independent: splitting rows over threads changes no result.
   const int64_t n_blocks = std::max<int64_t>(1, std::min<int64_t>(threads, in));
-  auto shared = std::make_shared<Shared>();
-  auto work = [=, &run](Shared& st) {
-    for (int64_t b; (b = st.next.fetch_add(1)) < n_blocks;) {
-      for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
-      st.done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < n_blocks; ++t) pool.Schedule([shared, work] { work(*shared); });
-  work(*shared);
-  while (shared->done.load(std::memory_order_acquire) < n_blocks) {
-  }
+  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
+    for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
+  });
   return ffi::Error::Success();
 }
 

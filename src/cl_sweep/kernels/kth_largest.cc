@@ -6,12 +6,11 @@
 // the chosen prefix. Ties: lax.top_k ranks bitwise-equal values by lower index first, so the k-th
 // element is the (k - #strictly larger)-th occurrence of the k-th value in index order.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -88,23 +87,9 @@ ffi::Error KthLargestImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
     std::vector<uint32_t> keys, cand;
     for (int64_t r = r0; r < r1; ++r) SelectRow(xs + r * h, h, ks[r], keys, cand, vs + r, is + r);
   };
-  // Rows are independent. Blocks are claimed from a shared counter by this thread and by helpers
-  // from XLA's pool; this thread never waits for a helper that has not started.
-  struct Shared {
-    std::atomic<int64_t> next{0}, done{0};
-  };
+  // Rows are independent: splitting them over threads changes no result.
   const int64_t n_blocks = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 16));
-  auto shared = std::make_shared<Shared>();
-  auto work = [=](Shared& st) {
-    for (int64_t b; (b = st.next.fetch_add(1)) < n_blocks;) {
-      run(rows * b / n_blocks, rows * (b + 1) / n_blocks);
-      st.done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < n_blocks; ++t) pool.Schedule([shared, work] { work(*shared); });
-  work(*shared);
-  while (shared->done.load(std::memory_order_acquire) < n_blocks) {
-  }
+  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) { run(rows * b / n_blocks, rows * (b + 1) / n_blocks); });
   return ffi::Error::Success();
 }
 
