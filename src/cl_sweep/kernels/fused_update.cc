@@ -122,7 +122,7 @@ ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::B
          v_out->typed_data() + base, acc_out->typed_data() + base);
   };
   // Each element is independent: splitting rows over threads changes no result.
-  const int64_t n_blocks = std::max<int64_t>(1, std::min<int64_t>(threads, in));
+  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), in}));
   cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
     for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
   });

@@ -88,7 +88,7 @@ ffi::Error KthLargestImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
     for (int64_t r = r0; r < r1; ++r) SelectRow(xs + r * h, h, ks[r], keys, cand, vs + r, is + r);
   };
   // Rows are independent: splitting them over threads changes no result.
-  const int64_t n_blocks = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 16));
+  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), rows / 16}));
   cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) { run(rows * b / n_blocks, rows * (b + 1) / n_blocks); });
   return ffi::Error::Success();
 }
