@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cl_sweep.activations import ACTIVATIONS
 from cl_sweep.config import SCHEMAS, ConfigError, validate

@@ -10,7 +10,7 @@ import pytest
 from cl_sweep import engine, sdmlp
 from cl_sweep.config import ConfigError
 from cl_sweep.engine import Member, Structure
-from cl_sweep.tasks import batch_schedule, class_incremental_split
+from cl_sweep.tasks import batch_schedule
 
 from test_engine import BATCH, dataset, data, split  # noqa: F401  (the fake data set's fixtures)
 

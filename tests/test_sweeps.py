@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cl_sweep.results import find_result_files, read_result
@@ -184,9 +182,11 @@ def test_population_launcher_matches_jobs_run_alone(tmp_path):
         ra, rb = a[key], b[key]
         for field in ("schema", "status", "seeds", "hyperparameters", "config", "overrides", "early_stopped", "diverged"):
             assert ra[field] == rb[field], field
-        # members are independent under vmap; only the rounding of batched kernels may differ
-        assert ra["final_accuracy"] == pytest.approx(rb["final_accuracy"], abs=2e-3)
-        np.testing.assert_allclose(np.array(ra["accuracy_matrix"]), np.array(rb["accuracy_matrix"]), atol=5e-3)
+        # bit for bit on this CPU: members are independent under vmap, and the per-task accuracy no
+        # longer depends on the population size (engine.evaluate). A GPU may pick other GEMM
+        # algorithms for other batch sizes; this test runs on the CPU.
+        for field in ("final_accuracy", "final_accuracy_mean", "final_accuracy_std", "accuracy_matrix"):
+            assert ra[field] == rb[field], field
 
 
 @pytest.mark.slow

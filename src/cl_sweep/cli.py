@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cl_sweep.config import ConfigError, validate
 from cl_sweep.results import RESULT_FILENAME, is_complete, write_result

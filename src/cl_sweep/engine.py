@@ -362,7 +362,10 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
 
         # lax.map, not vmap: one member's [M, hidden] activations at a time bounds memory.
         correct, active = lax.map(member_correct, (params, act_hp, aux))  # [P, M], [P]
-        per_task = (correct @ test_task_onehot) / jnp.sum(test_task_onehot, axis=0)
+        # count x (1 / n), spelled out: XLA rewrites a division by a broadcast [T] vector into this
+        # product when P > 1 but keeps the division when P = 1, which moved per-task accuracies by
+        # one float32 ulp with the population size. Written as a product, every P gives the same bits.
+        per_task = (correct @ test_task_onehot) * (1.0 / jnp.sum(test_task_onehot, axis=0))
         return jnp.mean(correct, axis=-1), per_task, active
 
     @jax.jit

@@ -8,13 +8,11 @@ sub-population, so a killed sweep loses at most the sub-population in flight.
 """
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
