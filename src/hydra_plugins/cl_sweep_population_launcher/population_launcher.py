@@ -81,6 +81,7 @@ class PopulationLauncher(Launcher):
         pending: list[tuple[int, _Pending]] = []
         composer = SweepComposer(self.hydra_context.config_loader, self.config)
         tic = time.perf_counter()
+        n_done = 0
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
             sweep_config = composer.compose(list(overrides))
@@ -100,8 +101,9 @@ class PopulationLauncher(Launcher):
             if ret.status == JobStatus.COMPLETED:
                 p = ret.return_value
                 if p.done is not None:
-                    log.info(f"\t#{idx} already complete, not re-run: {p.output_dir}")
+                    log.debug(f"\t#{idx} already complete, not re-run: {p.output_dir}")
                     ret.return_value = objective(p.done)
+                    n_done += 1
                 else:
                     pending.append((i, p))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -109,6 +111,8 @@ class PopulationLauncher(Launcher):
             f"composed and collected {len(job_overrides)} jobs in {time.perf_counter() - tic:.1f} s "
             f"({composer.misses} composed by Hydra, {composer.hits} from their group's config)"
         )
+        if n_done:  # one line for a resumed sweep, not one per finished job (hydra.verbose lists them)
+            log.info(f"{n_done} of {len(job_overrides)} jobs already complete, not re-run: their results are kept")
 
         groups: dict[Any, list[tuple[int, _Pending]]] = {}
         for i, p in pending:
