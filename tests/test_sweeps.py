@@ -183,7 +183,7 @@ def test_population_launcher_matches_jobs_run_alone(tmp_path):
         for field in ("schema", "status", "seeds", "hyperparameters", "config", "overrides", "early_stopped", "diverged"):
             assert ra[field] == rb[field], field
         # bit for bit on this CPU: members are independent under vmap, and the per-task accuracy no
-        # longer depends on the population size (engine.evaluate). A GPU may pick other GEMM
+        # longer depends on the population size (engine.task_accuracies). A GPU may pick other GEMM
         # algorithms for other batch sizes; this test runs on the CPU.
         for field in ("final_accuracy", "final_accuracy_mean", "final_accuracy_std", "accuracy_matrix"):
             assert ra[field] == rb[field], field

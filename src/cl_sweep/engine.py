@@ -240,6 +240,17 @@ def _prove_fused_update(structure: Structure, permuted: bool) -> bool:
     return all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(*out))
 
 
+def task_accuracies(correct: jax.Array, test_task_onehot: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Overall [P] and per-task [P, T] accuracy from [P, M] 0/1 correctness and the [M, T] task one-hot.
+
+    The per-task accuracy is count x (1 / n), spelled out: XLA rewrites a division by a broadcast
+    [T] vector into this product when P > 1 but keeps the division when P = 1, which moved per-task
+    accuracies by one float32 ulp with the population size. As a product, every P gives the same bits.
+    """
+    per_task = (correct @ test_task_onehot) * (1.0 / jnp.sum(test_task_onehot, axis=0))
+    return jnp.mean(correct, axis=-1), per_task
+
+
 @functools.lru_cache(maxsize=64)
 def _build_programs(structure: Structure, permuted: bool, fused: bool):
     act = get_activation(structure.activation)
@@ -362,11 +373,7 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
 
         # lax.map, not vmap: one member's [M, hidden] activations at a time bounds memory.
         correct, active = lax.map(member_correct, (params, act_hp, aux))  # [P, M], [P]
-        # count x (1 / n), spelled out: XLA rewrites a division by a broadcast [T] vector into this
-        # product when P > 1 but keeps the division when P = 1, which moved per-task accuracies by
-        # one float32 ulp with the population size. Written as a product, every P gives the same bits.
-        per_task = (correct @ test_task_onehot) * (1.0 / jnp.sum(test_task_onehot, axis=0))
-        return jnp.mean(correct, axis=-1), per_task, active
+        return (*task_accuracies(correct, test_task_onehot), active)
 
     @jax.jit
     def init_reg(params):

@@ -86,7 +86,7 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
-from cl_sweep.engine import CHUNKS_PER_TASK, DeviceData, PopulationResult, task_batches, task_orders
+from cl_sweep.engine import CHUNKS_PER_TASK, DeviceData, PopulationResult, task_batches, task_orders, task_accuracies
 from cl_sweep.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
@@ -263,8 +263,7 @@ def _programs(input_size: int, num_classes: int, expansion: int, connections: in
             return (pred == labels).astype(jnp.float32), jnp.mean(active) / expansion
 
         correct, active = lax.map(member, (state.projection, state.weights))  # [P, M], [P]
-        per_task = (correct @ test_task_onehot) / jnp.sum(test_task_onehot, axis=0)
-        return jnp.mean(correct, axis=-1), per_task, active
+        return (*task_accuracies(correct, test_task_onehot), active)
 
     return init, train_steps, evaluate
 
