@@ -19,6 +19,8 @@ SMOKE = ["benchmark.limit_per_task=200", "n_seeds=2", "progress=false"]
         (["activation=hardash"], "hardash"),  # unknown group option: Hydra lists the allowed ones
         (["optimizer=adamw"], "adamw"),
         (["activation.alphaa=3"], "alphaa"),  # misspelt key
+        (["+optimizer.lerning_rate=0.1"], "Did you mean optimizer.learning_rate?"),  # ... added with +: used to train
+        (["++activation.alphaa=3"], "activation=hard_ash has no key 'alphaa'"),
         (["optimizer.learning_rate=-0.1"], "optimizer.learning_rate=-0.1"),
         (["optimizer.learning_rate=0"], "optimizer.learning_rate=0"),
         (["activation=topk_subtract", "activation.k=0"], "activation.k=0"),

@@ -79,6 +79,40 @@ def test_misspelt_key_fails_at_compose_time(compose):
     assert "alphaa" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "overrides,key,allowed",
+    [
+        (["+optimizer.lerning_rate=0.1"], "optimizer.lerning_rate", "learning_rate, initial_accumulator_value"),
+        (["++activation.zk=2.0"], "activation.zk", "alpha, z_k, beta"),
+        (["activation=relu", "+activation.alpha=3.0"], "activation.alpha", "its keys: name)"),
+        (["+model.hidden=10"], "model.hidden", "hidden_size"),
+        (["+benchmark.epochs=2"], "benchmark.epochs", "epochs_per_task"),
+        (["strategy=ewc", "+strategy.lamda=5"], "strategy.lamda", "lambda, samples"),
+        (["+early_stop.enable=true"], "early_stop.enable", "enabled"),
+        (["+nseeds=3"], "nseeds", "n_seeds"),
+    ],
+)
+def test_keys_added_with_plus_are_refused(compose, overrides, key, allowed):
+    """Hydra's struct mode stops `activation.alphaa=3` but lets `+`/`++` add any key: validate refuses them."""
+    cfg = compose(overrides)  # composes: Hydra adds the key
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert f"{key}=" in message and allowed in message and "\n" not in message
+    assert "nothing was trained" in message
+
+
+def test_a_config_file_with_an_unknown_key_is_refused(tmp_path, compose):
+    """A user's own group file (joined through hydra.searchpath) that does not extend the option's
+    schema may not smuggle in a key either (one that does extend it fails at compose time)."""
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "mine.yaml").write_text("name: adagrad\nlearning_rate: 1.0e-3\ninitial_accumulator_value: 0.0\n")
+    (tmp_path / "optimizer" / "typo.yaml").write_text("name: adagrad\nlearning_rate: 1.0e-3\nlr_decay: 0.5\n")
+    validate(compose(["optimizer=mine", f"hydra.searchpath=[file://{tmp_path}]"]))  # only known keys: fine
+    with pytest.raises(ConfigError, match="optimizer.lr_decay=0.5 is not allowed; optimizer=adagrad has no key"):
+        validate(compose(["optimizer=typo", f"hydra.searchpath=[file://{tmp_path}]"]))
+
+
 def test_mistyped_value_fails_at_compose_time(compose):
     with pytest.raises(Exception) as info:
         compose(["activation.k=many", "activation=topk_subtract"])

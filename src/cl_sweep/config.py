@@ -9,6 +9,8 @@ file name is the registry key (``activation=hard_ash`` selects the activation re
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -276,8 +278,53 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def schema_keys(group: str, option: str) -> list[str] | None:
+    """The keys a group option's node may hold (its schema's fields), or None for an unknown option."""
+    if group == "strategy":
+        node = STRATEGY_SCHEMAS.get(option)
+        return None if node is None else list(node)
+    schema = SCHEMAS.get(group, {}).get(option)
+    return None if schema is None else [f.name for f in dataclasses.fields(schema)]
+
+
+def _refuse_key(where: str, key: str, value: Any, allowed: list[str], what: str) -> None:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" Did you mean {where}{close[0]}?" if close else ""
+    shown = ", ".join(allowed) if allowed else "none"
+    raise ConfigError(
+        f"invalid configuration: {where}{key}={value!r} is not allowed; {what} has no key {key!r} "
+        f"(its keys: {shown}).{hint} A key added with + or ++ (or in a config file) must be one of "
+        f"these too. Fix the override (or the config file) and run again: nothing was trained."
+    )
+
+
+def check_keys(cfg: DictConfig | dict) -> None:
+    """Refuses any key a component does not have, however it got there (``+key=``, ``++key=``, a
+    config file): Hydra's struct mode stops a misspelt key only when it is given without ``+``."""
+    top = [f.name for f in dataclasses.fields(Config)]
+    for key in cfg:
+        if key not in top:
+            _refuse_key("", str(key), cfg[key], top, "the top-level config")
+    early = [f.name for f in dataclasses.fields(EarlyStopConfig)]
+    for key in cfg["early_stop"]:
+        if key not in early:
+            _refuse_key("early_stop.", str(key), cfg["early_stop"][key], early, "early_stop")
+    for group in ("activation", "optimizer", "benchmark", "model", "strategy"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        option = node.get("name")
+        allowed = schema_keys(group, option)
+        if allowed is None:  # an option without a schema here (a test's own config): nothing to compare
+            continue
+        for key in node:
+            if key not in allowed:
+                _refuse_key(f"{group}.", str(key), node[key], allowed, f"{group}={option}")
+
+
 def validate(cfg: DictConfig | dict) -> None:
-    """Checks every value range the engine relies on; raises `ConfigError` naming key, value, and the allowed range."""
+    """Checks every key and value range the engine relies on; raises `ConfigError` naming key, value, and what is allowed."""
+    check_keys(cfg)
     act, opt, bench, model = cfg["activation"], cfg["optimizer"], cfg["benchmark"], cfg["model"]
     hidden = model["hidden_size"]
     if not (isinstance(hidden, int) and hidden >= 1):
