@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -169,3 +170,42 @@ def test_ewc_strength_changes_forgetting_on_real_mnist(tmp_path):
     # a strong anchor keeps the first task: its final accuracy on task 1 is higher than without
     first = lambda r: sum(m[-1][0] for m in r["accuracy_matrix"]) / len(r["accuracy_matrix"])
     assert first(runs["1e5"]) > first(runs["0"])
+
+
+# What must never reach the console of a job or a sweep: a Python warning with its source line
+# (`file.py:201: RuntimeWarning: ...` followed by the code), JAX's backend probing, a traceback.
+NOISE = re.compile(r"\.py:\d+: \w*Warning|libtpu|Unable to initialize backend|Traceback")
+
+
+@pytest.mark.slow
+def test_default_job_and_a6_slice_show_no_warning_source_line_or_backend_probe(tmp_path):
+    job = run_cli("benchmark.limit_per_task=64", "n_seeds=1", "progress=false", cwd=tmp_path)
+    assert job.returncode == 0, job.stderr[-2000:]
+    sweep = run_cli("--multirun", "+sweep=a6", "activation=relu", "optimizer=sgd", "hydra.sweeper.stride=3",
+                    "benchmark.limit_per_task=64", "n_seeds=1", "progress=false", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert list(tmp_path.glob("multirun/*/split_mnist/relu/sgd/*/result.json"))
+    for proc in (job, sweep):
+        seen = proc.stdout + proc.stderr
+        assert not NOISE.search(seen), NOISE.search(seen).group(0) + "\n" + seen[-3000:]
+        assert "final accuracy:" in seen
+
+
+@pytest.mark.slow
+def test_kernel_fallback_is_said_once_per_machine_as_one_log_line(tmp_path):
+    """Where the CPU kernels cannot be used (here: no compiler), the first job on the machine says so
+    in one clean log line; later jobs, which find that recorded in the cache, do not repeat it."""
+    from cl_sweep.data import cache_dir
+
+    env = {"CL_SWEEP_DATA_DIR": str(tmp_path / "cache"), "CXX": str(tmp_path / "no-such-compiler")}
+    args = ("benchmark.limit_per_task=64", "n_seeds=1", "progress=false", f"data_dir={cache_dir()}")
+    first = run_cli(*args, "hydra.run.dir=a", cwd=tmp_path, env=env)
+    second = run_cli(*args, "hydra.run.dir=b", cwd=tmp_path, env=env)
+    for proc in (first, second):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert not NOISE.search(proc.stdout + proc.stderr)
+    said = [line for line in (first.stdout + first.stderr).splitlines() if "kernels are not used" in line]
+    assert len(said) == 1 and "[WARNING]" in said[0] and "no-such-compiler" in said[0], first.stdout + first.stderr
+    assert "kernels are not used" not in second.stdout + second.stderr
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["final_accuracy"] == json.loads(
+        (tmp_path / "b" / "result.json").read_text())["final_accuracy"]

@@ -303,7 +303,7 @@ def check_keys(cfg: DictConfig | dict) -> None:
     config file): Hydra's struct mode stops a misspelt key only when it is given without ``+``."""
     top = [f.name for f in dataclasses.fields(Config)]
     for key in cfg:
-        if key not in top:
+        if key not in top and key != "hydra":  # a sweep's job config still carries Hydra's own node
             _refuse_key("", str(key), cfg[key], top, "the top-level config")
     early = [f.name for f in dataclasses.fields(EarlyStopConfig)]
     for key in cfg["early_stop"]:

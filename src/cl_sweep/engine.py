@@ -189,8 +189,9 @@ def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
     fuses it at the given shapes, so the proof runs at the structure's own shapes: three steps of
     two members (batch 64, ReLU in place of the activation, which does not touch the fused loops)
     both ways, every parameter and optimizer state compared bit for bit (tests/test_kernels.py
-    also checks one member and the real activations). On a difference it
-    warns and returns False, and the engine keeps the plain program. Once per machine and
+    also checks one member and the real activations). On a difference it returns False and the
+    engine keeps the plain program (logged once per machine, when the proof fails; afterwards at
+    debug level). Once per machine and
     (optimizer, clip, layer sizes): about two seconds, mostly the plain program's compilation; the
     outcome is stored beside the compiled kernels (`kernels.record_proof`).
     """
@@ -207,7 +208,8 @@ def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
     # per machine beside the library, it spares later processes the two compilations.
     key = f"{structure!r} permuted={permuted} optax={optax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}"
     recorded = kernels.recorded_proof(key)
-    if recorded is None:
+    first_time = recorded is None
+    if first_time:
         recorded = _prove_fused_update(structure, permuted)
         kernels.record_proof(key, recorded)
     if not recorded:
@@ -215,6 +217,7 @@ def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
             f"{structure.optimizer}, clip {structure.update_clip}, {structure.input_size} -> {structure.hidden_size}: "
             "its results differ from the plain program's on this machine",
             what="the fused update kernel is",
+            first_time=first_time,
         )
     return recorded
 

@@ -37,12 +37,12 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
 import jax
@@ -60,6 +60,7 @@ KTH_LARGEST = "cl_sweep_kth_largest"
 # FFI target -> the handler symbol in the library
 _SYMBOLS = {KINDS["adagrad"]: "ClSweepFusedAdagrad", KINDS["rmsprop"]: "ClSweepFusedRmsprop", KTH_LARGEST: "ClSweepKthLargest"}
 ENV_SWITCH = "CL_SWEEP_CPU_KERNELS"
+log = logging.getLogger(__name__)
 
 
 def eps_for(kind: str) -> float:
@@ -77,18 +78,29 @@ def _cpu_flags() -> str:
     return ""
 
 
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-w"]
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def _build_key(cxx: str | None) -> str:
+    """What the library depends on: the sources, jax, the compiler and its flags, the CPU."""
+    return hashlib.sha256(
+        "\0".join([*(src.read_text() for src in SOURCES + HEADERS), jax.__version__, str(cxx), " ".join(_FLAGS), platform.machine(), _cpu_flags()]).encode()
+    ).hexdigest()[:16]
+
+
 def _build() -> Path:
     """Compiles the kernel into the cache (once per source, jaxlib and CPU) and returns the library."""
     from cl_sweep.data import cache_dir
 
     include = jax.ffi.include_dir()
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++) on PATH")
-    flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-w"]
-    key = hashlib.sha256(
-        "\0".join([*(src.read_text() for src in SOURCES + HEADERS), jax.__version__, cxx, " ".join(flags), platform.machine(), _cpu_flags()]).encode()
-    ).hexdigest()[:16]
+    key = _build_key(cxx)
     out_dir = cache_dir() / "kernels"
     lib = out_dir / f"cl_sweep_kernels-{key}.so"
     global _LIB_KEY
@@ -99,7 +111,7 @@ def _build() -> Path:
     # Build beside the target and rename: concurrent processes (parallel launchers) never see half a file.
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tmp_lib = Path(tmp) / lib.name
-        proc = subprocess.run([cxx, *flags, f"-I{include}", *map(str, SOURCES), "-o", str(tmp_lib)], capture_output=True, text=True)
+        proc = subprocess.run([cxx, *_FLAGS, f"-I{include}", *map(str, SOURCES), "-o", str(tmp_lib)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} failed on {', '.join(src.name for src in SOURCES)}:\n{proc.stderr.strip()[-2000:]}")
         os.replace(tmp_lib, lib)
@@ -175,7 +187,7 @@ def fused_update(kind, g, v, acc, beta, lr, hp, clip, colsum=None):
 
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
-    """Builds, registers and checks the kernel once per process; False (with a warning) when it can't be used."""
+    """Builds, registers and checks the kernel once per process; False when it can't be used (said once per machine)."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return False
     if jax.default_backend() != "cpu":
@@ -187,18 +199,37 @@ def available() -> bool:
         for target, symbol in _SYMBOLS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     except Exception as exc:  # noqa: BLE001 - any failure means: use the plain XLA program
-        not_used(f"{type(exc).__name__}: {exc}")
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        not_used(problem, first_time=_first_report(f"build-{_build_key(_compiler())}", problem))
         return False
     return True
 
 
-def not_used(problem: str, what: str = "the CPU kernels are") -> None:
-    """Warns that a kernel is not used and why (the run goes on with the plain program: same numbers, slower)."""
-    warnings.warn(
+def _first_report(name: str, problem: str) -> bool:
+    """True the first time this machine reports ``name`` (a marker file in the kernel cache), else False."""
+    from cl_sweep.data import cache_dir
+
+    marker = cache_dir() / "kernels" / f"reported-{name}.txt"
+    if marker.exists():
+        return False
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(problem + "\n")
+    except OSError:
+        pass  # a read-only cache: say it every time rather than never
+    return True
+
+
+def not_used(problem: str, what: str = "the CPU kernels are", first_time: bool = True) -> None:
+    """Logs that a kernel is not used and why: the run goes on with the plain program (same numbers, slower).
+
+    One clean log line (no warning with its source line) the first time on a machine; later
+    processes, which find the outcome recorded in the cache, log it at debug level only.
+    """
+    log.log(
+        logging.WARNING if first_time else logging.DEBUG,
         f"cl_sweep: {what} not used ({problem}); training runs the plain XLA program instead "
-        f"(same numbers, slower). Set {ENV_SWITCH}=0 to skip the kernels.",
-        RuntimeWarning,
-        stacklevel=3,
+        f"(same numbers, slower). Said once on this machine; set {ENV_SWITCH}=0 to skip the kernels.",
     )
 
 
