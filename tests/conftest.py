@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pg_lifetime import pytest_configure, pytest_unconfigure  # noqa: F401  stops a PostgreSQL server the run started
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
