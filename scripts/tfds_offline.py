@@ -7,7 +7,7 @@
 For machines without internet access to TFDS's download URLs (like this project's). TFDS reuses a
 download found in its download folder under the name it derives from the URL and its registered
 checksum (with an .INFO file) and does not fetch it again; this script puts there the gzip of each
-original IDX file from cl_sweep's cache (SHA-256 verified against PROTOCOL.md / data.py on
+original IDX file from cl_sweep's cache (SHA-256 verified against docs/protocol.md / data.py on
 acquisition), then lets the builder prepare the data set in the array_record format, which
 cl_sweep reads without TensorFlow. The examples are TFDS's own (its builder parses the files and
 orders the records), so this is exactly what `tfds.load(name)` would give online.

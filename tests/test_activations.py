@@ -1,6 +1,6 @@
 """Tests for cl_sweep.activations: hand-computed values, sparsity, registry, vmap with traced hyperparameters.
 
-The formulas are PROTOCOL.md's "Activations" section; statistics are per example (row) over the
+The formulas are docs/protocol.md's "Activations" section; statistics are per example (row) over the
 hidden units, std is the population std (ddof=0).
 """
 

@@ -27,7 +27,7 @@ def test_defaults(compose):
     assert cfg.activation.name == "hard_ash" and cfg.optimizer.name == "adagrad"
     assert cfg.benchmark.name == "split_mnist" and cfg.model.name == "mlp"
     assert cfg.n_seeds == 5 and cfg.seed == 0
-    # PROTOCOL.md default column
+    # docs/protocol.md, the A.6 default column
     assert (cfg.activation.alpha, cfg.activation.z_k, cfg.activation.beta) == (3.0, 2.3, 2.0)
     assert (cfg.optimizer.learning_rate, cfg.optimizer.initial_accumulator_value) == (2e-4, 1e-6)
     assert (cfg.benchmark.batch_size, cfg.benchmark.epochs_per_task, cfg.benchmark.num_tasks) == (64, 1, 5)

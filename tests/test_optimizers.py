@@ -13,7 +13,7 @@ import pytest
 from cl_sweep import optimizers
 from cl_sweep.optimizers import OPTIMIZERS, get_optimizer, with_update_clip
 
-# PROTOCOL.md, "The A.6 grids": the default column.
+# docs/protocol.md, "The A.6 grids": the default column.
 DEFAULTS = {
     "adagrad": dict(learning_rate=2e-4, initial_accumulator_value=1e-6),
     "rmsprop": dict(learning_rate=5.5e-6, decay=0.9993),
