@@ -18,12 +18,18 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.cl_sweep_optuna_sweeper._impl import job_outcome, make_sampler, validate_direction
+from hydra_plugins.cl_sweep_optuna_sweeper._impl import (
+    job_outcome,
+    make_sampler,
+    space_mismatches,
+    validate_direction,
+)
 from hydra_plugins.cl_sweep_optuna_sweeper._search_space import (
     build_search_space,
     default_study_name,
+    describe_distribution,
     format_value,
 )
 from hydra_plugins.cl_sweep_optuna_sweeper._storage import (
@@ -46,14 +52,18 @@ def run_app(
     storage: str | None = None,
     study_name: str | None = None,
     expect_rc: int = 0,
+    sweep_dir: str | None = None,
 ) -> str:
-    """Run the toy app as a multirun with the Optuna sweeper; return stdout+stderr."""
+    """Run the toy app as a multirun with the Optuna sweeper; return stdout+stderr.
+
+    ``sweep_dir`` replaces the default ``hydra.sweep.dir=<tmp_path>/sweep`` override.
+    """
     cmd = [
         sys.executable,
         str(APP),
         "--multirun",
         "hydra/sweeper=optuna",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweep.dir={sweep_dir or tmp_path / 'sweep'}",
         f"hydra.sweeper.storage={storage or f'sqlite:///{tmp_path}/s.db'}",
         f"hydra.sweeper.n_trials={n_trials}",
     ]
@@ -348,3 +358,114 @@ def test_abandoned_running_trial_is_failed_and_replaced(tmp_path: Path) -> None:
     assert study.trials[abandoned.number].state == TrialState.FAIL
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
     assert "stale RUNNING" in out
+
+
+def test_describe_distribution_in_sweep_syntax() -> None:
+    d = build_search_space(
+        {"a": "interval(0,1)", "b": "tag(log, interval(1e-5, 1e-3))", "c": "range(0,5)", "e": "range(1,10,3)"},
+        ["f=int(tag(log, interval(16, 512)))", "g=choice(adam, 1, 2.5, '1', true)"],
+    ).distributions
+    assert describe_distribution(d["a"]) == "interval(0.0, 1.0)"
+    assert describe_distribution(d["b"]) == "tag(log, interval(1e-05, 0.001))"
+    assert describe_distribution(d["c"]) == "int(interval(0, 4))"
+    assert describe_distribution(d["e"]) == "range(1, 10, 3)"
+    assert describe_distribution(d["f"]) == "int(tag(log, interval(16, 512)))"
+    assert describe_distribution(d["g"]) == "choice(adam, 1, 2.5, '1', true)"
+    for dist in d.values():
+        # each text is itself a sweep that maps back to the same distribution
+        assert build_search_space(None, [f"k={describe_distribution(dist)}"]).distributions["k"] == dist
+
+
+def test_space_mismatches_rules() -> None:
+    x01, x02, y = FloatDistribution(0, 1), FloatDistribution(0, 2), IntDistribution(0, 4)
+
+    def trial(number: int, state: TrialState, **dists: Any) -> FrozenTrial:
+        return FrozenTrial(
+            number=number, state=state, value=0.0 if state == TrialState.COMPLETE else None,
+            datetime_start=None, datetime_complete=None, params={n: d.low for n, d in dists.items()},
+            distributions=dists, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=number,
+        )  # fmt: skip
+
+    done = trial(0, TrialState.COMPLETE, x=x01, y=y)
+    assert space_mismatches([], {"x": x01}) == []  # no trial yet: nothing to compare
+    assert space_mismatches([done], {"x": x01, "y": y}) == []
+    assert space_mismatches([done], {"x": x02, "y": y}) == [
+        "parameter x is interval(0.0, 1.0) in its trials (trial 0) but interval(0.0, 2.0) in this sweep"
+    ]
+    assert space_mismatches([done], {"x": x01}) == [
+        "parameter y is int(interval(0, 4)) in its trials (trial 0) but not in this sweep"
+    ]
+    assert space_mismatches([done], {"x": x01, "y": y, "z": x01}) == [
+        "parameter z is not in its trials (trial 0) but interval(0.0, 1.0) in this sweep"
+    ]
+    # a FAIL trial carries no value: its parameter set does not matter, its distributions do
+    # (Optuna's storages refuse other categorical choices for a name already in the study)
+    partial = trial(1, TrialState.FAIL, x=x01)
+    budget = trial(2, TrialState.FAIL)  # told FAIL before sampling (budget_exceeded)
+    assert space_mismatches([done, partial, budget], {"x": x01, "y": y}) == []
+    assert space_mismatches([partial], {"x": x02}) == [
+        "parameter x is interval(0.0, 1.0) in its trials (trial 1) but interval(0.0, 2.0) in this sweep"
+    ]
+    running = trial(3, TrialState.RUNNING, x=x01)
+    assert space_mismatches([running], {"x": x01, "y": y}) == [
+        "parameter y is not in its trials (trial 3) but int(interval(0, 4)) in this sweep"
+    ]
+
+
+@pytest.mark.slow
+def test_hydra_resolver_in_sweep_dir(tmp_path: Path) -> None:
+    # Hydra sets HydraConfig only inside each job; the sweeper must set it for its own process.
+    out = run_app(
+        tmp_path, *SPACE, n_trials=2, sweep_dir="multirun/${hydra:job.name}/${hydra:runtime.choices.hydra/sweeper}"
+    )
+    assert "HydraConfig was not set" not in out
+    sweep_dir = tmp_path / "multirun" / "my_app" / "optuna"
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
+    assert OmegaConf.load(sweep_dir / "optimization_results.yaml").n_complete == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixed", [[], ["x=0.5", "y=3"]])
+def test_empty_search_space_is_refused(tmp_path: Path, fixed: list[str]) -> None:
+    out = run_app(tmp_path, *fixed, n_trials=3, expect_rc=2)
+    assert "Traceback" not in out
+    assert "cl_sweep: invalid Optuna sweep: the search space is empty" in out and "Nothing was run." in out
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_reused_study_name_with_another_space_is_refused(tmp_path: Path) -> None:
+    run_app(tmp_path, *SPACE, n_trials=2, study_name="probe")
+    where = f"study 'probe' in sqlite:///{tmp_path}/s.db"
+    for space, why in [
+        (
+            ["hydra.sweeper.params.x='interval(0,2)'", "y=range(0,5)"],
+            "parameter x is interval(0.0, 1.0) in its trials (trial 0) but interval(0.0, 2.0) in this sweep",
+        ),
+        (
+            ["hydra.sweeper.params.x='interval(0,1)'"],
+            "parameter y is int(interval(0, 4)) in its trials (trial 0) but not in this sweep",
+        ),
+        (
+            [*SPACE, "lr=tag(log, interval(1e-5, 1e-2))"],
+            "parameter lr is not in its trials (trial 0) but tag(log, interval(1e-05, 0.01)) in this sweep",
+        ),
+    ]:
+        out = run_app(tmp_path, *space, n_trials=3, study_name="probe", expect_rc=2)
+        assert "Traceback" not in out and "already complete" not in out
+        assert f"cl_sweep: invalid Optuna sweep: {where} was sampled from another search space: {why}." in out
+        assert "another hydra.sweeper.study_name" in out and "another hydra.sweeper.storage" in out
+        assert states(load(tmp_path, "probe")) == [TrialState.COMPLETE] * 2  # nothing was run
+    # the same space still resumes
+    run_app(tmp_path, *SPACE, n_trials=3, study_name="probe")
+    assert states(load(tmp_path, "probe")) == [TrialState.COMPLETE] * 3
+
+
+@pytest.mark.slow
+def test_bad_sweeper_value_is_one_paragraph(tmp_path: Path) -> None:
+    out = run_app(tmp_path, *SPACE, "hydra.sweeper.direction=up", n_trials=1, expect_rc=2)
+    assert "Traceback" not in out
+    assert (
+        "cl_sweep: invalid Optuna sweep: hydra.sweeper.direction='up' is not supported; allowed: 'maximize' or "
+        "'minimize' (a single objective). Nothing was run."
+    ) in out

@@ -40,6 +40,18 @@ Stale trials: before each ask, RUNNING trials whose process is gone are marked F
   on this host that no longer exists (a SIGKILLed sweeper), is failed right away. Trials
   of live processes and of other hosts are left to the heartbeat.
 
+Search space rule: a study keeps one search space. Before any ask, the trials already in
+the study that have sampled parameters are compared with the requested space
+(:func:`space_mismatches`); a parameter whose stored distribution differs, or, in COMPLETE,
+PRUNED or RUNNING trials, a parameter missing on either side refuses the sweep. Resuming
+with the same space (the same command) works as before; a study without trials has
+nothing to compare. An empty space (nothing to sample) is refused too. Refusals, like any
+bad ``hydra.sweeper`` value, are one paragraph on stderr and exit status 2, before any
+trial is asked (:func:`refuse`).
+
+``${hydra:...}`` interpolations (e.g. in a preset's ``hydra.sweep.dir``) resolve in the
+sweeper's own process against the sweep-level config (:func:`set_controller_hydra_config`).
+
 A seeded sampler is re-seeded with ``seed + <trials already in the study>`` so a resumed
 run does not replay the random start-up samples of the first run; a fresh study uses
 ``seed`` itself, so two fresh studies with the same seed sample identical params
@@ -50,27 +62,31 @@ Concurrent workers started together on one study should therefore get different 
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import math
 import os
-from collections.abc import Mapping
-from typing import Any
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
 
 import optuna
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, QMCSampler
 from optuna.storages import JournalStorage
 from optuna.study import StudyDirection
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ._budget import ask_within_budget
-from ._search_space import SearchSpace, build_search_space, default_study_name
+from ._search_space import SearchSpace, build_search_space, default_study_name, describe_distribution
 from ._storage import (
     HeartbeatThread,
     describe_storage,
@@ -87,6 +103,97 @@ _KNOWN_SAMPLERS = (
     "optuna.samplers.QMCSampler, optuna.samplers.NSGAIISampler, optuna.samplers.GPSampler "
     "(or hydra/sweeper/sampler=tpe|random|cmaes|qmc)"
 )
+
+
+# Trials whose parameter set must equal the requested space: they carry a value or will.
+_VALUED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def refuse(message: str) -> NoReturn:
+    """Print ``cl_sweep: invalid Optuna sweep: <message> Nothing was run.`` to stderr and exit 2.
+
+    The form of the trainer's config errors (``cl_sweep.cli``): one paragraph, and a
+    ``SystemExit`` that passes through Hydra without a traceback.
+    """
+    text = message.strip()
+    if not text.endswith("."):
+        text += "."
+    print(f"cl_sweep: invalid Optuna sweep: {text} Nothing was run.", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def set_controller_hydra_config(config: DictConfig) -> None:
+    """Make ``${hydra:...}`` resolve in the sweeper's process, as it does inside each job.
+
+    Hydra sets ``HydraConfig`` only in ``run_job``, i.e. per job, so in a multirun the
+    sweeper and the launcher read ``hydra.sweep.dir`` (a ``+search`` preset's
+    ``multirun/optuna/${hydra:runtime.choices.benchmark}/...``) while it is unset and fail
+    with "HydraConfig was not set" (Hydra's basic sweeper has the same gap, Hydra issues
+    #1786 and #2247). Here it is set to the sweep-level config, which is what such
+    interpolations mean outside a job; ``run_job`` puts it back after every job. A copy is
+    registered because ``HydraConfig.set_config`` makes the ``hydra`` node of its argument
+    read-only. A ``HydraConfig`` already set (by Hydra itself) is kept.
+    """
+    if not HydraConfig.initialized():
+        HydraConfig.instance().set_config(copy.deepcopy(config))
+
+
+def check_space_not_empty(space: SearchSpace, n_trials: int) -> None:
+    """Raise a ValueError naming the ways to give a search space when ``space`` has none."""
+    if space.distributions:
+        return
+    fixed = f" (the overrides {' '.join(space.fixed)} only fix values)" if space.fixed else ""
+    raise ValueError(
+        f"the search space is empty{fixed}, so all hydra.sweeper.n_trials={n_trials} trials would run the same "
+        "job. Give it a space: a preset, +search=a6 or +search=a6_log (their space follows the chosen "
+        "activation and optimizer), hydra.sweeper.params.<key>=<sweep> (e.g. "
+        "hydra.sweeper.params.optimizer.learning_rate='tag(log, interval(1e-5,1e-3))'), or a sweep on the "
+        "command line (e.g. optimizer.learning_rate=interval(1e-5,1e-3))"
+    )
+
+
+def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, BaseDistribution]) -> list[str]:
+    """How the study's trials were sampled from another space than ``distributions`` (empty: same space).
+
+    Trials without sampled parameters (told FAIL by the budget rule before sampling, or
+    WAITING) are skipped, so a study without such trials has nothing to compare. A
+    parameter both sides have must have the same distribution in every trial (Optuna's
+    storages also refuse other categorical choices under a name already in the study). A
+    parameter missing on either side counts in COMPLETE, PRUNED and RUNNING trials only: a
+    FAIL trial carries no value and may have been abandoned part way (a plain ``study.ask()``).
+
+    Args:
+        trials: The study's trials.
+        distributions: The requested space (``SearchSpace.distributions``).
+
+    Returns:
+        One sentence per differing parameter, naming the first trial where it differs.
+    """
+    found: dict[str, str] = {}
+    for trial in trials:
+        stored = trial.distributions
+        if not stored:
+            continue
+        where = f"in its trials (trial {trial.number})"
+        for name, dist in stored.items():
+            requested = distributions.get(name)
+            if requested is not None and dist != requested:
+                found.setdefault(
+                    name,
+                    f"parameter {name} is {describe_distribution(dist)} {where} but "
+                    f"{describe_distribution(requested)} in this sweep",
+                )
+            elif requested is None and trial.state in _VALUED_STATES:
+                found.setdefault(
+                    name, f"parameter {name} is {describe_distribution(dist)} {where} but not in this sweep"
+                )
+        if trial.state in _VALUED_STATES:
+            for name, requested in distributions.items():
+                if name not in stored:
+                    found.setdefault(
+                        name, f"parameter {name} is not {where} but {describe_distribution(requested)} in this sweep"
+                    )
+    return list(found.values())
 
 
 def validate_direction(direction: Any) -> str:
@@ -197,9 +304,10 @@ class OptunaSweeperImpl(Sweeper):
         self.launcher: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        """Create the launcher (Hydra calls this once, before :meth:`sweep`)."""
+        """Set ``HydraConfig`` for this process, create the launcher (Hydra calls this once, before :meth:`sweep`)."""
         self.config = config
         self.hydra_context = hydra_context
+        set_controller_hydra_config(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -344,10 +452,14 @@ class OptunaSweeperImpl(Sweeper):
                 plain overrides are passed to every job unchanged.
         """
         assert self.config is not None
-        direction = self._validate()
-        space = build_search_space(self._params_with_space(arguments), arguments)
-        make_sampler(self.sampler_cfg)  # fail on a bad sampler before touching the storage
-        study, storage = self._open_study(space, direction)
+        try:
+            direction = self._validate()
+            space = build_search_space(self._params_with_space(arguments), arguments)
+            check_space_not_empty(space, self.n_trials)
+            make_sampler(self.sampler_cfg)  # fail on a bad sampler before touching the storage
+            study, storage = self._open_study(space, direction)
+        except ValueError as e:  # a bad hydra.sweeper value or search space: one paragraph, no traceback
+            refuse(str(e))
         n_existing = len(study.get_trials(deepcopy=False))
         study.sampler = make_sampler(self.sampler_cfg, seed_offset=n_existing)
         # job.num is the trial number (see _launch): a resumed run, or another worker, in the
@@ -360,6 +472,7 @@ class OptunaSweeperImpl(Sweeper):
 
         heartbeat_grace = self._heartbeat_grace(storage)
         fail_stale_trials(study, heartbeat_grace=heartbeat_grace)
+        self._check_stored_space(study, space, where)
         complete, running = self._counts(study)
         # At most this many launches in this run: failures are replaced by the next run, not this one.
         cap = self.n_trials - complete - running
@@ -382,6 +495,17 @@ class OptunaSweeperImpl(Sweeper):
                 break
 
         self._report(study, where)
+
+    def _check_stored_space(self, study: optuna.Study, space: SearchSpace, where: str) -> None:
+        """Refuse to resume a study whose trials were sampled from another space (see :func:`space_mismatches`)."""
+        mismatches = space_mismatches(study.get_trials(deepcopy=False), space.distributions)
+        if mismatches:
+            refuse(
+                f"{where} was sampled from another search space: {'; '.join(mismatches)}. A study keeps one "
+                "search space: to search this one, start a new study with another hydra.sweeper.study_name (or "
+                "leave it unset: the default name is derived from the search space) or another "
+                "hydra.sweeper.storage; to resume this study, give it its own search space again"
+            )
 
     def _report(self, study: optuna.Study, where: str) -> None:
         assert self.config is not None

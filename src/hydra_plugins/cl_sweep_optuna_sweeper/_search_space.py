@@ -295,6 +295,31 @@ def format_value(value: Any) -> str:
     raise TypeError(f"cannot write a {type(value).__name__} ({value!r}) as a Hydra override value")
 
 
+def describe_distribution(dist: BaseDistribution) -> str:
+    """Write an Optuna distribution in the Hydra sweep syntax that maps to it (for messages).
+
+    Args:
+        dist: A distribution, e.g. from a stored trial.
+
+    Returns:
+        ``interval(...)``, ``int(interval(...))``, ``range(start, stop, step)`` or
+        ``choice(...)``, with ``tag(log, interval(...))`` for log scales (as in the
+        ``+search`` presets); ``repr(dist)`` for anything :func:`override_to_distribution`
+        never makes (e.g. a float step).
+    """
+    if isinstance(dist, CategoricalDistribution):
+        return f"choice({', '.join(format_value(c) for c in dist.choices)})"
+    if isinstance(dist, FloatDistribution) and dist.step is None:
+        text = f"interval({format_value(float(dist.low))}, {format_value(float(dist.high))})"
+        return f"tag(log, {text})" if dist.log else text
+    if isinstance(dist, IntDistribution) and dist.step == 1:
+        text = f"interval({dist.low}, {dist.high})"
+        return f"int(tag(log, {text}))" if dist.log else f"int({text})"
+    if isinstance(dist, IntDistribution) and not dist.log:
+        return f"range({dist.low}, {dist.high + dist.step}, {dist.step})"
+    return repr(dist)
+
+
 def default_study_name(job_name: str, space: SearchSpace) -> str:
     """Derive a readable, deterministic study name for a sweep.
 

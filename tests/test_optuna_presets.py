@@ -1,0 +1,70 @@
+"""The Optuna commands of the README run as written: ``python -m cl_sweep --multirun hydra/sweeper=optuna ...``.
+
+Each test runs from a temporary working directory, so ``multirun/`` (sweep dirs and the
+default SQLite study) lands there; only slice overrides are added to the README's commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from cl_sweep.results import read_result
+from conftest import run_cli
+
+# A one-trial, one-seed slice of the real job (a few seconds on a CPU).
+SLICE = ["hydra.sweeper.n_trials=1", "benchmark.limit_per_task=64", "n_seeds=1", "progress=false"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "optimizer"),
+    [("a6", "rmsprop"), ("a6_log", "adagrad")],  # the README's two Optuna rows
+)
+def test_readme_search_presets_run_without_a_sweep_dir(tmp_path: Path, preset: str, optimizer: str) -> None:
+    # The presets' hydra.sweep.dir is `multirun/optuna/${hydra:runtime.choices.benchmark}/...`:
+    # no hydra.sweep.dir on the command line, so the `${hydra:...}` resolver must work in the sweeper.
+    proc = run_cli(
+        "--multirun", "hydra/sweeper=optuna", f"+search={preset}", "activation=hard_ash", f"optimizer={optimizer}",
+        *SLICE, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "Traceback" not in out and "HydraConfig was not set" not in out
+
+    sweep_dir = tmp_path / "multirun" / "optuna" / "split_mnist" / f"hard_ash-{optimizer}"
+    results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert results.n_complete == 1 and results.best_trial == 0
+    result = read_result(sweep_dir / "0" / "result.json")
+    assert result["activation"] == "hard_ash" and result["optimizer"] == optimizer
+    assert result["seeds"] == [0]
+
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.sqlite3"
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert set(study.trials[0].params) == {
+        "activation.alpha", "activation.z_k", "optimizer.learning_rate",
+        *(["optimizer.decay"] if optimizer == "rmsprop" else []),
+    }  # fmt: skip
+    assert results.best_value == pytest.approx(study.best_value)
+
+
+def test_empty_search_space_is_refused_before_any_trial(tmp_path: Path) -> None:
+    proc = run_cli("--multirun", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", cwd=tmp_path, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-4000:]
+    assert "Traceback" not in out
+    assert "cl_sweep: invalid Optuna sweep: the search space is empty" in proc.stderr
+    for hint in (
+        "+search=a6", "+search=a6_log", "hydra.sweeper.params.<key>=", "optimizer.learning_rate=interval(1e-5,1e-3)"
+    ):  # fmt: skip
+        assert hint in proc.stderr, hint
+    # refused before the storage was opened: no study, no trial, no job dir
+    assert not (tmp_path / "multirun").exists()
