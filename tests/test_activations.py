@@ -324,32 +324,6 @@ def test_all_activations_registered_with_their_hyperparameters():
     assert get_activation("topk_mask").traced == ("k",)
 
 
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """A copy of the registry that `register` writes to, so tests cannot leak registrations."""
-    copy = dict(activations.ACTIVATIONS)
-    monkeypatch.setattr(activations, "ACTIVATIONS", copy)
-    return copy
-
-
-def test_registry_refuses_duplicates(scratch_registry):
-    original = scratch_registry["relu"]
-    with pytest.raises(ValueError, match="relu"):
-        activations.register("relu")(lambda x: x)
-    assert scratch_registry["relu"] is original
-
-
-def test_register_adds_a_new_activation(scratch_registry):
-    def double(x, *, c):
-        return c * x
-
-    returned = activations.register("double_for_test", traced=("c",))(double)
-    assert returned is double
-    act = activations.get_activation("double_for_test")
-    assert act.fn is double and act.traced == ("c",) and act.static == ()
-    assert "double_for_test" not in ACTIVATIONS  # the real registry (imported above) is untouched
-
-
 def test_unknown_activation_names_allowed_ones():
     with pytest.raises(ValueError) as info:
         get_activation("nope")

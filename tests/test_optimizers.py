@@ -98,14 +98,6 @@ def test_unknown_optimizer_names_allowed_ones():
         assert name in str(info.value)
 
 
-def test_registry_refuses_duplicates(monkeypatch):
-    copy = dict(OPTIMIZERS)
-    monkeypatch.setattr(optimizers, "OPTIMIZERS", copy)
-    with pytest.raises(ValueError, match="adam"):
-        optimizers.register("adam", ("learning_rate",))(optax.sgd)
-    assert copy["adam"] is OPTIMIZERS["adam"]
-
-
 # ---------------------------------------------------------------------------------------------
 # Factories equal optax's reference constructors
 # ---------------------------------------------------------------------------------------------

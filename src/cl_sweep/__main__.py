@@ -24,6 +24,18 @@ def _config_dir() -> str:
     raise SystemExit("cl_sweep: cannot find the config folder conf/ (reinstall the package)")
 
 
+def _load_plugins() -> None:
+    """Imports installed plugins and the command line's ``plugins=[...]`` before Hydra composes:
+    their components are config options (``activation=<theirs>``)."""
+    from cl_sweep.plugins import PluginError, load_plugins, plugins_from_argv
+
+    try:
+        load_plugins(plugins_from_argv(sys.argv[1:]))
+    except PluginError as e:
+        print(f"cl_sweep: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float:
     from cl_sweep.cli import run_job  # after Hydra parsed the command line: `--help` stays fast
@@ -33,4 +45,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    _load_plugins()
     sys.exit(main())

@@ -1,4 +1,6 @@
-"""Hidden-layer activations as pure functions ``(x, **hyperparameters) -> y``, registered by name.
+"""Hidden-layer activations as pure functions ``(x, *, **hyperparameters) -> y``, registered by name
+through the public API (``cl_sweep.register_activation``, cl_sweep.registry): the keyword-only
+parameters, their annotations and defaults are each activation's config schema.
 
 ``x`` holds pre-activations with the hidden units on the last axis; every statistic is per
 example over those units (the paper's convention). Hyperparameters are either *traced* (may
@@ -8,46 +10,20 @@ differ between members of a population trained in one program, passed as arrays)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
 from cl_sweep.ops import kth_largest
+from cl_sweep.registry import ACTIVATIONS, Component, between, divides, finite, positive, register_activation
+
+__all__ = ["ACTIVATIONS", "Activation", "get_activation"]
+
+Activation = Component  # a registered activation: .fn, .traced, .static (cl_sweep.registry)
 
 
-@dataclass(frozen=True)
-class Activation:
-    """A registered activation: its function and which hyperparameters are traced or static."""
-
-    name: str
-    fn: Callable[..., jax.Array]
-    traced: tuple[str, ...] = ()
-    static: tuple[str, ...] = ()
-
-
-ACTIVATIONS: dict[str, Activation] = {}
-
-
-def register(name: str, *, traced: tuple[str, ...] = (), static: tuple[str, ...] = ()):
-    """Decorator adding an activation to the registry; a duplicate name is refused."""
-
-    def deco(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
-        if name in ACTIVATIONS:
-            raise ValueError(f"activation {name!r} is already registered")
-        ACTIVATIONS[name] = Activation(name, fn, traced, static)
-        return fn
-
-    return deco
-
-
-def get_activation(name: str) -> Activation:
+def get_activation(name: str) -> Component:
     """Returns the registered activation; an unknown name raises ValueError listing the allowed ones."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}") from None
+    return ACTIVATIONS.get(name)
 
 
 def _threshold(x: jax.Array, z_k: jax.Array) -> jax.Array:
@@ -57,8 +33,8 @@ def _threshold(x: jax.Array, z_k: jax.Array) -> jax.Array:
     return mean + z_k * std
 
 
-@register("ash", traced=("alpha", "z_k"))
-def ash(x: jax.Array, *, alpha, z_k) -> jax.Array:
+@register_activation("ash", checks={"alpha": positive, "z_k": finite}, label="ASH")
+def ash(x: jax.Array, *, alpha: float = 3.0, z_k: float = 2.3) -> jax.Array:
     """Adaptive SwisH: ``x * sigmoid(alpha * (x - mu - z_k * sigma))``.
 
     References: Lee et al. 2022, "Stochastic adaptive activation function".
@@ -66,8 +42,8 @@ def ash(x: jax.Array, *, alpha, z_k) -> jax.Array:
     return x * jax.nn.sigmoid(alpha * (x - _threshold(x, z_k)))
 
 
-@register("hard_ash", traced=("alpha", "z_k", "beta"))
-def hard_ash(x: jax.Array, *, alpha, z_k, beta) -> jax.Array:
+@register_activation("hard_ash", checks={"alpha": positive, "z_k": finite, "beta": positive}, label="Hard ASH")
+def hard_ash(x: jax.Array, *, alpha: float = 3.0, z_k: float = 2.3, beta: float = 2.0) -> jax.Array:
     """Hard ASH: ``clip(x, 0, beta) * hard_sigmoid(alpha * (x - mu - z_k * sigma))``.
 
     With the defaults most units are saturated at 0, so most gradients are exactly zero.
@@ -76,8 +52,8 @@ def hard_ash(x: jax.Array, *, alpha, z_k, beta) -> jax.Array:
     return jnp.clip(x, 0.0, beta) * jax.nn.hard_sigmoid(alpha * (x - _threshold(x, z_k)))
 
 
-@register("topk_subtract", traced=("k",))
-def topk_subtract(x: jax.Array, *, k) -> jax.Array:
+@register_activation("topk_subtract", checks={"k": between(1, "model.hidden_size")}, label="Top-K subtract")
+def topk_subtract(x: jax.Array, *, k: int = 64) -> jax.Array:
     """Top-K subtract: ``clip(x - v_k, 0, 2)`` with v_k the k-th largest pre-activation of the example.
 
     References: Bricken et al. 2023, "Sparse distributed memory is a continual learner".
@@ -85,8 +61,8 @@ def topk_subtract(x: jax.Array, *, k) -> jax.Array:
     return jnp.clip(x - kth_largest(x, k), 0.0, 2.0)
 
 
-@register("topk_mask", traced=("k",))
-def topk_mask(x: jax.Array, *, k) -> jax.Array:
+@register_activation("topk_mask", checks={"k": between(1, "model.hidden_size")}, label="Top-K mask")
+def topk_mask(x: jax.Array, *, k: int = 64) -> jax.Array:
     """Top-K mask (k-WTA): keep ``x`` where ``x >= v_k``, else 0.
 
     References: Makhzani & Frey 2014, "k-sparse autoencoders".
@@ -94,8 +70,8 @@ def topk_mask(x: jax.Array, *, k) -> jax.Array:
     return jnp.where(x >= kth_largest(x, k), x, 0.0)
 
 
-@register("lwta", static=("groups",))
-def lwta(x: jax.Array, *, groups: int) -> jax.Array:
+@register_activation("lwta", static=("groups",), checks={"groups": divides("model.hidden_size")}, label="LWTA")
+def lwta(x: jax.Array, *, groups: int = 50) -> jax.Array:
     """Local winner-take-all: the units form ``groups`` blocks of consecutive units; only each block's maximum keeps its value.
 
     References: Srivastava et al. 2013, "Compete to compute".
@@ -106,32 +82,32 @@ def lwta(x: jax.Array, *, groups: int) -> jax.Array:
     return (winner * blocks).reshape(shape)
 
 
-@register("relu")
+@register_activation("relu", label="ReLU")
 def relu(x: jax.Array) -> jax.Array:
     """ReLU."""
     return jax.nn.relu(x)
 
 
-@register("swish")
+@register_activation("swish", label="Swish")
 def swish(x: jax.Array) -> jax.Array:
     """Swish / SiLU: ``x * sigmoid(x)``."""
     return jax.nn.swish(x)
 
 
-@register("sigmoid")
+@register_activation("sigmoid", label="Sigmoid")
 def sigmoid(x: jax.Array) -> jax.Array:
     """Logistic sigmoid."""
     return jax.nn.sigmoid(x)
 
 
-@register("hard_sigmoid")
+@register_activation("hard_sigmoid", label="Hard Sigmoid")
 def hard_sigmoid(x: jax.Array) -> jax.Array:
     """Hard sigmoid ``relu6(x + 3) / 6`` (jax.nn.hard_sigmoid)."""
     return jax.nn.hard_sigmoid(x)
 
 
-@register("elephant", traced=("a", "d"))
-def elephant(x: jax.Array, *, a, d) -> jax.Array:
+@register_activation("elephant", checks={"a": positive, "d": positive}, label="Elephant")
+def elephant(x: jax.Array, *, a: float = 0.16, d: float = 4.0) -> jax.Array:
     """Elephant: ``1 / (1 + |x / a|^d)``.
 
     References: Lan & Mahmood 2023, "Elephant neural networks: born to be a continual learner".

@@ -143,7 +143,7 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
     from cl_sweep.data import DataUnavailableError
 
     try:
-        validate(cfg)
+        validate(cfg)  # imports the config's plugins first: a launcher's worker process has not seen them
     except ConfigError as e:
         _error(str(e))
     threads, why = cfg.get("cpu_threads"), ""

@@ -23,86 +23,6 @@ class ConfigError(ValueError):
     """A config value outside what the component accepts; its message is one readable paragraph."""
 
 
-# --- activation ---------------------------------------------------------------------------------
-@dataclass
-class ActivationConfig:
-    name: str = MISSING
-
-
-@dataclass
-class AshConfig(ActivationConfig):
-    alpha: float = 3.0  # slope of the gate
-    z_k: float = 2.3  # threshold in per-example standard deviations above the mean
-
-
-@dataclass
-class HardAshConfig(AshConfig):
-    beta: float = 2.0  # upper clip of the value term
-
-
-@dataclass
-class TopKConfig(ActivationConfig):
-    k: int = 64
-
-
-@dataclass
-class LWTAConfig(ActivationConfig):
-    groups: int = 50
-
-
-@dataclass
-class ElephantConfig(ActivationConfig):
-    a: float = 0.16
-    d: float = 4.0
-
-
-# --- optimizer ----------------------------------------------------------------------------------
-@dataclass
-class OptimizerConfig:
-    name: str = MISSING
-    learning_rate: float = MISSING
-
-
-@dataclass
-class AdagradConfig(OptimizerConfig):
-    learning_rate: float = 2e-4
-    initial_accumulator_value: float = 1e-6
-
-
-@dataclass
-class RMSpropConfig(OptimizerConfig):
-    learning_rate: float = 5.5e-6
-    decay: float = 0.9993
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    learning_rate: float = 1e-5
-    b1: float = 0.98
-    b2: float = 0.9995
-    bias_correction: bool = True  # paper A.8: false = raw moments
-
-
-@dataclass
-class SGDExpDecayConfig(OptimizerConfig):
-    # Paper A.9: the starting learning rate did not survive in the text: sweep it (+sweep=a9).
-    learning_rate: float = 1e-2
-    decay_rate: float = 0.7
-    transition_steps: int = 200
-    staircase: bool = True
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    learning_rate: float = 4e-4
-
-
-@dataclass
-class SGDMConfig(OptimizerConfig):
-    learning_rate: float = 1e-5
-    momentum: float = 0.994
-
-
 # --- benchmark ----------------------------------------------------------------------------------
 @dataclass
 class BenchmarkConfig:
@@ -190,6 +110,9 @@ class Config:
     seed: int = 0  # first seed; the job trains seeds seed, seed+1, ..., seed+n_seeds-1
     n_seeds: int = 5
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    # Modules (names on the Python path, or paths to .py files) that register components, imported
+    # before the config is composed (cl_sweep.plugins); installed `cl_sweep.plugins` entry points load always.
+    plugins: list[str] = field(default_factory=list)
     data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
     progress: bool = True  # progress bars
     skip_completed: bool = True  # a job whose result.json is complete for the same overrides is not re-run
@@ -198,27 +121,9 @@ class Config:
     cpu_threads: Optional[int] = None
 
 
+# Activations and optimizers have no dataclass here: their schema is the registered function's
+# signature (cl_sweep.registry), stored in the ConfigStore as `activation/<name>`, `optimizer/<name>`.
 SCHEMAS: dict[str, dict[str, type]] = {
-    "activation": {
-        "ash": AshConfig,
-        "hard_ash": HardAshConfig,
-        "topk_subtract": TopKConfig,
-        "topk_mask": TopKConfig,
-        "lwta": LWTAConfig,
-        "relu": ActivationConfig,
-        "swish": ActivationConfig,
-        "sigmoid": ActivationConfig,
-        "hard_sigmoid": ActivationConfig,
-        "elephant": ElephantConfig,
-    },
-    "optimizer": {
-        "adagrad": AdagradConfig,
-        "rmsprop": RMSpropConfig,
-        "adam": AdamConfig,
-        "sgd": SGDConfig,
-        "sgdm": SGDMConfig,
-        "sgd_exp_decay": SGDExpDecayConfig,
-    },
     "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig, "permuted_mnist": BenchmarkConfig,
                   "split_fashion_mnist": BenchmarkConfig, "split_tfds": SplitTFDSConfig},
     "model": {"mlp": MLPConfig, "sdmlp": SDMLPConfig, "flymodel": FlyModelConfig},
@@ -237,7 +142,14 @@ STRATEGY_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def register_configs() -> None:
-    """Stores the top-level schema and one schema per group option in Hydra's ConfigStore."""
+    """Stores the top-level schema and one schema per group option in Hydra's ConfigStore.
+
+    Activations and optimizers store their own nodes when they are registered; importing them
+    here registers the built-in ones.
+    """
+    import cl_sweep.activations  # noqa: F401
+    import cl_sweep.optimizers  # noqa: F401
+
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, options in SCHEMAS.items():
@@ -278,8 +190,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _component(group: str, option: str):
+    from cl_sweep.registry import ACTIVATIONS, OPTIMIZERS
+
+    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}.get(group)
+    return None if registry is None else registry._items.get(option)
+
+
 def schema_keys(group: str, option: str) -> list[str] | None:
     """The keys a group option's node may hold (its schema's fields), or None for an unknown option."""
+    if group in ("activation", "optimizer"):
+        component = _component(group, option)
+        return None if component is None else ["name", *component.keys]
     if group == "strategy":
         node = STRATEGY_SCHEMAS.get(option)
         return None if node is None else list(node)
@@ -293,7 +215,7 @@ def _refuse_key(where: str, key: str, value: Any, allowed: list[str], what: str)
     shown = ", ".join(allowed) if allowed else "none"
     raise ConfigError(
         f"invalid configuration: {where}{key}={value!r} is not allowed; {what} has no key {key!r} "
-        f"(its keys: {shown}).{hint} A key added with + or ++ (or in a config file) must be one of "
+        f"(its keys: {shown}).{hint} Every key, however it is given (key=, +key=, ++key=, a config file), must be one of "
         f"these too. Fix the override (or the config file) and run again: nothing was trained."
     )
 
@@ -323,30 +245,25 @@ def check_keys(cfg: DictConfig | dict) -> None:
 
 
 def validate(cfg: DictConfig | dict) -> None:
-    """Checks every key and value range the engine relies on; raises `ConfigError` naming key, value, and what is allowed."""
+    """Checks every key and value range the engine relies on; raises `ConfigError` naming key, value, and what is allowed.
+
+    Imports the config's ``plugins`` first (idempotent), so their components are known in any process.
+    """
+    from cl_sweep.plugins import load_plugins
+
+    load_plugins(cfg.get("plugins"))
     check_keys(cfg)
     act, opt, bench, model = cfg["activation"], cfg["optimizer"], cfg["benchmark"], cfg["model"]
     hidden = model["hidden_size"]
     if not (isinstance(hidden, int) and hidden >= 1):
         _fail("model.hidden_size", hidden, "it must be a positive integer")
 
-    # optimizer
-    lr = opt.get("learning_rate")
-    if not (_is_number(lr) and lr > 0):
-        _fail("optimizer.learning_rate", lr, "it must be a positive number (> 0)")
-    for key in ("decay", "b1", "b2", "momentum"):
-        if key in opt:
-            v = opt[key]
-            if not (_is_number(v) and 0.0 <= v < 1.0):
-                _fail(f"optimizer.{key}", v, "it must lie in [0, 1)")
-    if "decay_rate" in opt and not (_is_number(opt["decay_rate"]) and 0.0 < opt["decay_rate"] <= 1.0):
-        _fail("optimizer.decay_rate", opt["decay_rate"], "it must lie in (0, 1]")
-    if "transition_steps" in opt and not (isinstance(opt["transition_steps"], int) and opt["transition_steps"] >= 1):
-        _fail("optimizer.transition_steps", opt["transition_steps"], "it must be a positive integer")
-    if "initial_accumulator_value" in opt:
-        v = opt["initial_accumulator_value"]
-        if not (_is_number(v) and v >= 0):
-            _fail("optimizer.initial_accumulator_value", v, "it must be a number >= 0")
+    # activation and optimizer: each component's checks, declared beside its function
+    for group, node in (("activation", act), ("optimizer", opt)):
+        component = _component(group, node.get("name"))
+        if component is not None:
+            for key, value, allowed in component.check(node, cfg):
+                _fail(f"{group}.{key}", value, allowed)
 
     # model
     if model.get("name") == "sdmlp":
@@ -373,25 +290,6 @@ def validate(cfg: DictConfig | dict) -> None:
         wmax = model["weight_max"]
         if wmax is not None and not (_is_number(wmax) and wmax > 0):
             _fail("model.weight_max", wmax, "it must be null (no clip) or a positive number")
-
-    # activation
-    if "k" in act:
-        k = act["k"]
-        if not (isinstance(k, int) and 1 <= k <= hidden):
-            _fail("activation.k", k, f"it must be an integer in 1..{hidden} (model.hidden_size)")
-    if "groups" in act:
-        g = act["groups"]
-        divisors = [d for d in range(1, hidden + 1) if hidden % d == 0]
-        if not (isinstance(g, int) and g >= 1 and hidden % g == 0):
-            shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
-            _fail("activation.groups", g, f"it must divide model.hidden_size={hidden} (allowed: {shown})")
-    for key in ("alpha", "beta", "a", "d"):
-        if key in act:
-            v = act[key]
-            if not (_is_number(v) and v > 0):
-                _fail(f"activation.{key}", v, "it must be a positive number (> 0)")
-    if "z_k" in act and not _is_number(act["z_k"]):
-        _fail("activation.z_k", act["z_k"], "it must be a finite number")
 
     # benchmark
     if bench.get("kind", "split") not in ("split", "permuted"):

@@ -7,49 +7,26 @@ momenta.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import optax
 
+from cl_sweep.registry import (
+    OPTIMIZERS, Component, half_open_unit, nonnegative, positive, positive_int, register_optimizer, unit_interval,
+)
 
-@dataclass(frozen=True)
-class Optimizer:
-    """A registered optimizer factory: its traced hyperparameters, and static ones that change the program."""
+__all__ = ["OPTIMIZERS", "Optimizer", "get_optimizer", "with_update_clip"]
 
-    name: str
-    factory: Callable[..., optax.GradientTransformation]
-    hyperparameters: tuple[str, ...]
-    static: tuple[str, ...] = ()
+Optimizer = Component  # a registered optimizer: .fn (= .factory), .traced (= .hyperparameters), .static
 
 
-OPTIMIZERS: dict[str, Optimizer] = {}
-
-
-def register(name: str, hyperparameters: tuple[str, ...], *, static: tuple[str, ...] = ()):
-    """Decorator adding an optimizer factory to the registry; a duplicate name is refused."""
-
-    def deco(factory):
-        if name in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} is already registered")
-        OPTIMIZERS[name] = Optimizer(name, factory, hyperparameters, static)
-        return factory
-
-    return deco
-
-
-def get_optimizer(name: str) -> Optimizer:
+def get_optimizer(name: str) -> Component:
     """Returns the registered optimizer; an unknown name raises ValueError listing the allowed ones."""
-    try:
-        return OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}") from None
+    return OPTIMIZERS.get(name)
 
 
-@register("adagrad", ("learning_rate", "initial_accumulator_value"))
-def adagrad(*, learning_rate, initial_accumulator_value) -> optax.GradientTransformation:
+@register_optimizer("adagrad", checks={"learning_rate": positive, "initial_accumulator_value": nonnegative}, label="Adagrad")
+def adagrad(*, learning_rate: float = 2e-4, initial_accumulator_value: float = 1e-6) -> optax.GradientTransformation:
     """Adagrad; a tiny initial accumulator gives very large first steps (paper A.6).
 
     References: Duchi et al. 2011, "Adaptive subgradient methods for online learning".
@@ -57,8 +34,8 @@ def adagrad(*, learning_rate, initial_accumulator_value) -> optax.GradientTransf
     return optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator_value)
 
 
-@register("rmsprop", ("learning_rate", "decay"))
-def rmsprop(*, learning_rate, decay) -> optax.GradientTransformation:
+@register_optimizer("rmsprop", checks={"learning_rate": positive, "decay": unit_interval}, label="RMSprop")
+def rmsprop(*, learning_rate: float = 5.5e-6, decay: float = 0.9993) -> optax.GradientTransformation:
     """RMSprop (no bias correction, no momentum).
 
     References: Tieleman & Hinton 2012, Lecture 6.5.
@@ -66,8 +43,8 @@ def rmsprop(*, learning_rate, decay) -> optax.GradientTransformation:
     return optax.rmsprop(learning_rate, decay=decay)
 
 
-@register("adam", ("learning_rate", "b1", "b2"), static=("bias_correction",))
-def adam(*, learning_rate, b1, b2, bias_correction: bool = True) -> optax.GradientTransformation:
+@register_optimizer("adam", static=("bias_correction",), checks={"learning_rate": positive, "b1": unit_interval, "b2": unit_interval}, label="Adam")
+def adam(*, learning_rate: float = 1e-5, b1: float = 0.98, b2: float = 0.9995, bias_correction: bool = True) -> optax.GradientTransformation:
     """Adam; with ``bias_correction=False`` the moments are used as they are (paper A.8).
 
     Without bias correction the early steps are much larger (the second moment starts near 0),
@@ -96,14 +73,15 @@ def _scale_by_adam_without_bias_correction(b1, b2, eps: float = 1e-8) -> optax.G
     return optax.GradientTransformation(init, update)
 
 
-@register("sgd", ("learning_rate",))
-def sgd(*, learning_rate) -> optax.GradientTransformation:
+@register_optimizer("sgd", checks={"learning_rate": positive}, label="SGD")
+def sgd(*, learning_rate: float = 4e-4) -> optax.GradientTransformation:
     """Plain SGD."""
     return optax.sgd(learning_rate)
 
 
-@register("sgd_exp_decay", ("learning_rate", "decay_rate"), static=("transition_steps", "staircase"))
-def sgd_exp_decay(*, learning_rate, decay_rate, transition_steps: int, staircase: bool) -> optax.GradientTransformation:
+@register_optimizer("sgd_exp_decay", static=("transition_steps", "staircase"),
+                    checks={"learning_rate": positive, "decay_rate": half_open_unit, "transition_steps": positive_int})
+def sgd_exp_decay(*, learning_rate: float = 1e-2, decay_rate: float = 0.7, transition_steps: int = 200, staircase: bool = True) -> optax.GradientTransformation:
     """SGD whose learning rate decays as ``lr * decay_rate ** (step / transition_steps)`` (paper A.9).
 
     With ``staircase`` the exponent is floored: the rate drops by ``decay_rate`` every
@@ -118,8 +96,8 @@ def sgd_exp_decay(*, learning_rate, decay_rate, transition_steps: int, staircase
     return optax.sgd(schedule)
 
 
-@register("sgdm", ("learning_rate", "momentum"))
-def sgdm(*, learning_rate, momentum) -> optax.GradientTransformation:
+@register_optimizer("sgdm", checks={"learning_rate": positive, "momentum": unit_interval}, label="SGDM")
+def sgdm(*, learning_rate: float = 1e-5, momentum: float = 0.994) -> optax.GradientTransformation:
     """SGD with (heavy-ball) momentum."""
     return optax.sgd(learning_rate, momentum=momentum)
 
