@@ -53,18 +53,23 @@ test: test-deps  ## run the whole test suite (slow tests included), as CI does; 
 test-fast:  ## only the fast tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder)
-	$(PY) -m cl_sweep.tables $(RESULTS) --out tables
+TABLES  ?= tables
+FIGURES ?= figures
+tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder, TABLES=<folder> for another output)
+	$(PY) -m cl_sweep.tables $(RESULTS) --out $(TABLES)
 
-ROWS ?= hard_ash,ash,topk_subtract,topk_mask,lwta,relu,swish,sigmoid,hard_sigmoid
-OPTIMIZERS ?= adagrad sgd sgdm adam rmsprop
+# The A.6 preset's own activations and optimizers (conf/sweep/a6.yaml), read when reproduce runs.
+A6_KEYS = $(shell $(PY) -c "import yaml; g = yaml.safe_load(open('conf/sweep/a6.yaml'))['hydra']['sweeper']['grid']; print('$(1)'.join(g['$(2)']))")
+ROWS ?= $(call A6_KEYS,$(comma),activation)
+OPTIMIZERS ?= $(call A6_KEYS, ,optimizer)
+comma := ,
 reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPTIMIZERS=...); resumable
 	for opt in $(OPTIMIZERS); do \
 	  $(PY) -m cl_sweep --multirun +sweep=a6 activation=$(ROWS) optimizer=$$opt progress=false hydra.sweep.dir=results/a6 || exit 1; \
 	done
 
-figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder)
-	$(PY) -m cl_sweep.figures $(RESULTS) --out figures
+figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder, FIGURES=<folder> for another output)
+	$(PY) -m cl_sweep.figures $(RESULTS) --out $(FIGURES)
 
 bench:  ## every CPU speed figure of the README's Performance section, each against a baseline timed in the same run
 	$(PY) benchmarks/step_time.py --ablation

@@ -6,7 +6,10 @@ final Split-MNIST test accuracy in percent, mean ± std over 5 seeds, exactly as
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import NamedTuple
 
 #: The benchmark (registry key) that all the paper's tables below refer to.
@@ -32,28 +35,15 @@ PAPER_ACTIVATIONS: tuple[str, ...] = ACTIVATION_ORDER[:9]
 #: Optimizer registry keys in the paper's column order.
 OPTIMIZER_ORDER: tuple[str, ...] = ("adagrad", "rmsprop", "adam", "sgdm", "sgd")
 
+#: Display names of the hidden nonlinearities and learning rules that models bring with them (the
+#: registered components' names come from the registry: ``label=`` of their decorator).
 ACTIVATION_NAMES: dict[str, str] = {
-    "ash": "ASH",
-    "hard_ash": "Hard ASH",
-    "topk_subtract": "Top-K subtract",
-    "topk_mask": "Top-K mask",
-    "lwta": "LWTA",
-    "relu": "ReLU",
-    "swish": "Swish",
-    "sigmoid": "Sigmoid",
-    "hard_sigmoid": "Hard Sigmoid",
-    "elephant": "Elephant",
     "sdm_topk": "SDMLP (GABA Top-K)",  # model=sdmlp: its own activation
     "fly_kwta": "FlyModel (k-WTA)",  # model=flymodel: its own activation
 }
 
 OPTIMIZER_NAMES: dict[str, str] = {
     "associative": "Associative rule",  # model=flymodel: no optimizer
-    "adagrad": "Adagrad",
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "sgdm": "SGDM",
-    "sgd": "SGD",
 }
 
 
@@ -141,14 +131,22 @@ PAPER_APPENDIX: dict[str, PaperValue] = {
 }
 
 
+def _registered_label(kind: str, key: str) -> str | None:
+    from cl_sweep.activations import ACTIVATIONS  # deferred: the tables need jax only for the names
+    from cl_sweep.optimizers import OPTIMIZERS
+
+    registry = ACTIVATIONS if kind == "activation" else OPTIMIZERS
+    return registry[key].display if key in registry else None
+
+
 def activation_name(key: str) -> str:
-    """Display name of an activation registry key (the key itself when unknown)."""
-    return ACTIVATION_NAMES.get(key, key)
+    """Display name of an activation: its registered label, else the model's own name, else the key."""
+    return _registered_label("activation", key) or ACTIVATION_NAMES.get(key, key)
 
 
 def optimizer_name(key: str) -> str:
-    """Display name of an optimizer registry key (the key itself when unknown)."""
-    return OPTIMIZER_NAMES.get(key, key)
+    """Display name of an optimizer: its registered label, else the model's own rule's name, else the key."""
+    return _registered_label("optimizer", key) or OPTIMIZER_NAMES.get(key, key)
 
 
 def paper_order(keys: Iterable[str], order: tuple[str, ...]) -> list[str]:
@@ -165,15 +163,32 @@ def paper_order(keys: Iterable[str], order: tuple[str, ...]) -> list[str]:
     known = [k for k in order if k in distinct]
     return known + sorted(distinct - set(order))
 
-#: Points per activation and per optimizer in the A.6 grid; a cell's grid is their product.
-A6_ACTIVATION_POINTS: dict[str, int] = {
-    "ash": 6, "hard_ash": 6, "topk_subtract": 5, "topk_mask": 5, "lwta": 3,
-    "relu": 1, "swish": 1, "sigmoid": 1, "hard_sigmoid": 1,
-}
-A6_OPTIMIZER_POINTS: dict[str, int] = {"adagrad": 3, "rmsprop": 25, "adam": 24, "sgdm": 12, "sgd": 3}
+
+@functools.lru_cache(maxsize=1)
+def _a6_points() -> tuple[dict[str, int], dict[str, int]]:
+    """Grid points per activation and per optimizer, counted from the A.6 preset (conf/sweep/a6.yaml)."""
+    import yaml
+
+    from cl_sweep.__main__ import _config_dir
+
+    grid = yaml.safe_load((Path(_config_dir()) / "sweep" / "a6.yaml").read_text())["hydra"]["sweeper"]["grid"]
+    count = lambda points: math.prod(len(v) for v in (points or {}).values())  # noqa: E731
+    return ({k: count(v) for k, v in grid["activation"].items()}, {k: count(v) for k, v in grid["optimizer"].items()})
 
 
 def a6_cell_size(activation: str, optimizer: str) -> int | None:
     """Grid points of an (activation, optimizer) cell in the A.6 grid, None outside it."""
-    a, o = A6_ACTIVATION_POINTS.get(activation), A6_OPTIMIZER_POINTS.get(optimizer)
+    acts, opts = _a6_points()
+    a, o = acts.get(activation), opts.get(optimizer)
     return None if a is None or o is None else a * o
+
+
+def within_paper(mean: float, value: PaperValue | PaperBest | None, decimals: int = 1) -> bool | None:
+    """Whether ``mean`` (%) lies within paper mean ± paper std, at the paper's precision (one decimal).
+
+    Returns:
+        None when either number is missing.
+    """
+    if value is None or mean is None or not math.isfinite(mean):
+        return None
+    return abs(round(mean, decimals) - value.mean) <= value.std + 1e-9

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from cl_sweep import paper
 from cl_sweep.paper import PaperValue
-from cl_sweep.tables import within_paper
+from cl_sweep.paper import within_paper
 
 # A bare Figure (no pyplot) renders with Agg and never touches the global backend, so importing
 # this module in a notebook or on a headless machine changes nothing there.

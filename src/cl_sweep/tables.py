@@ -103,7 +103,6 @@ DEFAULTS_KEY_LABEL = "(defaults)"
 # Ours is compared at the paper's printed precision (one decimal) so that the mark agrees with
 # the numbers a reader sees side by side; the epsilon absorbs float noise such as 76.4 - 1.4.
 _DISPLAY_DECIMALS = 1
-_EPS = 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,15 +421,7 @@ def _fmt_paper(value: PaperValue | PaperBest | None) -> str:
     return MISSING if value is None else _fmt(value.mean, value.std)
 
 
-def within_paper(mean: float, value: PaperValue | PaperBest | None) -> bool | None:
-    """Whether ``mean`` (%) lies within paper mean ± paper std, at the paper's precision.
-
-    Returns:
-        None when either number is missing.
-    """
-    if value is None or mean is None or not math.isfinite(mean):
-        return None
-    return abs(round(mean, _DISPLAY_DECIMALS) - value.mean) <= value.std + _EPS
+within_paper = paper.within_paper  # one rule for the tables and the heatmap (cl_sweep.paper)
 
 
 def _mark(within: bool | None) -> str:
@@ -1275,7 +1266,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-plots", action="store_true", help="do not write tables/table2_heatmap.png"
     )
+    parser.add_argument(
+        "--plugins", nargs="*", default=[],
+        help="plugin modules or .py files whose components' labels name their rows (installed "
+        "cl_sweep.plugins entry points are always loaded)",
+    )
     args = parser.parse_args(argv)
+    from cl_sweep.plugins import PluginError, load_plugins
+
+    try:
+        load_plugins(args.plugins)
+    except PluginError as e:
+        print(f"cl_sweep.tables: {e}", file=sys.stderr)
+        return 2
 
     missing = [r for r in args.results if not Path(r).exists()]
     if missing:
