@@ -1,0 +1,72 @@
+"""Re-run stored results from the overrides they record and compare the numbers bit for bit.
+
+    python scripts/rerun_stored.py                       # one stored A.6 grid point per activation
+    python scripts/rerun_stored.py results/a6 --per-activation 3
+    python scripts/rerun_stored.py path/to/result.json ...
+
+A stored result is re-runnable when ``python -m cl_sweep <its overrides>`` gives the same final
+accuracy per seed. That is promised on the machine (CPU model) that made it: XLA emits different
+code for other CPU models, so there a seed may differ in the last digit. The first file of each
+activation (in path order) is taken, so the selection is the same on every run. Prints one line
+per job and exits 1 if any differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def select(paths: list[Path], per_activation: int) -> list[Path]:
+    files = []
+    for p in paths:
+        files.extend(sorted(p.rglob("result.json")) if p.is_dir() else [p])
+    chosen, seen = [], defaultdict(int)
+    for f in files:
+        act = json.loads(f.read_text())["activation"]
+        if seen[act] < per_activation:
+            seen[act] += 1
+            chosen.append(f)
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="*", type=Path, default=[REPO / "results" / "a6"])
+    ap.add_argument("--per-activation", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import cl_sweep.config  # noqa: F401  registers the schemas
+    from cl_sweep.__main__ import _config_dir
+    from cl_sweep.train import train_and_evaluate
+
+    files = select(args.paths, args.per_activation)
+    differ = 0
+    for f in files:
+        stored = json.loads(f.read_text())
+        overrides = [o for o in stored["overrides"] if not o.startswith(("progress=", "hydra."))] + ["progress=false"]
+        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        start = time.perf_counter()
+        new = train_and_evaluate(OmegaConf.to_container(cfg, resolve=True), overrides=overrides)
+        same = new["final_accuracy"] == stored["final_accuracy"] and new["seeds"] == stored["seeds"]
+        differ += not same
+        rel = f.relative_to(REPO) if f.is_relative_to(REPO) else f
+        print(f"{'same' if same else 'DIFFERENT'}  {stored['activation']:>13} + {stored['optimizer']:<8} "
+              f"{len(new['seeds'])} seeds  {time.perf_counter() - start:5.1f} s  {rel}"
+              + ("" if same else f"\n      stored {stored['final_accuracy']}\n      now    {new['final_accuracy']}"))
+    print(f"{len(files) - differ} of {len(files)} jobs re-ran to the stored final accuracies bit for bit")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
