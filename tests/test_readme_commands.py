@@ -279,7 +279,6 @@ _TFDS_REASON = (
     "and the network; the check runs the command itself on the slice and demands the documented "
     "one-paragraph failure (`... Nothing was trained.`), no traceback"
 )
-_PATH_SCRIPT = "invoked by its path, so the check runs it that way with --help (needs the executable bit and a shebang)"
 
 EXCLUDED: dict[str, Excluded] = {
     # --- set-up and the test suite itself: CI runs them -----------------------------------
@@ -345,13 +344,14 @@ EXCLUDED: dict[str, Excluded] = {
         "49 five-seed jobs end to end, several minutes; the check: one job of the Hard ASH + RMSprop slice",
         ".venv/bin/python benchmarks/grid_time.py --slice hard_ash_rmsprop --stride 150 --reference-steps 5",
         expect=r"per model", slow=True),
-    "benchmarks/grid_time.py --whole-grid": Excluded(f"the whole A.6 grid (hours on this CPU); {_PATH_SCRIPT}",
-                                                     "benchmarks/grid_time.py --help", expect=r"--whole-grid"),
+    ".venv/bin/python benchmarks/grid_time.py --whole-grid": Excluded(
+        "the whole A.6 grid (hours on this CPU); the check: the script's --help", ".venv/bin/python benchmarks/grid_time.py --help",
+        expect=r"--whole-grid"),
     "make soak JOBS=240": Excluded("240 jobs, about 6 minutes of both cores; the check: the same recipe with 2 jobs",
                                    "make soak JOBS=2", expect=r"soak: OK", slow=True),
     "make soak": Excluded("240 jobs, about 6 minutes; the check: the recipe", "make -n soak", expect=r"soak\.py --jobs 240"),
-    "benchmarks/soak.py --jobs 240": Excluded(f"= `make soak`, 240 jobs; {_PATH_SCRIPT}",
-                                              "benchmarks/soak.py --help", expect=r"--jobs"),
+    ".venv/bin/python benchmarks/soak.py --jobs 240": Excluded("= `make soak`, 240 jobs; the check: the script's --help",
+                                                               ".venv/bin/python benchmarks/soak.py --help", expect=r"--jobs"),
     "make bench-launchers": Excluded("2 rounds of an 8-job sweep through two launchers, minutes; the check: the recipe",
                                      "make -n bench-launchers", expect=r"soak\.py --compare-launchers"),
     # --- TensorFlow ----------------------------------------------------------------------------
@@ -372,10 +372,22 @@ EXCLUDED: dict[str, Excluded] = {
         "python -m cl_sweep --multirun benchmark=split_tfds benchmark.tfds_name=mnist,fashion_mnist "
         "benchmark.tfds_data_dir=/tmp/tfds_data activation=hard_ash,relu optimizer=adagrad,adam {slice}",
         expect=r"Nothing was trained", fails=True),
-    "scripts/tfds_offline.py mnist fashion_mnist --data-dir /tmp/tfds_data": Excluded(
-        f"needs TensorFlow (the `tfds` extra); {_PATH_SCRIPT}", "scripts/tfds_offline.py --help", expect=r"--data-dir"),
-    "scripts/tfds_offline.py mnist fashion_mnist --data-dir DIR": Excluded(
-        f"placeholder DIR, and needs TensorFlow; {_PATH_SCRIPT}", "scripts/tfds_offline.py --help", expect=r"--data-dir"),
+    ".venv/bin/python scripts/tfds_offline.py mnist fashion_mnist --data-dir /tmp/tfds_data": Excluded(
+        "needs TensorFlow (the `tfds` extra); the check: the script's --help",
+        ".venv/bin/python scripts/tfds_offline.py --help", expect=r"--data-dir"),
+    ".venv/bin/python scripts/tfds_offline.py mnist fashion_mnist --data-dir DIR": Excluded(
+        "placeholder DIR, and needs TensorFlow; the check: the script's --help",
+        ".venv/bin/python scripts/tfds_offline.py --help", expect=r"--data-dir"),
+    ".venv/bin/python scripts/rerun_stored.py": Excluded(
+        "9 five-seed or early-stopped jobs, 1.5 minutes; the check: the same script on one stored job",
+        ".venv/bin/python scripts/rerun_stored.py results/a6/split_mnist/relu/sgd",
+        expect=r"1 jobs re-ran to the stored final accuracies|of 1 jobs re-ran", slow=True),
+    # --- your own components -------------------------------------------------------------------
+    "pip install -e examples/plugin": Excluded(
+        "installs the example plugin into the venv every test shares (its entry point would then load in every "
+        "test); tests/test_example_plugin.py pip-installs it into a folder of its own and sweeps it. The check: "
+        "the package declares its cl_sweep.plugins entry point",
+        "grep -A1 'entry-points.\"cl_sweep.plugins\"' examples/plugin/pyproject.toml", expect=r"example = \"cl_sweep_example_plugin\""),
     # --- usage synopses in the prose (placeholders) ------------------------------------------------
     "python -m cl_sweep <overrides>": Excluded(
         "synopsis: <overrides> stands for a result's `overrides`; the check re-runs a stored result's overrides",
@@ -683,6 +695,9 @@ def test_readme_command(command: Command, tmp_path: Path) -> None:
         assert spec.reason.strip(), f"{where}: the exclusion of `{command.text}` needs a reason"
         run_check(command.text, spec, workdir, env)
         return
+    if "plugins=[my_components]" in command.text or "--plugins my_components" in command.text:
+        # the README's instruction: my_components.py (examples/my_components.py is the README's copy) in the working directory
+        shutil.copy(REPO / "examples" / "my_components.py", workdir / "my_components.py")
     if is_placeholder(command.text):
         pytest.fail(
             f"{where}: `{command.text}` has a placeholder ({PLACEHOLDER.search(command.text).group(0).strip()!r}), "
