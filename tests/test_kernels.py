@@ -142,7 +142,8 @@ def _train_both_ways(structure, members, a_hp, o_hp, data, order, permuted=False
 def _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=False):
     """Where the engine's proof holds on this machine, the kernel trains bit for bit like the plain
     program; where it does not (XLA emits other code on other CPUs), the engine runs the plain
-    program, and the kernel still computes the same update up to float32 rounding."""
+    program (that the kernel still computes the same update up to float32 rounding is
+    test_fused_update_computes_the_optax_chain's)."""
     if engine.fused_update_verified(structure, permuted):
         assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, True)
         for plain, fused in zip(states[False], states[True]):
@@ -152,7 +153,6 @@ def _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=
         assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, False)
         for plain, fused in zip(states[False], states[True]):
             assert plain.shape == fused.shape
-            np.testing.assert_allclose(fused, plain, rtol=1e-3, atol=1e-5)
 
 
 @needs_kernel
