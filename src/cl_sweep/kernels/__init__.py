@@ -119,6 +119,7 @@ def _build() -> Path:
 
 
 _LIB_KEY: str | None = None  # the built library's key: proofs are only valid for that library
+_registered = False  # the FFI targets are registered in this process
 
 
 def _proofs_file() -> Path:
@@ -194,10 +195,14 @@ def available() -> bool:
         return False
     if platform.machine() not in ("x86_64", "AMD64") or not {"avx", "fma"} <= set(_cpu_flags().split()):
         return False
+    global _registered
+    if _registered:  # XLA keeps the first library's handlers for the life of the process
+        return True
     try:
         lib = ctypes.cdll.LoadLibrary(str(_build()))
         for target, symbol in _SYMBOLS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+        _registered = True
     except Exception as exc:  # noqa: BLE001 - any failure means: use the plain XLA program
         problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
         not_used(problem, first_time=_first_report(f"build-{_build_key(_compiler())}", problem))
