@@ -212,3 +212,16 @@ def test_builtins_use_the_public_api():
         assert {c.source for c in reg.values() if not c.name.endswith("_t")} == {module}
     assert positive(0.0, {}) and positive(1e-3, {}) is None
     assert np.isclose(OPTIMIZERS["adagrad"].params[0].default, 2e-4)
+
+
+@pytest.mark.slow
+def test_a_plugin_reaches_the_workers_of_the_parallel_launcher(tmp_path):
+    """joblib's worker processes compose nothing: each job imports its config's plugins itself."""
+    from conftest import REPO, run_cli
+
+    (tmp_path / "my_components.py").write_text((REPO / "examples" / "my_components.py").read_text())
+    proc = run_cli("--multirun", "plugins=[my_components]", "activation=shifted_relu", "activation.shift=0.1,0.2",
+                   "hydra/launcher=parallel", *SLICE, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = sorted(tmp_path.glob("multirun/*/*/result.json"))
+    assert len(results) == 2 and all('"activation": "shifted_relu"' in p.read_text() for p in results)
