@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import cl_sweep.config  # noqa: F401  registers the schemas
-    from cl_sweep.__main__ import _config_dir
+    from cl_sweep.config import config_dir  # importing it registers the schemas
     from cl_sweep.train import train_and_evaluate
 
     files = select(args.paths, args.per_activation)
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in files:
         stored = json.loads(f.read_text())
         overrides = [o for o in stored["overrides"] if not o.startswith(("progress=", "hydra."))] + ["progress=false"]
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         start = time.perf_counter()
         new = train_and_evaluate(OmegaConf.to_container(cfg, resolve=True), overrides=overrides)

@@ -6,22 +6,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import cl_sweep.config  # noqa: F401  registers the typed schemas before Hydra composes
-
-
-def _config_dir() -> str:
-    """conf/ inside an installed wheel, else the repository's top-level conf/ (source checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parents[1] / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise SystemExit("cl_sweep: cannot find the config folder conf/ (reinstall the package)")
+from cl_sweep.config import config_dir  # importing it registers the typed schemas before Hydra composes
 
 
 def _load_plugins() -> None:
@@ -36,7 +26,7 @@ def _load_plugins() -> None:
         raise SystemExit(2) from None
 
 
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float:
     from cl_sweep.cli import run_job  # after Hydra parsed the command line: `--help` stays fast
 

@@ -23,7 +23,7 @@ Activation = Component  # a registered activation: .fn, .traced, .static (cl_swe
 
 def get_activation(name: str) -> Component:
     """Returns the registered activation; an unknown name raises ValueError listing the allowed ones."""
-    return ACTIVATIONS.get(name)
+    return ACTIVATIONS.lookup(name)
 
 
 def _threshold(x: jax.Array, z_k: jax.Array) -> jax.Array:

@@ -13,10 +13,20 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
+
+
+def config_dir() -> str:
+    """conf/ inside an installed wheel, else the repository's top-level conf/ (source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise SystemExit("cl_sweep: cannot find the config folder conf/ (reinstall the package)")
 
 
 class ConfigError(ValueError):
@@ -194,7 +204,7 @@ def _component(group: str, option: str):
     from cl_sweep.registry import ACTIVATIONS, OPTIMIZERS
 
     registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}.get(group)
-    return None if registry is None else registry._items.get(option)
+    return None if registry is None else registry.get(option)
 
 
 def schema_keys(group: str, option: str) -> list[str] | None:

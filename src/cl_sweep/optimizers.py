@@ -22,7 +22,7 @@ Optimizer = Component  # a registered optimizer: .fn (= .factory), .traced (= .h
 
 def get_optimizer(name: str) -> Component:
     """Returns the registered optimizer; an unknown name raises ValueError listing the allowed ones."""
-    return OPTIMIZERS.get(name)
+    return OPTIMIZERS.lookup(name)
 
 
 @register_optimizer("adagrad", checks={"learning_rate": positive, "initial_accumulator_value": nonnegative}, label="Adagrad")

@@ -169,9 +169,9 @@ def _a6_points() -> tuple[dict[str, int], dict[str, int]]:
     """Grid points per activation and per optimizer, counted from the A.6 preset (conf/sweep/a6.yaml)."""
     import yaml
 
-    from cl_sweep.__main__ import _config_dir
+    from cl_sweep.config import config_dir
 
-    grid = yaml.safe_load((Path(_config_dir()) / "sweep" / "a6.yaml").read_text())["hydra"]["sweeper"]["grid"]
+    grid = yaml.safe_load((Path(config_dir()) / "sweep" / "a6.yaml").read_text())["hydra"]["sweeper"]["grid"]
     count = lambda points: math.prod(len(v) for v in (points or {}).values())  # noqa: E731
     return ({k: count(v) for k, v in grid["activation"].items()}, {k: count(v) for k, v in grid["optimizer"].items()})
 

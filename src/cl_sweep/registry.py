@@ -184,7 +184,8 @@ class Registry(Mapping[str, Component]):
 
         return deco
 
-    def get(self, name: str) -> Component:  # type: ignore[override]
+    def lookup(self, name: str) -> Component:
+        """The component registered as ``name``; an unknown name raises ValueError listing the allowed ones."""
         try:
             return self._items[name]
         except KeyError:
