@@ -44,7 +44,7 @@ def reference_style_ms_per_step(steps: int) -> float:
     import numpy as np
     import optax
 
-    from cl_sweep import model as mlp
+    from cl_sweep.models import mlp
     from cl_sweep.activations import hard_ash
     from cl_sweep.data import load_dataset
     from cl_sweep.ops import weight_norm

@@ -24,7 +24,7 @@ import optax
 from jax import lax
 
 from cl_sweep import engine, kernels
-from cl_sweep import model as mlp
+from cl_sweep.models import mlp
 from cl_sweep.data import load_dataset
 from cl_sweep.engine import Member, Structure
 from cl_sweep.tasks import batch_schedule, class_incremental_split, task_order
@@ -118,9 +118,9 @@ def main() -> None:
     ablations = {
         **({"  without the fused kernel": (hard_ash, ash_hp, ada_hp, False)} if fused_here else {}),
         "  with SGD for Adagrad": (Structure("hard_ash", "sgd"), ash_hp, {"learning_rate": 1e-3}),
-        "  without weight norm": (Structure("hard_ash", "adagrad", weight_norm=(False, False)), ash_hp, ada_hp),
+        "  without weight norm": (Structure("hard_ash", "adagrad", model_static=dict(weight_norm=(False, False))), ash_hp, ada_hp),
         "  with ReLU for Hard ASH": (Structure("relu", "adagrad"), {}, ada_hp),
-        "  without update clip": (Structure("hard_ash", "adagrad", update_clip=None), ash_hp, ada_hp),
+        "  without update clip": (Structure("hard_ash", "adagrad", model_static=dict(update_clip=None)), ash_hp, ada_hp),
     } if args.ablation else {}
     for name, (structure, a_hp, o_hp, *fused) in ablations.items():
         runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, o_hp, *fused)

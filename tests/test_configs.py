@@ -8,20 +8,21 @@ from omegaconf import OmegaConf
 from cl_sweep.activations import ACTIVATIONS
 from cl_sweep.config import SCHEMAS, ConfigError, validate
 from cl_sweep.optimizers import OPTIMIZERS
+from cl_sweep.registry import MODELS
 from cl_sweep.train import hyperparameters_of, members_of, structure_of
 
 
 def options(conf_dir, group):
-    """A group's options: the registered components (activation, optimizer) or the YAML files."""
-    if group in ("activation", "optimizer"):
-        return sorted(ACTIVATIONS if group == "activation" else OPTIMIZERS)
+    """A group's options: the registered components (activation, optimizer, model) or the YAML files."""
+    if group in ("activation", "optimizer", "model"):
+        return sorted({"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS}[group])
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
 def test_group_files_match_registries_and_schemas(conf_dir):
-    assert not (conf_dir / "activation").exists() and not (conf_dir / "optimizer").exists()  # the signatures are the schemas
-    for group in ("benchmark", "model"):
-        assert options(conf_dir, group) == sorted(SCHEMAS[group]), group
+    for group in ("activation", "optimizer", "model"):  # the signatures are the schemas: no YAML
+        assert not (conf_dir / group).exists(), group
+    assert options(conf_dir, "benchmark") == sorted(SCHEMAS["benchmark"])
 
 
 def test_defaults(compose):
@@ -70,7 +71,7 @@ def test_every_option_composes_validates_and_builds(compose, conf_dir, group):
         structure = structure_of(plain)
         members = members_of(plain, [0, 1])
         assert len(members) == 2 and members[0].seed == 0
-        assert structure.hidden_size == cfg.model.hidden_size
+        assert dict(structure.model_static)["hidden_size"] == cfg.model.hidden_size
         hp = hyperparameters_of(plain)
         assert all("." in k for k in hp)
 
@@ -79,8 +80,10 @@ def test_misspelt_key_fails_before_training(compose):
     with pytest.raises(ConfigError) as info:
         validate(compose(["activation.alphaa=3"]))  # the node is open: the paragraph names the keys it has
     assert "activation.alphaa=3" in str(info.value) and "alpha, z_k, beta" in str(info.value)
+    with pytest.raises(ConfigError, match="model.alphaa=3.*hidden_size, weight_norm, update_clip"):  # models alike
+        validate(compose(["model.alphaa=3"]))
     with pytest.raises(Exception, match="alphaa"):  # a group whose schema is a dataclass still stops it at compose time
-        compose(["model.alphaa=3"])
+        compose(["benchmark.alphaa=3"])
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def _run(structure, members, data, split, **kw):
 # the divergence test); hidden 256 so the ~10% of units Hard ASH lets through reliably
 # separate the classes (with 128, some seeds miss a class). The LWTA and Top-K structures
 # below keep the protocol's update clip of 0.01.
-BASE = Structure("hard_ash", "adagrad", hidden_size=256, update_clip=None)
+BASE = Structure("hard_ash", "adagrad", model_static=dict(hidden_size=256, update_clip=None))
 
 
 def _adagrad(seed: int, lr: float = 1e-2) -> Member:
@@ -167,7 +167,7 @@ def _slice(result, p):
 
 
 def test_lwta_static_groups_runs(data, split):
-    structure = Structure("lwta", "adagrad", activation_static=(("groups", 8),), hidden_size=32)
+    structure = Structure("lwta", "adagrad", activation_static=(("groups", 8),), model_static=dict(hidden_size=32))
     member = Member(0, {}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})
     result = _run(structure, [member, member], data, split)
     assert result.accuracy_matrix.shape == (2, 5, 5)
@@ -177,7 +177,7 @@ def test_lwta_static_groups_runs(data, split):
 
 
 def test_topk_with_per_member_k(data, split):
-    structure = Structure("topk_subtract", "adagrad", hidden_size=32)
+    structure = Structure("topk_subtract", "adagrad", model_static=dict(hidden_size=32))
 
     def member(k):
         return Member(0, {"k": k}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})
@@ -215,7 +215,7 @@ def test_permuted_tasks_evaluate_first_and_newest_only_unless_full(data, dataset
 
 def test_active_fraction_measures_sparsity(data, split):
     hard = _run(BASE, [_adagrad(0)], data, split)
-    relu = _run(Structure("relu", "adagrad", hidden_size=256, update_clip=None), [Member(0, {}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})], data, split)
+    relu = _run(Structure("relu", "adagrad", model_static=dict(hidden_size=256, update_clip=None)), [Member(0, {}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6})], data, split)
     assert hard.active_fraction.shape == (1, 5)
     assert ((0 <= hard.active_fraction) & (hard.active_fraction <= 1)).all()
     # Hard ASH with z_k = 2.3 keeps only the units above mean + 2.3 std: far sparser than ReLU
@@ -226,7 +226,7 @@ def test_active_fraction_measures_sparsity(data, split):
 
 
 def test_ewc_with_zero_strength_is_the_plain_run(data, split, base):
-    ewc = Structure("hard_ash", "adagrad", hidden_size=256, update_clip=None, strategy="ewc", strategy_static=(("samples", 32),))
+    ewc = Structure("hard_ash", "adagrad", strategy="ewc", strategy_static=(("samples", 32),), model_static=dict(hidden_size=256, update_clip=None))
     members = [
         Member(0, HARD_ASH, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6}, {"lambda": 0.0}),
         Member(0, HARD_ASH, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6}, {"lambda": 1e4}),
@@ -239,7 +239,7 @@ def test_ewc_with_zero_strength_is_the_plain_run(data, split, base):
 
 @pytest.mark.parametrize("name", ["online_ewc", "mas"])
 def test_other_strategies_run_in_the_population(data, split, name):
-    structure = Structure("relu", "sgd", hidden_size=64, update_clip=None, strategy=name, strategy_static=(("samples", 16),))
+    structure = Structure("relu", "sgd", strategy=name, strategy_static=(("samples", 16),), model_static=dict(hidden_size=64, update_clip=None))
     members = [Member(s, {}, {"learning_rate": 0.05}, {"lambda": 10.0, "gamma": 0.9}) for s in (0, 1)]
     res = _run(structure, members, data, split)
     assert res.accuracy_matrix.shape == (2, 5, 5) and not res.diverged.any()
@@ -262,7 +262,7 @@ def test_input_and_output_sizes_follow_the_data_set():
     test_labels = np.repeat(np.arange(classes), 5).astype(np.uint8)
     ds = Dataset("fake20", images(train_labels), train_labels, images(test_labels), test_labels, classes)
     split = class_incremental_split(ds.train_labels, ds.test_labels, 4, 5)
-    structure = Structure("hard_ash", "adagrad", hidden_size=256, update_clip=None, input_size=size, num_classes=classes)
+    structure = Structure("hard_ash", "adagrad", input_size=size, num_classes=classes, model_static=dict(hidden_size=256, update_clip=None))
     res = _run(structure, [_adagrad(0)], engine.to_device(ds), split)
     assert res.accuracy_matrix.shape == (1, 4, 4)
     init = engine._programs(structure)[0]

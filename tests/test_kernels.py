@@ -114,7 +114,7 @@ ASH = {"alpha": 3.0, "z_k": 2.3, "beta": 2.0}
 CASES = {
     "hard_ash+adagrad (the default)": (Structure("hard_ash", "adagrad"), ASH, {"learning_rate": 2e-4, "initial_accumulator_value": 1e-6}),
     "hard_ash+rmsprop": (Structure("hard_ash", "rmsprop"), ASH, {"learning_rate": 1e-4, "decay": 0.9}),
-    "relu+adagrad, no clip": (Structure("relu", "adagrad", update_clip=None), {}, {"learning_rate": 1e-2, "initial_accumulator_value": 0.1}),
+    "relu+adagrad, no clip": (Structure("relu", "adagrad", model_static=dict(update_clip=None)), {}, {"learning_rate": 1e-2, "initial_accumulator_value": 0.1}),
 }
 
 
@@ -202,7 +202,7 @@ def test_permuted_and_odd_width_programs(mnist_slice):
     members = [Member(0, a_hp, o_hp), Member(1, a_hp, o_hp)]
     states, _ = _train_both_ways(structure, members, a_hp, o_hp, data, split.train_indices[0], permuted=True, steps=5)
     _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=True)
-    odd = Structure("hard_ash", "adagrad", hidden_size=1001)
+    odd = Structure("hard_ash", "adagrad", model_static=dict(hidden_size=1001))
     assert not engine.fused_update_verified(odd)
     assert engine._programs(odd) is engine._build_programs(odd, False, False)
 
@@ -220,11 +220,11 @@ def fresh_proofs(tmp_path, monkeypatch):
 @needs_kernel
 @pytest.mark.slow
 def test_equality_proof_is_recorded_and_reused(fresh_proofs, monkeypatch):
-    structure = Structure("hard_ash", "rmsprop", update_clip=None)
+    structure = Structure("hard_ash", "rmsprop", model_static=dict(update_clip=None))
     outcome = engine.fused_update_verified(structure)  # proved here, whichever way it goes on this CPU
     proofs = json.loads(kernels._proofs_file().read_text())
     assert kernels._proofs_file().parent == fresh_proofs / "kernels"
-    assert [v for k, v in proofs.items() if "'rmsprop'" in k and "update_clip=None" in k] == [outcome]
+    assert [v for k, v in proofs.items() if "'rmsprop'" in k and "('update_clip', None)" in k] == [outcome]
     # a new process (here: cleared caches) takes the recorded outcome without proving again
     engine._fused_update_verified.cache_clear()
     monkeypatch.setattr(engine, "_prove_fused_update", lambda *a: pytest.fail("proved again"))
@@ -235,7 +235,7 @@ def test_equality_proof_is_recorded_and_reused(fresh_proofs, monkeypatch):
 @pytest.mark.slow
 def test_a_failed_proof_keeps_the_plain_program_and_says_so_once(fresh_proofs, monkeypatch, caplog, mnist_slice):
     """What every machine whose XLA emits other code than the kernel mirrors sees (forced here)."""
-    structure = Structure("relu", "adagrad", update_clip=None, hidden_size=16)
+    structure = Structure("relu", "adagrad", model_static=dict(update_clip=None, hidden_size=16))
     monkeypatch.setattr(engine, "_prove_fused_update", lambda *a: False)
     with caplog.at_level(logging.DEBUG, logger="cl_sweep"):
         assert not engine.fused_update_verified(structure)
@@ -258,7 +258,7 @@ def test_a_failed_proof_keeps_the_plain_program_and_says_so_once(fresh_proofs, m
 def test_fused_kernel_refused_where_it_does_not_apply():
     for structure in (
         Structure("hard_ash", "adam"),
-        Structure("hard_ash", "adagrad", weight_norm=(False, False)),
+        Structure("hard_ash", "adagrad", model_static=dict(weight_norm=(False, False))),
         Structure("hard_ash", "adagrad", strategy="ewc"),
         Structure("hard_ash", "adagrad", model="sdmlp"),
     ):

@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.model: parameter count and shapes, Kaiming init, weight norm, preprocessing, forward."""
+"""Tests for cl_sweep.models.mlp: parameter count and shapes, Kaiming init, weight norm, preprocessing, forward."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep import model as mlp
+from cl_sweep.models import mlp
 from cl_sweep.activations import get_activation
 from cl_sweep.ops import weight_norm
 

@@ -1,4 +1,4 @@
-"""Tests for model=sdmlp (cl_sweep.sdmlp and its path through the engine and the trainer)."""
+"""Tests for model=sdmlp (cl_sweep.models.sdmlp and its path through the engine and the trainer)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep import engine, sdmlp
+from cl_sweep import engine
+from cl_sweep.models import sdmlp
 from cl_sweep.config import ConfigError
 from cl_sweep.engine import Member, Structure
 from cl_sweep.tasks import batch_schedule
 
 from test_engine import BATCH, dataset, data, split  # noqa: F401  (the fake data set's fixtures)
 
-SDM = Structure("relu", "sgd", hidden_size=64, weight_norm=(False, False), update_clip=None, model="sdmlp",
-                model_static=(("k", 5), ("gaba_activations", 100.0), ("grad_clip_norm", 1.0)))
+SDM = Structure("relu", "sgd", model="sdmlp",
+                model_static=dict(hidden_size=64, k=5, gaba_activations_per_epoch=100.0, grad_clip_norm=1.0))
 
 
 def _norms(w1):

@@ -60,46 +60,6 @@ class SplitTFDSConfig(BenchmarkConfig):
     tfds_data_dir: Optional[str] = None  # null: TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets)
 
 
-# --- model --------------------------------------------------------------------------------------
-@dataclass
-class MLPConfig:
-    name: str = "mlp"
-    hidden_size: int = 1000
-    # Centred weight norm (gain fixed at 1) per layer: [layer 1, layer 2]. Paper A.4: on layer 1 only.
-    weight_norm: list[bool] = field(default_factory=lambda: [True, False])
-    # Elementwise clip of the optimizer's update (the paper's "gradient clip"); null disables it.
-    update_clip: Optional[float] = 0.01
-
-
-@dataclass
-class SDMLPConfig:
-    """Bricken et al. 2023's SDMLP (cl_sweep.sdmlp documents each choice and its source)."""
-
-    name: str = "sdmlp"
-    hidden_size: int = 1000
-    k: int = 10  # active neurons once the GABA switch has finished
-    # GABA switch length T (activations per neuron) per epoch of each task: T = this x epochs_per_task
-    # (the reference: 5,000,000 at 500 epochs per task).
-    gaba_activations_per_epoch: float = 10000.0
-    grad_clip_norm: Optional[float] = 1.0  # clip of the gradients' global norm; null disables it
-    # The MLP's keys, fixed: SDMLP projects its weights instead of re-parameterising them.
-    weight_norm: list[bool] = field(default_factory=lambda: [False, False])
-    update_clip: Optional[float] = None
-
-
-@dataclass
-class FlyModelConfig:
-    """Shen, Dasgupta & Navlakha 2021's FlyModel (cl_sweep.fly documents each choice and its source)."""
-
-    name: str = "flymodel"
-    hidden_size: int = 1000  # Kenyon cells m (the sparse expansion)
-    connections: int = 32  # inputs each Kenyon cell sums (fixed binary projection)
-    k: int = 10  # active Kenyon cells per input (k-winners-take-all)
-    learning_rate: float = 0.005  # beta of the associative rule
-    decay: float = 0.0  # alpha: forgetting of the true class's weights at each of its updates
-    weight_max: Optional[float] = 1.0  # clip of the output weights; null = none
-
-
 # --- top level ----------------------------------------------------------------------------------
 @dataclass
 class EarlyStopConfig:
@@ -131,12 +91,11 @@ class Config:
     cpu_threads: Optional[int] = None
 
 
-# Activations and optimizers have no dataclass here: their schema is the registered function's
-# signature (cl_sweep.registry), stored in the ConfigStore as `activation/<name>`, `optimizer/<name>`.
+# Activations, optimizers and models have no dataclass here: their schema is the registered
+# function's signature (cl_sweep.registry), stored in the ConfigStore as `<kind>/<name>`.
 SCHEMAS: dict[str, dict[str, type]] = {
     "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig, "permuted_mnist": BenchmarkConfig,
                   "split_fashion_mnist": BenchmarkConfig, "split_tfds": SplitTFDSConfig},
-    "model": {"mlp": MLPConfig, "sdmlp": SDMLPConfig, "flymodel": FlyModelConfig},
 }
 
 
@@ -158,6 +117,7 @@ def register_configs() -> None:
     here registers the built-in ones.
     """
     import cl_sweep.activations  # noqa: F401
+    import cl_sweep.models  # noqa: F401
     import cl_sweep.optimizers  # noqa: F401
 
     cs = ConfigStore.instance()
@@ -201,15 +161,15 @@ def _is_number(v: Any) -> bool:
 
 
 def _component(group: str, option: str):
-    from cl_sweep.registry import ACTIVATIONS, OPTIMIZERS
+    from cl_sweep.registry import ACTIVATIONS, MODELS, OPTIMIZERS
 
-    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}.get(group)
+    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS}.get(group)
     return None if registry is None else registry.get(option)
 
 
 def schema_keys(group: str, option: str) -> list[str] | None:
     """The keys a group option's node may hold (its schema's fields), or None for an unknown option."""
-    if group in ("activation", "optimizer"):
+    if group in ("activation", "optimizer", "model"):
         component = _component(group, option)
         return None if component is None else ["name", *component.keys]
     if group == "strategy":
@@ -264,42 +224,14 @@ def validate(cfg: DictConfig | dict) -> None:
     load_plugins(cfg.get("plugins"))
     check_keys(cfg)
     act, opt, bench, model = cfg["activation"], cfg["optimizer"], cfg["benchmark"], cfg["model"]
-    hidden = model["hidden_size"]
-    if not (isinstance(hidden, int) and hidden >= 1):
-        _fail("model.hidden_size", hidden, "it must be a positive integer")
 
-    # activation and optimizer: each component's checks, declared beside its function
-    for group, node in (("activation", act), ("optimizer", opt)):
+    # model first (an activation's checks may refer to model.hidden_size), then activation and
+    # optimizer: each component's checks, declared beside its function
+    for group, node in (("model", model), ("activation", act), ("optimizer", opt)):
         component = _component(group, node.get("name"))
         if component is not None:
             for key, value, allowed in component.check(node, cfg):
                 _fail(f"{group}.{key}", value, allowed)
-
-    # model
-    if model.get("name") == "sdmlp":
-        if not (isinstance(model["k"], int) and 1 <= model["k"] < hidden):
-            _fail("model.k", model["k"], f"it must be an integer in 1..{hidden - 1} (below model.hidden_size)")
-        if not (_is_number(model["gaba_activations_per_epoch"]) and model["gaba_activations_per_epoch"] > 0):
-            _fail("model.gaba_activations_per_epoch", model["gaba_activations_per_epoch"], "it must be a positive number")
-        clip = model["grad_clip_norm"]
-        if clip is not None and not (_is_number(clip) and clip > 0):
-            _fail("model.grad_clip_norm", clip, "it must be null (no clip) or a positive number")
-        if any(model["weight_norm"]):
-            _fail("model.weight_norm", list(model["weight_norm"]), "SDMLP keeps its weights non-negative and unit-norm "
-                  "by projection, so weight norm must stay [false, false] (use model=mlp for weight norm)")
-
-    if model.get("name") == "flymodel":
-        if not (isinstance(model["k"], int) and 1 <= model["k"] <= hidden):
-            _fail("model.k", model["k"], f"it must be an integer in 1..{hidden} (model.hidden_size, the Kenyon cells)")
-        if not (isinstance(model["connections"], int) and model["connections"] >= 1):
-            _fail("model.connections", model["connections"], "it must be a positive integer (at most the input size, 784 for MNIST)")
-        if not (_is_number(model["learning_rate"]) and model["learning_rate"] > 0):
-            _fail("model.learning_rate", model["learning_rate"], "it must be a positive number (> 0)")
-        if not (_is_number(model["decay"]) and 0.0 <= model["decay"] < 1.0):
-            _fail("model.decay", model["decay"], "it must lie in [0, 1)")
-        wmax = model["weight_max"]
-        if wmax is not None and not (_is_number(wmax) and wmax > 0):
-            _fail("model.weight_max", wmax, "it must be null (no clip) or a positive number")
 
     # benchmark
     if bench.get("kind", "split") not in ("split", "permuted"):
@@ -323,13 +255,7 @@ def validate(cfg: DictConfig | dict) -> None:
     if "samples" in strat and not (isinstance(strat["samples"], int) and not isinstance(strat["samples"], bool) and strat["samples"] >= 1):
         _fail("strategy.samples", strat["samples"], "it must be a positive integer (examples per task for the importance)")
 
-    # model and run
-    wn = list(model.get("weight_norm", [False, False]))  # FlyModel has none
-    if len(wn) != 2:
-        _fail("model.weight_norm", wn, "it must be a list of two booleans, [layer 1, layer 2]")
-    clip = model.get("update_clip")
-    if clip is not None and not (_is_number(clip) and clip > 0):
-        _fail("model.update_clip", clip, "it must be null (no clipping) or a positive number")
+    # run
     if not (isinstance(cfg["n_seeds"], int) and cfg["n_seeds"] >= 1):
         _fail("n_seeds", cfg["n_seeds"], "it must be a positive integer")
     if not (isinstance(cfg["seed"], int) and cfg["seed"] >= 0):

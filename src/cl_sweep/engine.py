@@ -30,9 +30,10 @@ import optax
 from jax import lax
 from tqdm.auto import tqdm
 
-from cl_sweep import kernels, ops, sdmlp
-from cl_sweep import model as mlp
+from cl_sweep import kernels, ops
 from cl_sweep.activations import get_activation
+from cl_sweep.models import Model, build_cached
+from cl_sweep.models.mlp import INPUT_SIZE, NUM_CLASSES
 from cl_sweep import strategies
 from cl_sweep.optimizers import get_optimizer, with_update_clip
 from cl_sweep.tasks import TaskSplit, batch_schedule, num_steps, task_order
@@ -78,25 +79,39 @@ def padded_population(
     return max(n, min(cap, 1 << (m - 1).bit_length()))
 
 
+def _frozen(value: Any) -> Any:
+    """Lists (a config's) as tuples, so a structure is hashable."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 @dataclass(frozen=True)
 class Structure:
-    """What changes the compiled program. Hashable: it keys the compilation cache."""
+    """What changes the compiled program. Hashable: it keys the compilation cache.
+
+    ``model`` names a registered model (cl_sweep.models) and ``model_static`` holds its
+    hyperparameters, (key, value) pairs or a dict; keys left out take the model's defaults
+    (``Structure("hard_ash", "adagrad")`` is the paper's MLP).
+    """
 
     activation: str
     optimizer: str
     activation_static: tuple[tuple[str, Any], ...] = ()
     optimizer_static: tuple[tuple[str, Any], ...] = ()
-    hidden_size: int = 1000
-    weight_norm: tuple[bool, bool] = (True, False)
-    update_clip: float | None = 0.01
-    num_classes: int = mlp.NUM_CLASSES  # both follow the data set (train_jobs fills them in)
-    input_size: int = mlp.INPUT_SIZE
+    num_classes: int = NUM_CLASSES  # both follow the data set (train_jobs fills them in)
+    input_size: int = INPUT_SIZE
     strategy: str = "none"  # a continual-learning regulariser (cl_sweep.strategies)
     strategy_static: tuple[tuple[str, Any], ...] = ()
-    # "mlp" (the paper's) or "sdmlp" (cl_sweep.sdmlp: its own GABA Top-K replaces the activation;
-    # model_static then holds k, gaba_activations and grad_clip_norm).
     model: str = "mlp"
     model_static: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        items = self.model_static.items() if isinstance(self.model_static, Mapping) else self.model_static
+        object.__setattr__(self, "model_static", tuple((k, _frozen(v)) for k, v in items))
+
+
+def model_of(structure: Structure) -> Model:
+    """The structure's network as the engine trains it (built once per structure and data shape)."""
+    return build_cached(structure.model, structure.model_static, structure.input_size, structure.num_classes)
 
 
 @dataclass(frozen=True)
@@ -156,14 +171,15 @@ def _hp_arrays(members: Sequence[Member], attr: str, names: Sequence[str]) -> di
 
 def fused_update_applies(structure: Structure) -> bool:
     """Whether the structure's first layer can take the fused weight-norm + optimizer kernel
-    (cl_sweep.kernels): the paper's MLP with weight norm on that layer, Adagrad or RMSprop, no
-    regulariser. Whether this machine can run the kernel is `kernels.available`."""
+    (cl_sweep.kernels): a model that declares a weight-normalised input layer (`FusedInputLayer`:
+    the paper's MLP with weight norm on layer 1), Adagrad or RMSprop, no regulariser, no global
+    gradient clip. Whether this machine can run the kernel is `kernels.available`."""
+    model = model_of(structure)
     return (
-        structure.model == "mlp"
-        and structure.weight_norm[0]
+        model.fused is not None
         and structure.optimizer in kernels.KINDS
         and structure.strategy == "none"
-        and not dict(structure.model_static).get("grad_clip_norm")
+        and not model.grad_clip_norm
     )
 
 
@@ -197,7 +213,7 @@ def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
     """
     if not kernels.available():
         return False
-    if structure.hidden_size % 8:  # the kernel's loop mirrors XLA's 8-wide vector loop only
+    if model_of(structure).fused.width % 8:  # the kernel's loop mirrors XLA's 8-wide vector loop only
         return False
     return _fused_update_verified(dataclasses.replace(structure, activation="relu", activation_static=()), permuted)
 
@@ -213,8 +229,9 @@ def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
         recorded = _prove_fused_update(structure, permuted)
         kernels.record_proof(key, recorded)
     if not recorded:
+        model = model_of(structure)
         kernels.not_used(
-            f"{structure.optimizer}, clip {structure.update_clip}, {structure.input_size} -> {structure.hidden_size}: "
+            f"{structure.optimizer}, clip {model.update_clip}, {structure.input_size} -> {model.fused.width}: "
             "its results differ from the plain program's on this machine",
             what="the fused update kernel is",
             first_time=first_time,
@@ -260,37 +277,32 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
     static = dict(structure.activation_static)
     opt = get_optimizer(structure.optimizer)
     opt_static = dict(structure.optimizer_static)
-    wn = structure.weight_norm
     strat = strategies.get_strategy(structure.strategy)
     regularised = strat.name != "none"
-    sdm = structure.model == "sdmlp"
-    model_static = dict(structure.model_static)
+    model = model_of(structure)
+    if model.trainer is not None or model.init is None or model.apply is None:
+        raise ValueError(f"model {structure.model!r} is trained by its own rule (Model.trainer), not by the engine's programs")
 
     def activation_fn(act_hp):
         return lambda h: act.fn(h, **act_hp, **static)
 
     def make_tx(opt_hp):
-        tx = with_update_clip(opt.factory(**opt_hp, **opt_static), structure.update_clip)
-        clip_norm = model_static.get("grad_clip_norm")
-        return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm else tx
+        tx = with_update_clip(opt.factory(**opt_hp, **opt_static), model.update_clip)
+        return optax.chain(optax.clip_by_global_norm(model.grad_clip_norm), tx) if model.grad_clip_norm else tx
 
     def member_init(key, opt_hp):
-        if sdm:
-            params = sdmlp.init_params(key, structure.hidden_size, structure.num_classes, structure.input_size)
-        else:
-            params = mlp.init_params(key, structure.hidden_size, structure.num_classes, structure.input_size)
+        params = model.init(key)
         return params, make_tx(opt_hp).init(params)
 
     def aux_init(n_members):
-        """Per-member model state that is not trained: SDMLP's GABA activation counters."""
-        return {"counts": jnp.zeros((n_members, structure.hidden_size), jnp.float32)} if sdm else {}
+        """Per-member model state that is not trained (SDMLP's GABA activation counters)."""
+        if model.aux_init is None:
+            return {}
+        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n_members, *a.shape)), model.aux_init())
 
     def model_forward(params, x, act_hp, aux):
         """(logits, hidden activations) of preprocessed inputs."""
-        if sdm:
-            return sdmlp.forward(params, x, aux["counts"], model_static["k"], model_static["gaba_activations"])
-        h = activation_fn(act_hp)(mlp.hidden(params, x, wn))
-        return mlp.dense(h, params["w2"], wn[1]), h
+        return model.apply(params, x, activation_fn(act_hp), aux)
 
     def member_loss(params, x, y, mask, act_hp, aux, reg, s_hp):
         logits, h = model_forward(params, x, act_hp, aux)
@@ -303,36 +315,38 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
     def member_step_fused(params, opt_state, x, y, mask, act_hp, opt_hp):
         """`member_step` with the first layer's weight-norm gradient, optimizer step and clip in one
         kernel pass (cl_sweep.kernels): the same operations, so the same numbers."""
-        v = params["w1"]
+        layer = model.fused.param
+        v = params[layer]
         out1, grad_parts = ops.weight_norm_matmul_split(x, v)
+        rest = {k: p for k, p in params.items() if k != layer}
 
-        def head(out1, w2):
-            h = activation_fn(act_hp)(out1)
-            ce = optax.softmax_cross_entropy_with_integer_labels(mlp.dense(h, w2, wn[1]), y)
+        def head(out1, rest):
+            ce = optax.softmax_cross_entropy_with_integer_labels(model.fused.head(out1, rest, activation_fn(act_hp)), y)
             return jnp.sum(ce * mask) / jnp.sum(mask)
 
-        loss, (dout1, dw2) = jax.value_and_grad(head, argnums=(0, 1))(out1, params["w2"])
+        loss, (dout1, drest) = jax.value_and_grad(head, argnums=(0, 1))(out1, rest)
         # The optax chain updates the other parameters; its first-layer part gets a zero gradient
         # and its results are replaced below, so XLA drops that dead work.
-        updates, new_state = make_tx(opt_hp).update({"w1": jnp.zeros_like(v), "w2": dw2}, opt_state, params)
+        updates, new_state = make_tx(opt_hp).update({layer: jnp.zeros_like(v), **drest}, opt_state, params)
         params = optax.apply_updates(params, updates)
         g, colsum, beta = grad_parts(dout1)
         v, acc = kernels.fused_update(
-            structure.optimizer, g, v, kernels.param_state(opt_state, "w1"), beta,
-            opt_hp["learning_rate"], opt_hp.get("decay", 0.0), structure.update_clip, colsum=colsum,
+            structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta,
+            opt_hp["learning_rate"], opt_hp.get("decay", 0.0), model.update_clip, colsum=colsum,
         )
-        return {**params, "w1": v}, kernels.replace_param_state(new_state, "w1", acc), loss
+        return {**params, layer: v}, kernels.replace_param_state(new_state, layer, acc), loss
 
     def member_step(params, opt_state, aux, x, y, mask, act_hp, opt_hp, reg, s_hp):
-        if fused and params["w1"].shape[1] > x.shape[0]:  # the layout weight_norm_matmul_split handles
+        if fused and params[model.fused.param].shape[1] > x.shape[0]:  # the layout weight_norm_matmul_split handles
             params, opt_state, loss = member_step_fused(params, opt_state, x, y, mask, act_hp, opt_hp)
             return params, opt_state, aux, loss
         (loss, h), grads = jax.value_and_grad(member_loss, has_aux=True)(params, x, y, mask, act_hp, aux, reg, s_hp)
         updates, opt_state = make_tx(opt_hp).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        if sdm:  # the reference's order: step, then project; the counters see this step's forward pass
-            params = sdmlp.project(params)
-            aux = {"counts": aux["counts"] + jnp.sum((h > 0) * mask[:, None], axis=0)}
+        if model.project is not None:  # SDMLP's order: step, then project
+            params = model.project(params)
+        if model.aux_update is not None:  # the counters see this step's forward pass
+            aux = model.aux_update(aux, h, mask)
         return params, opt_state, aux, loss
 
     population_step = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None, 0, 0, 0, 0))
@@ -343,7 +357,7 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         return params, opt_state, jnp.zeros(keys.shape[0], bool), aux_init(keys.shape[0])
 
     def inputs(images_uint8, perm):
-        x = sdmlp.preprocess(images_uint8) if sdm else mlp.preprocess(images_uint8)
+        x = model.preprocess(images_uint8)
         return jnp.take(x, perm, axis=-1) if permuted else x
 
     @functools.partial(jax.jit, donate_argnums=(0,))

@@ -31,13 +31,16 @@ import dataclasses
 import importlib
 import inspect
 import math
+import sys
+import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 __all__ = [
-    "Component", "Param", "Registry", "ACTIVATIONS", "OPTIMIZERS", "register_activation", "register_optimizer",
+    "Component", "Param", "Registry", "ACTIVATIONS", "OPTIMIZERS", "MODELS", "register_activation", "register_optimizer",
+    "register_model",
     "positive", "nonnegative", "finite", "unit_interval", "half_open_unit", "positive_int", "between", "divides",
 ]
 
@@ -65,6 +68,10 @@ class Component:
     checks: Mapping[str, Check] = field(default_factory=dict)
     label: str | None = None  # display name in tables and figures (default: the name)
     source: str = ""  # the module that registered it
+    # Keyword arguments the engine fills in, not hyperparameters (a model's `input_size`,
+    # `num_classes`, `epochs_per_task`, nnx's `rngs`): those of `Registry.injected` that fn takes.
+    injected: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)  # what a kind records beside (a model's own activation)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -94,10 +101,12 @@ class Component:
         fields = [("name", str, field(default=self.name))]
         for p in self.params:
             default = dataclasses.MISSING if p.default is dataclasses.MISSING else p.default
-            if isinstance(default, (list, dict)):
-                fields.append((p.name, p.type, field(default_factory=lambda d=default: type(d)(d))))
+            kind = _config_type(p.type)
+            if isinstance(default, (list, dict, tuple)):
+                d = list(default) if isinstance(default, tuple) else default
+                fields.append((p.name, kind, field(default_factory=lambda d=d: type(d)(d))))
             else:
-                fields.append((p.name, p.type, field(default=default)))
+                fields.append((p.name, kind, field(default=default)))
         cls_name = "".join(part.capitalize() for part in f"{self.name}_{self.kind}_config".split("_"))
         return dataclasses.make_dataclass(cls_name, fields)
 
@@ -106,14 +115,62 @@ class Component:
         bad = []
         for key, check in self.checks.items():
             if key in node:
-                allowed = check(node[key], cfg)
+                value = node[key]
+                if hasattr(value, "_is_missing"):  # an OmegaConf list or dict: the check sees plain values
+                    from omegaconf import OmegaConf
+
+                    value = OmegaConf.to_container(value, resolve=True)
+                allowed = check(value, cfg)
                 if allowed is not None:
-                    bad.append((key, node[key], allowed))
+                    bad.append((key, value, allowed))
         return bad
 
 
-def _params(kind: str, name: str, fn: Callable, leading: int) -> tuple[Param, ...]:
-    """The keyword-only parameters of ``fn`` (after ``leading`` positional ones) as hyperparameters."""
+def _config_type(t: Any) -> Any:
+    """The annotation as OmegaConf can type a field: a union that holds a container (``int |
+    list[int]``) or a type OmegaConf cannot check becomes Any (the component's checks do)."""
+    origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if len(args) == 1 and _config_type(args[0]) is args[0]:
+            return Optional[args[0]]
+        return Any
+    if t in (int, float, bool, str) or t is Any or origin in (list, dict):
+        return t
+    return Any
+
+
+def _linen_class(fn: Any) -> bool:
+    """Whether fn is a flax.linen Module class (its dataclass fields are its hyperparameters)."""
+    if not isinstance(fn, type) or "flax.linen" not in sys.modules:  # not imported: fn cannot be one
+        return False
+    try:
+        from flax import linen
+    except ImportError:  # pragma: no cover - flax is a dependency
+        return False
+    return issubclass(fn, linen.Module)
+
+
+def _linen_params(kind: str, name: str, cls: type, injected: tuple[str, ...]) -> tuple[tuple[Param, ...], tuple[str, ...]]:
+    hints = typing.get_type_hints(cls)
+    out, inj = [], []
+    for f in dataclasses.fields(cls):
+        if f.name in ("parent", "name") or not f.init:
+            continue
+        if f.name in injected:
+            inj.append(f.name)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        out.append(Param(f.name, hints.get(f.name, Any), default))
+    return tuple(out), tuple(inj)
+
+
+def _params(kind: str, name: str, fn: Callable, leading: int, injected: tuple[str, ...] = ()) -> tuple[tuple[Param, ...], tuple[str, ...]]:
+    """The keyword-only parameters of ``fn`` (after ``leading`` positional ones) as hyperparameters,
+    and which of the ``injected`` names fn takes (the engine fills those in)."""
+    if _linen_class(fn):
+        return _linen_params(kind, name, fn, injected)
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as e:
@@ -129,9 +186,12 @@ def _params(kind: str, name: str, fn: Callable, leading: int) -> tuple[Param, ..
             f"{kind} {name!r}: {fn.__qualname__}{sig} must take {what}, then its hyperparameters as "
             f"keyword-only arguments (after a `*`), each with a default or an annotation"
         )
-    out = []
+    out, inj = [], []
     for p in sig.parameters.values():
         if p.kind != p.KEYWORD_ONLY:
+            continue
+        if p.name in injected:
+            inj.append(p.name)
             continue
         ann = hints.get(p.name, p.annotation)
         if ann is inspect.Parameter.empty:
@@ -143,24 +203,28 @@ def _params(kind: str, name: str, fn: Callable, leading: int) -> tuple[Param, ..
         out.append(Param(p.name, ann, default))
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         raise TypeError(f"{kind} {name!r}: **kwargs cannot be a schema; name each hyperparameter as a keyword-only argument")
-    return tuple(out)
+    return tuple(out), tuple(inj)
 
 
 class Registry(Mapping[str, Component]):
     """The components of one kind, by name. ``register`` is its decorator; lookups list the allowed names."""
 
-    def __init__(self, kind: str, leading: int, builtin_module: str):
+    def __init__(self, kind: str, leading: int, builtin_module: str, *, all_static: bool = False,
+                 injected: tuple[str, ...] = ()):
         self.kind = kind
         self.leading = leading  # positional arguments before the hyperparameters (an activation's x)
         self.builtin_module = builtin_module  # where cl_sweep's own components of this kind are registered
+        self.all_static = all_static  # every hyperparameter shapes the program (a model's)
+        self.injected = injected  # keyword arguments the engine fills in (not config keys)
         self._items: dict[str, Component] = {}
 
     def register(self, name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
-                 label: str | None = None):
+                 label: str | None = None, meta: Mapping[str, Any] | None = None):
         """Decorator: adds ``fn`` under ``name`` and stores its config node for Hydra (group ``<kind>``)."""
 
         def deco(fn):
-            if getattr(fn, "__module__", None) != self.builtin_module:
+            module = getattr(fn, "__module__", None) or ""
+            if not (module == self.builtin_module or module.startswith(self.builtin_module + ".")):
                 importlib.import_module(self.builtin_module)  # built-ins first: a clash names the user's, not ours
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(f"{self.kind} name {name!r} must be a Python identifier (it is a config option name)")
@@ -169,15 +233,16 @@ class Registry(Mapping[str, Component]):
                     f"{self.kind} {name!r} is already registered (by {self._items[name].source or 'cl_sweep'}); "
                     f"choose another name"
                 )
-            params = _params(self.kind, name, fn, self.leading)
+            params, injected = _params(self.kind, name, fn, self.leading, self.injected)
             keys = {p.name for p in params}
             for key in (*static, *(checks or {})):
                 if key not in keys:
                     raise ValueError(f"{self.kind} {name!r}: {key!r} is not one of its keyword-only hyperparameters {sorted(keys)}")
             if "name" in keys:
                 raise ValueError(f"{self.kind} {name!r}: 'name' is reserved (it is the option's name in the config)")
-            component = Component(self.kind, name, fn, params, tuple(static), dict(checks or {}), label,
-                                  getattr(fn, "__module__", ""))
+            fixed = tuple(p.name for p in params) if self.all_static else tuple(static)
+            component = Component(self.kind, name, fn, params, fixed, dict(checks or {}), label, module,
+                                  injected, dict(meta or {}))
             self._items[name] = component
             _store_config(component)
             return fn
@@ -219,6 +284,11 @@ def _store_config(component: Component) -> None:
 
 ACTIVATIONS = Registry("activation", leading=1, builtin_module="cl_sweep.activations")
 OPTIMIZERS = Registry("optimizer", leading=0, builtin_module="cl_sweep.optimizers")
+#: A model's hyperparameters are all static (they are its shapes and its program); the engine
+#: fills in ``input_size``, ``num_classes`` and ``epochs_per_task`` (from the benchmark) and, for a
+#: flax.nnx module, ``rngs``, where the function takes them.
+MODELS = Registry("model", leading=0, builtin_module="cl_sweep.models", all_static=True,
+                  injected=("input_size", "num_classes", "epochs_per_task", "rngs"))
 
 
 def register_activation(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
@@ -231,6 +301,24 @@ def register_optimizer(name: str, *, static: tuple[str, ...] = (), checks: Mappi
                        label: str | None = None):
     """Registers ``fn(*, **hyperparameters) -> optax.GradientTransformation`` (traced ones arrive as arrays)."""
     return OPTIMIZERS.register(name, static=static, checks=checks, label=label)
+
+
+def register_model(name: str, *, checks: Mapping[str, Check] | None = None, label: str | None = None,
+                   activation: str | None = None, optimizer: str | None = None):
+    """Registers a model: a function whose keyword-only parameters are the model's hyperparameters
+    (all static: they decide the program) and which returns one of
+
+    - a ``flax.linen.Module`` whose ``__call__(x, activation)`` returns the logits (or ``(logits,
+      hidden)``); the function may also be the Module class itself (its fields the hyperparameters);
+    - a ``flax.nnx.Module`` built from the ``rngs`` keyword argument the function then takes;
+    - a `cl_sweep.models.Model` (plain functions: init, apply, and optional after-step parts).
+
+    ``input_size``, ``num_classes`` and ``epochs_per_task``, when the function takes them, are
+    filled in from the benchmark. ``activation``/``optimizer``: the name the result records when
+    the model brings its own nonlinearity or learning rule (the group is then unused).
+    """
+    meta = {k: v for k, v in (("activation", activation), ("optimizer", optimizer)) if v is not None}
+    return MODELS.register(name, checks=checks, label=label, meta=meta)
 
 
 # --- value checks: (value, cfg) -> None when allowed, else what is allowed ------------------------
@@ -268,18 +356,37 @@ def positive_int(v: Any, cfg: Mapping) -> str | None:
     return None if _int(v) and v >= 1 else "it must be a positive integer"
 
 
+_ABSENT = object()
+
+
 def _lookup(cfg: Mapping, dotted: str) -> Any:
+    """The value at ``dotted``, or _ABSENT when the config has no such key (another model's keys)."""
     node: Any = cfg
     for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _ABSENT
         node = node[part]
     return node
 
 
+def _ints(value: Any) -> list[int] | None:
+    """A width or a list of widths (a deep MLP's ``hidden_size``) as a list; None when not integers."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    return values if values and all(_int(v) and v >= 1 for v in values) else None
+
+
 def between(low: int, high: str | int) -> Check:
-    """An integer in low..high, where ``high`` may name another key (``"model.hidden_size"``)."""
+    """An integer in low..high, where ``high`` may name another key (``"model.hidden_size"``; for a
+    list of widths, the narrowest). A key the config does not have (another model's) is not checked."""
 
     def check(v: Any, cfg: Mapping) -> str | None:
-        top = _lookup(cfg, high) if isinstance(high, str) else high
+        if isinstance(high, str):
+            widths = _ints(_lookup(cfg, high))
+            if widths is None:  # absent, or itself invalid (its own check reports it)
+                return None if _int(v) and v >= low else f"it must be an integer >= {low}"
+            top = min(widths)
+        else:
+            top = high
         if _int(v) and low <= v <= top:
             return None
         return f"it must be an integer in {low}..{top}" + (f" ({high})" if isinstance(high, str) else "")
@@ -288,14 +395,19 @@ def between(low: int, high: str | int) -> Check:
 
 
 def divides(dotted: str) -> Check:
-    """A positive integer that divides another key's value (LWTA's groups and the hidden size)."""
+    """A positive integer that divides another key's value (LWTA's groups and the hidden size; every
+    width of a list). A key the config does not have is not checked."""
 
     def check(v: Any, cfg: Mapping) -> str | None:
-        total = _lookup(cfg, dotted)
-        if _int(v) and v >= 1 and total % v == 0:
+        widths = _ints(_lookup(cfg, dotted))
+        if widths is None:
+            return None if _int(v) and v >= 1 else "it must be a positive integer"
+        if _int(v) and v >= 1 and all(w % v == 0 for w in widths):
             return None
+        total = math.gcd(*widths)
         divisors = [d for d in range(1, total + 1) if total % d == 0]
         shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
-        return f"it must divide {dotted}={total} (allowed: {shown})"
+        value = widths[0] if len(widths) == 1 else widths
+        return f"it must divide {dotted}={value} (allowed: {shown})"
 
     return check

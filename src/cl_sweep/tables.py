@@ -1114,7 +1114,7 @@ def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
             "The paper cites these figures from other work (EWC, SDMLP, SDMLP + EWC: Bricken et al. 2023, "
             "500 epochs per task; FlyModel: Shen et al. 2021, 1 epoch); they are not its own runs, so no "
             "within-std mark is given. Bricken et al. also used batch 128 and 10,000 neurons for SDMLP "
-            "without EWC; see src/cl_sweep/sdmlp.py and src/cl_sweep/fly.py for each model's choices.",
+            "without EWC; see src/cl_sweep/models/sdmlp.py and src/cl_sweep/fly.py for each model's choices.",
         ],
     )
 

@@ -19,7 +19,7 @@ from cl_sweep import __version__, metrics
 from cl_sweep.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.engine import (
-    DeviceData, Member, Structure, default_max_population, padded_population, to_device, train_population,
+    DeviceData, Member, Structure, default_max_population, model_of, padded_population, to_device, train_population,
 )
 from cl_sweep.optimizers import get_optimizer
 from cl_sweep.strategies import get_strategy
@@ -44,35 +44,25 @@ def device_dataset(name: str, data_dir: str | None, progress: bool = True):
     return _DEVICE_DATA[key]
 
 
-#: What the result file calls the hidden nonlinearity of a model that brings its own (the
-#: `activation` group is then unused).
-MODEL_ACTIVATIONS = {"sdmlp": "sdm_topk", "flymodel": "fly_kwta"}
-#: ... and its learning rule, for a model trained without the `optimizer` group.
-MODEL_OPTIMIZERS = {"flymodel": "associative"}
-#: FlyModel's keys (cl_sweep.fly.FlyConfig; its hidden_size is the number of Kenyon cells).
-FLY_KEYS = ("connections", "k", "learning_rate", "decay", "weight_max")
-
-
 def model_name(cfg: Mapping) -> str:
     return cfg["model"].get("name", "mlp")
 
 
+def _model(cfg: Mapping):
+    from cl_sweep.models import get_model
+
+    return get_model(model_name(cfg))
+
+
 def activation_of(cfg: Mapping) -> str:
-    """The result's ``activation``: the activation group's, unless the model brings its own."""
-    return MODEL_ACTIVATIONS.get(model_name(cfg), cfg["activation"]["name"])
+    """The result's ``activation``: the activation group's, unless the model brings its own
+    (its registration's ``activation``, e.g. SDMLP's ``sdm_topk``; the group is then unused)."""
+    return _model(cfg).meta.get("activation", cfg["activation"]["name"])
 
 
 def optimizer_of(cfg: Mapping) -> str:
     """The result's ``optimizer``: the optimizer group's, unless the model has its own learning rule."""
-    return MODEL_OPTIMIZERS.get(model_name(cfg), cfg["optimizer"]["name"])
-
-
-def fly_config(cfg: Mapping):
-    """The `cl_sweep.fly.FlyConfig` of a ``model=flymodel`` config."""
-    from cl_sweep.fly import FlyConfig
-
-    m = cfg["model"]
-    return FlyConfig(expansion=m["hidden_size"], **{k: m[k] for k in FLY_KEYS})
+    return _model(cfg).meta.get("optimizer", cfg["optimizer"]["name"])
 
 
 def benchmark_of(cfg: Mapping) -> str:
@@ -84,30 +74,21 @@ def benchmark_of(cfg: Mapping) -> str:
 
 def structure_of(cfg: Mapping) -> Structure:
     """The static part of a config: what decides the compiled program."""
-    own_activation = model_name(cfg) in MODEL_ACTIVATIONS
+    model = _model(cfg)
+    own_activation = "activation" in model.meta
     act = get_activation("relu" if own_activation else cfg["activation"]["name"])  # relu: a placeholder, unused
     opt = get_optimizer(cfg["optimizer"]["name"])
     strat = get_strategy(_strategy(cfg)["name"])
-    model_static = ()
-    if model_name(cfg) == "sdmlp":
-        m = cfg["model"]
-        model_static = (
-            ("k", m["k"]),
-            ("gaba_activations", float(m["gaba_activations_per_epoch"]) * cfg["benchmark"]["epochs_per_task"]),
-            ("grad_clip_norm", m["grad_clip_norm"]),
-        )
-    elif model_name(cfg) == "flymodel":  # every key shapes its own program (no traced hyperparameters)
-        model_static = tuple((k, cfg["model"][k]) for k in FLY_KEYS)
+    model_static = tuple((k, cfg["model"][k]) for k in model.keys)
+    if "epochs_per_task" in model.injected:  # e.g. SDMLP's GABA switch length follows the epochs
+        model_static += (("epochs_per_task", cfg["benchmark"]["epochs_per_task"]),)
     return Structure(
-        model=model_name(cfg),
+        model=model.name,
         model_static=model_static,
         activation=act.name,
         optimizer=opt.name,
         activation_static=tuple((k, cfg["activation"][k]) for k in act.static),
         optimizer_static=tuple((k, cfg["optimizer"][k]) for k in opt.static),
-        hidden_size=cfg["model"]["hidden_size"],
-        weight_norm=tuple(bool(b) for b in cfg["model"].get("weight_norm", (False, False))),
-        update_clip=cfg["model"].get("update_clip"),
         strategy=strat.name,
         strategy_static=tuple((k, _strategy(cfg)[k]) for k in strat.static),
     )
@@ -131,7 +112,7 @@ def members_of(cfg: Mapping, seeds: Sequence[int]) -> list[Member]:
 def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
     """The flat ``group.key -> value`` dict that identifies a grid point in results and tables."""
     hp = {}
-    groups = [g for g, own in (("activation", MODEL_ACTIVATIONS), ("optimizer", MODEL_OPTIMIZERS)) if model_name(cfg) not in own]
+    groups = [g for g in ("activation", "optimizer") if g not in _model(cfg).meta]
     for group in groups:
         for k, v in cfg[group].items():
             if k != "name":
@@ -274,16 +255,15 @@ def train_jobs(
                 batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
+            trainer = model_of(structure).trainer  # a model with its own rule (FlyModel), same result layout
             if compile_only:
-                if structure.model != "flymodel":
+                if trainer is None:
                     members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
                     pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
                     train_population(structure, members, device_data, split, pad_to=pad_to, compile_only=True, **schedule)
                 return
-            if structure.model == "flymodel":  # no backpropagation: its own trainer, same result layout
-                from cl_sweep.fly import train_fly_population
-
-                res = train_fly_population(fly_config(common), [s for _, s in chunk], device_data, split, **schedule)
+            if trainer is not None:
+                res = trainer([s for _, s in chunk], device_data, split, **schedule)
             else:
                 members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
                 pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)

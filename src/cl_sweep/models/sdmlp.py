@@ -1,5 +1,7 @@
 """SDMLP: the Sparse Distributed Memory MLP of Bricken et al. 2023, as ``model=sdmlp``.
 
+    python -m cl_sweep model=sdmlp optimizer=sgd optimizer.learning_rate=0.05
+
 "Sparse Distributed Memory is a Continual Learner" (ICLR 2023). Every choice below follows the
 authors' code (github.com/TrentBrick/SDMContinualLearner, read at commit 74c9e9e); the file and
 name each one comes from is given in brackets.
@@ -39,11 +41,15 @@ name each one comes from is given in brackets.
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional, Sequence
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cl_sweep.models.base import Model
 from cl_sweep.ops import kth_largest
+from cl_sweep.registry import positive, register_model
 
 
 def init_params(key: jax.Array, hidden_size: int, num_classes: int, input_size: int) -> dict[str, jax.Array]:
@@ -92,3 +98,66 @@ def forward(params, x: jax.Array, counts: jax.Array, k: int, gaba_activations: f
     """(logits [batch, classes], hidden activations [batch, hidden])."""
     h = hidden(params, x, counts, k, gaba_activations)
     return h @ params["w2"], h
+
+
+# --- the registration: keys, checks, and the engine's hooks --------------------------------------
+def _check_k(v: Any, cfg: Mapping) -> str | None:
+    hidden = cfg["model"]["hidden_size"]
+    ok = isinstance(v, int) and not isinstance(v, bool) and isinstance(hidden, int) and 1 <= v < hidden
+    return None if ok else f"it must be an integer in 1..{hidden - 1 if isinstance(hidden, int) else '?'} (below model.hidden_size)"
+
+
+def _check_hidden(v: Any, cfg: Mapping) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 2 else "it must be an integer >= 2"
+
+
+def _check_clip(v: Any, cfg: Mapping) -> str | None:
+    return None if v is None or positive(v, cfg) is None else "it must be null (no clip) or a positive number"
+
+
+def _check_no_weight_norm(v: Any, cfg: Mapping) -> str | None:
+    if isinstance(v, Sequence) and len(v) == 2 and not any(v):
+        return None
+    return "SDMLP keeps its weights non-negative and unit-norm by projection, so weight norm must stay [false, false] (use model=mlp for weight norm)"
+
+
+def _check_no_update_clip(v: Any, cfg: Mapping) -> str | None:
+    return None if v is None else "SDMLP clips the gradients' global norm (model.grad_clip_norm) instead, so it must stay null"
+
+
+@register_model(
+    "sdmlp", label="SDMLP", activation="sdm_topk",
+    checks={"hidden_size": _check_hidden, "k": _check_k, "gaba_activations_per_epoch": positive,
+            "grad_clip_norm": _check_clip, "weight_norm": _check_no_weight_norm, "update_clip": _check_no_update_clip},
+)
+def sdmlp(
+    *,
+    hidden_size: int = 1000,
+    k: int = 10,
+    gaba_activations_per_epoch: float = 10000.0,
+    grad_clip_norm: Optional[float] = 1.0,
+    weight_norm: list[bool] = (False, False),
+    update_clip: Optional[float] = None,
+    input_size: int,
+    num_classes: int,
+    epochs_per_task: int,
+) -> Model:
+    """SDMLP with ``hidden_size`` neurons, ``k`` of them active once the GABA switch is done
+    (reference: 10), the switch's length T = ``gaba_activations_per_epoch`` x epochs per task
+    (reference: 5e6 at 500 epochs), and the gradients' global norm clipped at ``grad_clip_norm``
+    before each step (reference: 1.0). Its own Top-K replaces the ``activation`` group.
+    ``weight_norm`` and ``update_clip`` are the MLP's keys, fixed here (SDMLP projects instead)."""
+    gaba = float(gaba_activations_per_epoch) * epochs_per_task
+
+    def apply(params, x, activation, aux):  # the activation group is unused: GABA Top-K is the model's
+        return forward(params, x, aux["counts"], k, gaba)
+
+    def aux_update(aux, h, mask):  # the counters see this step's forward pass, after the step
+        return {"counts": aux["counts"] + jnp.sum((h > 0) * mask[:, None], axis=0)}
+
+    return Model(
+        init=lambda key: init_params(key, hidden_size, num_classes, input_size),
+        apply=apply, preprocess=preprocess, project=project,
+        aux_init=lambda: {"counts": jnp.zeros((hidden_size,), jnp.float32)}, aux_update=aux_update,
+        grad_clip_norm=grad_clip_norm, update_clip=update_clip,
+    )
