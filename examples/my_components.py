@@ -9,3 +9,19 @@ def shifted_relu(x, *, shift: float = 0.5):
 @cl_sweep.register_optimizer("adagrad_wd")
 def adagrad_wd(*, learning_rate: float = 2e-4, weight_decay: float = 1e-4):
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.adagrad(learning_rate))
+
+# A model: a flax.linen module whose fields are its hyperparameters. The engine calls it as
+# module(x, activation) with the `activation` group's function and fills in num_classes.
+import flax.linen as nn
+
+@cl_sweep.register_model("small_cnn")
+class SmallCNN(nn.Module):
+    features: int = 16
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, activation):
+        x = x.reshape(x.shape[0], 28, 28, 1)  # MNIST's flattened pixels as an image
+        x = activation(nn.Conv(self.features, (3, 3), strides=2)(x))
+        x = activation(nn.Conv(self.features, (3, 3), strides=2)(x))
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))

@@ -210,6 +210,10 @@ def test_builtins_use_the_public_api():
     for reg, module in ((ACTIVATIONS, "cl_sweep.activations"), (OPTIMIZERS, "cl_sweep.optimizers")):
         assert reg.builtin_module == module
         assert {c.source for c in reg.values() if not c.name.endswith("_t")} == {module}
+    from cl_sweep.registry import MODELS
+
+    assert {n: c.source for n, c in MODELS.items() if not n.endswith("_t")} == {
+        "mlp": "cl_sweep.models.mlp", "sdmlp": "cl_sweep.models.sdmlp", "flymodel": "cl_sweep.models.flymodel"}
     assert positive(0.0, {}) and positive(1e-3, {}) is None
     assert np.isclose(OPTIMIZERS["adagrad"].params[0].default, 2e-4)
 

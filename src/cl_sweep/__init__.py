@@ -1,10 +1,19 @@
 """cl_sweep: continual-learning training and hyperparameter sweeps in JAX, reproducing Hard ASH.
 
-Bring your own components: ``cl_sweep.register_activation`` and ``cl_sweep.register_optimizer``
-(cl_sweep.registry); load them with ``plugins=[my_module]`` or a ``cl_sweep.plugins`` entry point.
+Bring your own components: ``cl_sweep.register_activation``, ``cl_sweep.register_optimizer`` and
+``cl_sweep.register_model`` (cl_sweep.registry; a model is a flax module or a `cl_sweep.Model`);
+load them with ``plugins=[my_module]`` or a ``cl_sweep.plugins`` entry point.
 """
 
-from cl_sweep.registry import register_activation, register_optimizer
+from cl_sweep.registry import register_activation, register_model, register_optimizer
 
 __version__ = "0.1.0"
-__all__ = ["register_activation", "register_optimizer", "__version__"]
+__all__ = ["register_activation", "register_optimizer", "register_model", "Model", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Model":  # lazily: `import cl_sweep` stays free of jax until a model is needed
+        from cl_sweep.models.base import Model
+
+        return Model
+    raise AttributeError(f"module 'cl_sweep' has no attribute {name!r}")

@@ -232,6 +232,7 @@ def validate(cfg: DictConfig | dict) -> None:
         if component is not None:
             for key, value, allowed in component.check(node, cfg):
                 _fail(f"{group}.{key}", value, allowed)
+    _check_model_builds(model, bench)
 
     # benchmark
     if bench.get("kind", "split") not in ("split", "permuted"):
@@ -268,6 +269,24 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("early_stop.after_seeds", es["after_seeds"], "it must be a positive integer")
     if not (_is_number(es["threshold"]) and 0.0 <= es["threshold"] <= 1.0):
         _fail("early_stop.threshold", es["threshold"], "it must be an accuracy in [0, 1]")
+
+
+def _check_model_builds(model: Any, bench: Any) -> None:
+    """A registered model function returns something the engine can train (checked before any data loads)."""
+    from cl_sweep.models import build
+
+    component = _component("model", model.get("name"))
+    if component is None or "rngs" in component.injected:  # an nnx module is built (abstractly) with the program
+        return
+    from omegaconf import OmegaConf
+
+    hp = {k: OmegaConf.to_container(v, resolve=True) if hasattr(v, "_is_missing") else v
+          for k, v in ((k, model[k]) for k in component.keys)}
+    hp = {k: tuple(v) if isinstance(v, list) else v for k, v in hp.items()}  # as the engine passes them
+    try:
+        build(component, hp, input_size=784, num_classes=10, epochs_per_task=bench.get("epochs_per_task", 1))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid configuration: model={component.name} cannot be built: {e}. Nothing was trained.") from None
 
 
 def _validate_tfds(bench: Any) -> None:
