@@ -83,5 +83,64 @@ def test_mas_importance_matches_a_hand_computation():
 
 
 def test_unknown_strategy_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="ewc, online_ewc, mas"):
+    with pytest.raises(ValueError, match="none, ewc, online_ewc, mas"):
         S.get_strategy("si")
+
+
+# --- a user's strategy: one function, registered like the built-ins ------------------------------
+@pytest.fixture(scope="module")
+def l2_anchor():
+    import cl_sweep
+    from cl_sweep.registry import STRATEGIES
+
+    @cl_sweep.register_strategy("l2_anchor_t", checks={"lambda": lambda v, cfg: None if v >= 0 else "it must be >= 0"})
+    def l2_anchor(*, lambda_: float = 1.0):
+        """A pull toward the last task's end point, every weight equally important (no importance estimate)."""
+        leaves = jax.tree_util.tree_leaves
+
+        def penalty(state, params):
+            return 0.5 * lambda_ * state["on"] * sum(jnp.sum(jnp.square(p - a)) for p, a in zip(leaves(params), leaves(state["anchor"])))
+
+        return cl_sweep.Regulariser(
+            init=lambda params: {"anchor": params, "on": jnp.zeros((), jnp.float32)},
+            penalty=penalty,
+            consolidate=lambda state, params, importance: {"anchor": params, "on": jnp.ones((), jnp.float32)},
+            importance=None,
+        )
+
+    yield "l2_anchor_t"
+    STRATEGIES.unregister("l2_anchor_t")
+
+
+def test_a_users_strategy_signature_is_its_schema(l2_anchor, compose):
+    from cl_sweep.config import ConfigError, validate
+
+    assert dict(compose([f"strategy={l2_anchor}"]).strategy) == {"name": l2_anchor, "lambda": 1.0}  # lambda_ is the key lambda
+    assert S.get_strategy(l2_anchor).traced == ("lambda",)
+    with pytest.raises(ConfigError, match=r"strategy.lamda=2.*Did you mean strategy.lambda"):
+        validate(compose([f"strategy={l2_anchor}", "+strategy.lamda=2"]))
+    with pytest.raises(ConfigError, match=r"strategy.lambda=-1.0 is not allowed; it must be >= 0"):
+        validate(compose([f"strategy={l2_anchor}", "strategy.lambda=-1.0"]))
+    with pytest.raises(ConfigError, match=r"strategy.samples=0 .*positive integer"):  # the built-ins' checks alike
+        validate(compose(["strategy=ewc", "strategy.samples=0"]))
+
+
+@pytest.mark.slow
+def test_a_users_strategy_trains_per_member_in_one_population(l2_anchor, compose):
+    from omegaconf import OmegaConf
+
+    from cl_sweep.train import structure_of, train_jobs
+
+    def cfg(*o):
+        return OmegaConf.to_container(compose(["activation=relu", "optimizer=sgd", "optimizer.learning_rate=0.05",
+                                               "benchmark.limit_per_task=256", "n_seeds=1", "progress=false", *o]), resolve=True)
+
+    jobs = [cfg(f"strategy={l2_anchor}", f"strategy.lambda={lam}") for lam in (0.0, 50.0)]
+    assert len({structure_of(c) for c in jobs}) == 1  # lambda is traced: one program for both
+    together = train_jobs(jobs, [[]] * 2)
+    alone = [train_jobs([c], [[]])[0] for c in jobs]
+    plain = train_jobs([cfg()], [[]])[0]
+    assert [r["accuracy_matrix"] for r in together] == [r["accuracy_matrix"] for r in alone]
+    assert together[0]["final_accuracy"] == pytest.approx(plain["final_accuracy"], abs=0.005)  # lambda 0: no pull
+    assert together[1]["accuracy_matrix"] != together[0]["accuracy_matrix"]  # a strong pull changes training
+    assert together[1]["hyperparameters"]["strategy.lambda"] == 50.0 and together[1]["hyperparameters"]["strategy.name"] == l2_anchor

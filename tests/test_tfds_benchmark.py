@@ -218,7 +218,7 @@ def test_config_composes_validates_and_splits(compose, slice_dir: Path) -> None:
     # What the trainer derives from a config (as tests/test_configs.py checks for every option).
     from cl_sweep.train import hyperparameters_of, members_of, population_key, structure_of
 
-    assert structure_of(cfg).hidden_size == cfg["model"]["hidden_size"] and len(members_of(cfg, [0, 1])) == 2
+    assert dict(structure_of(cfg).model_static)["hidden_size"] == cfg["model"]["hidden_size"] and len(members_of(cfg, [0, 1])) == 2
     assert all("." in k for k in hyperparameters_of(cfg))
     assert f"tfds:{SLICE}@{slice_dir}" in population_key(cfg)  # jobs on other data sets never share a population
     ds = load_dataset(bench["dataset"], progress=False)

@@ -1,14 +1,16 @@
 """cl_sweep: continual-learning training and hyperparameter sweeps in JAX, reproducing Hard ASH.
 
-Bring your own components: ``cl_sweep.register_activation``, ``cl_sweep.register_optimizer`` and
-``cl_sweep.register_model`` (cl_sweep.registry; a model is a flax module or a `cl_sweep.Model`);
+Bring your own components: ``cl_sweep.register_activation``, ``cl_sweep.register_optimizer``,
+``cl_sweep.register_model`` (a flax module or a `cl_sweep.Model`) and ``cl_sweep.register_strategy``
+(a `cl_sweep.Regulariser`), all in cl_sweep.registry;
 load them with ``plugins=[my_module]`` or a ``cl_sweep.plugins`` entry point.
 """
 
-from cl_sweep.registry import register_activation, register_model, register_optimizer
+from cl_sweep.registry import register_activation, register_model, register_optimizer, register_strategy
 
 __version__ = "0.1.0"
-__all__ = ["register_activation", "register_optimizer", "register_model", "Model", "__version__"]
+__all__ = ["register_activation", "register_optimizer", "register_model", "register_strategy", "Model", "Regulariser",
+           "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,4 +18,8 @@ def __getattr__(name: str):
         from cl_sweep.models.base import Model
 
         return Model
+    if name == "Regulariser":
+        from cl_sweep.strategies import Regulariser
+
+        return Regulariser
     raise AttributeError(f"module 'cl_sweep' has no attribute {name!r}")

@@ -1,10 +1,10 @@
-"""Typed schemas for every config group, registered with Hydra, and the value checks run before training.
+"""Typed schemas for the top level and the benchmark group, registered with Hydra, and the value checks run before training.
 
-The YAML files under ``conf/`` give values; the dataclasses here give types, so a misspelt or
-mistyped key fails when the config is composed, not an hour into a sweep. Each option's schema is
-stored as ``schema/<group>/<name>`` and each ``conf/<group>/<name>.yaml`` extends it. The option's
-file name is the registry key (``activation=hard_ash`` selects the activation registered as
-``hard_ash``) and its fields are exactly that component's hyperparameters.
+Activations, optimizers, models and strategies have no schema here: each is a registered function
+whose keyword-only signature is its config node (cl_sweep.registry), with its value checks beside
+it. The benchmark options are ``conf/benchmark/<name>.yaml``, each extending the dataclass stored
+as ``schema/benchmark/<name>``, so a misspelt or mistyped key fails when the config is composed.
+`validate` runs every component's checks and the rest, before anything trains.
 """
 
 from __future__ import annotations
@@ -99,17 +99,6 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-# Strategy options hold a key named `lambda` (the papers' name), which no dataclass field can be;
-# their schema is a plain node (struct, so a misspelt key still fails at compose time) and
-# `validate` checks the types.
-STRATEGY_SCHEMAS: dict[str, dict[str, Any]] = {
-    "none": {"name": "none"},
-    "ewc": {"name": "ewc", "lambda": 100.0, "samples": 256},
-    "online_ewc": {"name": "online_ewc", "lambda": 100.0, "gamma": 0.9, "samples": 256},
-    "mas": {"name": "mas", "lambda": 1.0, "samples": 256},
-}
-
-
 def register_configs() -> None:
     """Stores the top-level schema and one schema per group option in Hydra's ConfigStore.
 
@@ -119,14 +108,13 @@ def register_configs() -> None:
     import cl_sweep.activations  # noqa: F401
     import cl_sweep.models  # noqa: F401
     import cl_sweep.optimizers  # noqa: F401
+    import cl_sweep.strategies  # noqa: F401
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, options in SCHEMAS.items():
         for name, schema in options.items():
             cs.store(group=f"schema/{group}", name=name, node=schema)
-    for name, node in STRATEGY_SCHEMAS.items():
-        cs.store(group="schema/strategy", name=name, node=node)
 
 
 register_configs()
@@ -161,20 +149,17 @@ def _is_number(v: Any) -> bool:
 
 
 def _component(group: str, option: str):
-    from cl_sweep.registry import ACTIVATIONS, MODELS, OPTIMIZERS
+    from cl_sweep.registry import ACTIVATIONS, MODELS, OPTIMIZERS, STRATEGIES
 
-    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS}.get(group)
+    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS, "strategy": STRATEGIES}.get(group)
     return None if registry is None else registry.get(option)
 
 
 def schema_keys(group: str, option: str) -> list[str] | None:
     """The keys a group option's node may hold (its schema's fields), or None for an unknown option."""
-    if group in ("activation", "optimizer", "model"):
+    if group in ("activation", "optimizer", "model", "strategy"):
         component = _component(group, option)
         return None if component is None else ["name", *component.keys]
-    if group == "strategy":
-        node = STRATEGY_SCHEMAS.get(option)
-        return None if node is None else list(node)
     schema = SCHEMAS.get(group, {}).get(option)
     return None if schema is None else [f.name for f in dataclasses.fields(schema)]
 
@@ -227,7 +212,8 @@ def validate(cfg: DictConfig | dict) -> None:
 
     # model first (an activation's checks may refer to model.hidden_size), then activation and
     # optimizer: each component's checks, declared beside its function
-    for group, node in (("model", model), ("activation", act), ("optimizer", opt)):
+    strat = cfg.get("strategy") or {"name": "none"}
+    for group, node in (("model", model), ("activation", act), ("optimizer", opt), ("strategy", strat)):
         component = _component(group, node.get("name"))
         if component is not None:
             for key, value, allowed in component.check(node, cfg):
@@ -246,15 +232,6 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("benchmark.limit_per_task", lim, "it must be null (all examples) or a positive integer")
     if "tfds_name" in bench or str(bench.get("dataset") or "").startswith("tfds:"):
         _validate_tfds(bench)
-
-    # strategy
-    strat = cfg.get("strategy") or {"name": "none"}
-    if "lambda" in strat and not (_is_number(strat["lambda"]) and strat["lambda"] >= 0):
-        _fail("strategy.lambda", strat["lambda"], "it must be a number >= 0")
-    if "gamma" in strat and not (_is_number(strat["gamma"]) and 0.0 <= strat["gamma"] <= 1.0):
-        _fail("strategy.gamma", strat["gamma"], "it must lie in [0, 1]")
-    if "samples" in strat and not (isinstance(strat["samples"], int) and not isinstance(strat["samples"], bool) and strat["samples"] >= 1):
-        _fail("strategy.samples", strat["samples"], "it must be a positive integer (examples per task for the importance)")
 
     # run
     if not (isinstance(cfg["n_seeds"], int) and cfg["n_seeds"] >= 1):

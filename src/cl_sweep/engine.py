@@ -109,6 +109,12 @@ class Structure:
         object.__setattr__(self, "model_static", tuple((k, _frozen(v)) for k, v in items))
 
 
+def regulariser_of(structure: Structure) -> "strategies.Regulariser | None":
+    """The structure's strategy at its default traced hyperparameters: None when it adds no
+    regulariser (`none`); else its parts that do not depend on traced values (``importance``)."""
+    return strategies.regulariser(structure.strategy, dict(structure.strategy_static))
+
+
 def model_of(structure: Structure) -> Model:
     """The structure's network as the engine trains it (built once per structure and data shape)."""
     return build_cached(structure.model, structure.model_static, structure.input_size, structure.num_classes)
@@ -178,7 +184,7 @@ def fused_update_applies(structure: Structure) -> bool:
     return (
         model.fused is not None
         and structure.optimizer in kernels.KINDS
-        and structure.strategy == "none"
+        and regulariser_of(structure) is None
         and not model.grad_clip_norm
     )
 
@@ -278,16 +284,18 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
     opt = get_optimizer(structure.optimizer)
     opt_static = dict(structure.optimizer_static)
     strat = strategies.get_strategy(structure.strategy)
-    regularised = strat.name != "none"
+    strat_static = dict(structure.strategy_static)
+    probe = regulariser_of(structure)
+    regularised = probe is not None
     model = model_of(structure)
     if model.trainer is not None or model.init is None or model.apply is None:
         raise ValueError(f"model {structure.model!r} is trained by its own rule (Model.trainer), not by the engine's programs")
 
     def activation_fn(act_hp):
-        return lambda h: act.fn(h, **act_hp, **static)
+        return lambda h: act.call(h, **act_hp, **static)
 
     def make_tx(opt_hp):
-        tx = with_update_clip(opt.factory(**opt_hp, **opt_static), model.update_clip)
+        tx = with_update_clip(opt.call(**opt_hp, **opt_static), model.update_clip)
         return optax.chain(optax.clip_by_global_norm(model.grad_clip_norm), tx) if model.grad_clip_norm else tx
 
     def member_init(key, opt_hp):
@@ -309,7 +317,7 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         loss = jnp.sum(ce * mask) / jnp.sum(mask)
         if regularised:  # a Python branch: without a strategy the program is exactly the plain one
-            loss = loss + strategies.penalty(strat.name, reg, params, s_hp)
+            loss = loss + strat.call(**s_hp, **strat_static).penalty(reg, params)
         return loss, h
 
     def member_step_fused(params, opt_state, x, y, mask, act_hp, opt_hp):
@@ -393,8 +401,8 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         return (*task_accuracies(correct, test_task_onehot), active)
 
     @jax.jit
-    def init_reg(params):
-        return jax.vmap(lambda p: strategies.init_state(strat.name, p))(params)
+    def init_reg(params, s_hp):
+        return jax.vmap(lambda p, shp: strat.call(**shp, **strat_static).init(p))(params, s_hp)
 
     @jax.jit
     def consolidate(params, reg, images, labels, sample_idx, act_hp, s_hp, perm, aux=None):
@@ -407,11 +415,15 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
             def logits(q, x):
                 return model_forward(q, x[None], ahp, a)[0][0]
 
-            if strat.importance == "fisher":
+            if probe.importance is None:  # a strategy that needs no importance estimate
+                imp = None
+            elif probe.importance == "fisher":
                 imp = strategies.empirical_fisher(lambda q, x, y: jax.nn.log_softmax(logits(q, x))[y], p, xs, ys)
-            else:
+            elif probe.importance == "mas":
                 imp = strategies.mas_importance(logits, p, xs)
-            return strategies.consolidate(strat.name, r, p, imp, shp)
+            else:
+                raise ValueError(f"strategy {strat.name!r}: importance={probe.importance!r}; allowed: 'fisher', 'mas', None")
+            return strat.call(**shp, **strat_static).consolidate(r, p, imp)
 
         return jax.vmap(member)(params, reg, sample_idx, act_hp, s_hp, aux)
 
@@ -481,7 +493,7 @@ def train_population(
     s_hp = _hp_arrays(members, "strategy_hp", strat.traced)
     keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
     state = init(keys, opt_hp)
-    reg = regulariser[0][0](state[0]) if regulariser else None
+    reg = regulariser[0][0](state[0], s_hp) if regulariser else None
 
     T = split.num_tasks
     if permuted:  # every test example belongs to every task, under that task's permutation

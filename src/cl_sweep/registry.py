@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import keyword
 import math
 import sys
 import types
@@ -40,7 +41,7 @@ from typing import Any, Optional
 
 __all__ = [
     "Component", "Param", "Registry", "ACTIVATIONS", "OPTIMIZERS", "MODELS", "register_activation", "register_optimizer",
-    "register_model",
+    "register_model", "register_strategy", "STRATEGIES",
     "positive", "nonnegative", "finite", "unit_interval", "half_open_unit", "positive_int", "between", "divides",
 ]
 
@@ -51,9 +52,10 @@ Check = Callable[[Any, Mapping], Optional[str]]
 class Param:
     """One hyperparameter: its name, type (from the annotation, else the default's type) and default."""
 
-    name: str
+    name: str  # the config key
     type: Any
     default: Any = dataclasses.MISSING
+    arg: str | None = None  # the function's argument when it differs: `lambda_` for the key `lambda`
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,16 @@ class Component:
     @property
     def display(self) -> str:
         return self.label or self.name
+
+    def call(self, *args: Any, **hyperparameters: Any) -> Any:
+        """``fn(*args, **hyperparameters)`` by config key (a key that is a Python keyword, such as
+        a strategy's ``lambda``, is the function's ``lambda_``)."""
+        renamed = {p.name: p.arg for p in self.params if p.arg}
+        return self.fn(*args, **{renamed.get(k, k): v for k, v in hyperparameters.items()})
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params if p.default is not dataclasses.MISSING}
 
     def schema(self) -> type:
         """The config node's dataclass: ``name`` fixed to the component's, then one typed field per hyperparameter."""
@@ -200,7 +212,10 @@ def _params(kind: str, name: str, fn: Callable, leading: int, injected: tuple[st
             else:
                 ann = type(p.default)
         default = dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default
-        out.append(Param(p.name, ann, default))
+        if p.name.endswith("_") and keyword.iskeyword(p.name[:-1]):  # `lambda_` is the key `lambda`
+            out.append(Param(p.name[:-1], ann, default, arg=p.name))
+        else:
+            out.append(Param(p.name, ann, default))
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         raise TypeError(f"{kind} {name!r}: **kwargs cannot be a schema; name each hyperparameter as a keyword-only argument")
     return tuple(out), tuple(inj)
@@ -275,7 +290,11 @@ def _store_config(component: Component) -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    node = OmegaConf.structured(component.schema())
+    if any(keyword.iskeyword(p.name) for p in component.params):
+        # A dataclass cannot have a field named `lambda`: an untyped node, and the checks do the types.
+        node = OmegaConf.create({"name": component.name, **component.defaults})
+    else:
+        node = OmegaConf.structured(component.schema())
     # Typed (Hydra converts and checks values) but open: a misspelt key, with or without `+`, then
     # reaches cl_sweep.config.check_keys, whose one paragraph lists the keys the component has.
     OmegaConf.set_struct(node, False)
@@ -289,6 +308,7 @@ OPTIMIZERS = Registry("optimizer", leading=0, builtin_module="cl_sweep.optimizer
 #: flax.nnx module, ``rngs``, where the function takes them.
 MODELS = Registry("model", leading=0, builtin_module="cl_sweep.models", all_static=True,
                   injected=("input_size", "num_classes", "epochs_per_task", "rngs"))
+STRATEGIES = Registry("strategy", leading=0, builtin_module="cl_sweep.strategies")
 
 
 def register_activation(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
@@ -319,6 +339,15 @@ def register_model(name: str, *, checks: Mapping[str, Check] | None = None, labe
     """
     meta = {k: v for k, v in (("activation", activation), ("optimizer", optimizer)) if v is not None}
     return MODELS.register(name, checks=checks, label=label, meta=meta)
+
+
+def register_strategy(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
+                      label: str | None = None):
+    """Registers a continual-learning strategy: ``fn(*, **hyperparameters) -> cl_sweep.strategies.Regulariser``
+    (or None: no regulariser). Traced hyperparameters arrive as arrays, per member, as an optimizer's;
+    a keyword-named key is the argument with an underscore (``lambda_`` for ``strategy.lambda``). A
+    static ``samples`` sets how many examples of each task the importance is estimated on (256)."""
+    return STRATEGIES.register(name, static=static, checks=checks, label=label)
 
 
 # --- value checks: (value, cfg) -> None when allowed, else what is allowed ------------------------
