@@ -6,23 +6,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from cl_sweep.activations import ACTIVATIONS
-from cl_sweep.config import SCHEMAS, ConfigError, validate
+from cl_sweep.config import ConfigError, validate
 from cl_sweep.optimizers import OPTIMIZERS
-from cl_sweep.registry import MODELS
+from cl_sweep.registry import BENCHMARKS, MODELS
 from cl_sweep.train import hyperparameters_of, members_of, structure_of
 
 
 def options(conf_dir, group):
     """A group's options: the registered components (activation, optimizer, model) or the YAML files."""
-    if group in ("activation", "optimizer", "model"):
-        return sorted({"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS}[group])
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    return sorted({"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS, "benchmark": BENCHMARKS}[group])
 
 
 def test_group_files_match_registries_and_schemas(conf_dir):
-    for group in ("activation", "optimizer", "model"):  # the signatures are the schemas: no YAML
+    for group in ("activation", "optimizer", "model", "benchmark", "strategy"):  # the signatures are the schemas: no YAML
         assert not (conf_dir / group).exists(), group
-    assert options(conf_dir, "benchmark") == sorted(SCHEMAS["benchmark"])
+    assert options(conf_dir, "benchmark") == ["iid_mnist", "permuted_mnist", "split_fashion_mnist", "split_mnist", "split_tfds"]
 
 
 def test_defaults(compose):
@@ -82,8 +80,10 @@ def test_misspelt_key_fails_before_training(compose):
     assert "activation.alphaa=3" in str(info.value) and "alpha, z_k, beta" in str(info.value)
     with pytest.raises(ConfigError, match="model.alphaa=3.*hidden_size, weight_norm, update_clip"):  # models alike
         validate(compose(["model.alphaa=3"]))
-    with pytest.raises(Exception, match="alphaa"):  # a group whose schema is a dataclass still stops it at compose time
-        compose(["benchmark.alphaa=3"])
+    with pytest.raises(ConfigError, match="benchmark.alphaa=3.*num_tasks, classes_per_task, batch_size"):
+        validate(compose(["benchmark.alphaa=3"]))
+    with pytest.raises(Exception, match="alphaa"):  # the top level's dataclass still stops it at compose time
+        compose(["early_stop.alphaa=3"])
 
 
 @pytest.mark.parametrize(

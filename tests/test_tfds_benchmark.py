@@ -211,8 +211,9 @@ def test_dataset_names_round_trip() -> None:
 def test_config_composes_validates_and_splits(compose, slice_dir: Path) -> None:
     cfg = split_tfds(compose, f"benchmark.tfds_name={SLICE}", f"benchmark.tfds_data_dir={slice_dir}")
     bench = cfg["benchmark"]
-    assert bench["name"] == "split_tfds" and bench["kind"] == "split"
-    assert bench["dataset"] == f"tfds:{SLICE}@{slice_dir}"
+    from cl_sweep.benchmarks import benchmark_of
+
+    assert bench["name"] == "split_tfds" and benchmark_of(bench).dataset == f"tfds:{SLICE}@{slice_dir}"
     assert (bench["num_tasks"], bench["classes_per_task"], bench["batch_size"]) == (5, 2, 64)
     validate(cfg)
     # What the trainer derives from a config (as tests/test_configs.py checks for every option).
@@ -220,8 +221,8 @@ def test_config_composes_validates_and_splits(compose, slice_dir: Path) -> None:
 
     assert dict(structure_of(cfg).model_static)["hidden_size"] == cfg["model"]["hidden_size"] and len(members_of(cfg, [0, 1])) == 2
     assert all("." in k for k in hyperparameters_of(cfg))
-    assert f"tfds:{SLICE}@{slice_dir}" in population_key(cfg)  # jobs on other data sets never share a population
-    ds = load_dataset(bench["dataset"], progress=False)
+    assert ("tfds_name", SLICE) in population_key(cfg)[1]  # jobs on other data sets never share a population
+    ds = load_dataset(benchmark_of(bench).dataset, progress=False)
     split = class_incremental_split(ds.train_labels, ds.test_labels, bench["num_tasks"], bench["classes_per_task"])
     assert split.task_classes == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
     for t, idx in enumerate(split.train_indices):
@@ -252,9 +253,11 @@ def test_trains_on_a_tfds_data_set_through_the_entry_point(slice_dir: Path, tmp_
     assert diagonal.shape == (5,) and diagonal.mean() > 0.8  # each task learned while it is the newest
 
 
-def test_first_line_is_the_command(conf_dir: Path) -> None:
-    first = (conf_dir / "benchmark" / "split_tfds.yaml").read_text().splitlines()[0]
-    assert first.startswith("# python -m cl_sweep benchmark=split_tfds benchmark.tfds_name=")
+def test_first_line_is_the_command() -> None:
+    from cl_sweep.benchmarks import split_tfds as registered
+
+    first = registered.__doc__.splitlines()[0]
+    assert first.startswith("python -m cl_sweep benchmark=split_tfds benchmark.tfds_name=")
 
 
 # ----------------------------------------------------------------------------------------------

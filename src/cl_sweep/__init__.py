@@ -1,16 +1,18 @@
 """cl_sweep: continual-learning training and hyperparameter sweeps in JAX, reproducing Hard ASH.
 
-Bring your own components: ``cl_sweep.register_activation``, ``cl_sweep.register_optimizer``,
-``cl_sweep.register_model`` (a flax module or a `cl_sweep.Model`) and ``cl_sweep.register_strategy``
-(a `cl_sweep.Regulariser`), all in cl_sweep.registry;
-load them with ``plugins=[my_module]`` or a ``cl_sweep.plugins`` entry point.
+Bring your own components (cl_sweep.registry): ``register_activation``, ``register_optimizer``,
+``register_model`` (a flax module or a `cl_sweep.Model`), ``register_strategy`` (a
+`cl_sweep.Regulariser`) and ``register_benchmark`` (a `cl_sweep.Benchmark`); load them with
+``plugins=[my_module]`` or a ``cl_sweep.plugins`` entry point.
 """
 
-from cl_sweep.registry import register_activation, register_model, register_optimizer, register_strategy
+from cl_sweep.registry import (
+    register_activation, register_benchmark, register_model, register_optimizer, register_strategy,
+)
 
 __version__ = "0.1.0"
-__all__ = ["register_activation", "register_optimizer", "register_model", "register_strategy", "Model", "Regulariser",
-           "__version__"]
+__all__ = ["register_activation", "register_optimizer", "register_model", "register_strategy", "register_benchmark",
+           "Model", "Regulariser", "Benchmark", "__version__"]
 
 
 def __getattr__(name: str):
@@ -22,4 +24,8 @@ def __getattr__(name: str):
         from cl_sweep.strategies import Regulariser
 
         return Regulariser
+    if name == "Benchmark":
+        from cl_sweep.benchmarks import Benchmark
+
+        return Benchmark
     raise AttributeError(f"module 'cl_sweep' has no attribute {name!r}")

@@ -1,10 +1,9 @@
-"""Typed schemas for the top level and the benchmark group, registered with Hydra, and the value checks run before training.
+"""The top-level config schema, registered with Hydra, and the value checks run before training.
 
-Activations, optimizers, models and strategies have no schema here: each is a registered function
-whose keyword-only signature is its config node (cl_sweep.registry), with its value checks beside
-it. The benchmark options are ``conf/benchmark/<name>.yaml``, each extending the dataclass stored
-as ``schema/benchmark/<name>``, so a misspelt or mistyped key fails when the config is composed.
-`validate` runs every component's checks and the rest, before anything trains.
+Activations, optimizers, models, strategies and benchmarks have no schema here: each is a
+registered function whose keyword-only signature is its config node (cl_sweep.registry), with its
+value checks beside it. `validate` runs every component's checks and the top level's, before
+anything trains; `check_keys` refuses a key a component does not have, however it was given.
 """
 
 from __future__ import annotations
@@ -31,33 +30,6 @@ def config_dir() -> str:
 
 class ConfigError(ValueError):
     """A config value outside what the component accepts; its message is one readable paragraph."""
-
-
-# --- benchmark ----------------------------------------------------------------------------------
-@dataclass
-class BenchmarkConfig:
-    name: str = MISSING
-    dataset: str = "mnist"
-    # "split": class-incremental, task t holds `classes_per_task` consecutive labels (one task of
-    # every class is the i.i.d. baseline). "permuted": every task holds every class, seen through
-    # its own fixed pixel permutation (task 1 = identity).
-    kind: str = "split"
-    num_tasks: int = 5
-    classes_per_task: int = 2
-    permutation_seed: int = 0  # permuted only: the task sequence, the same for every model seed
-    full_matrix: bool = True  # permuted: false evaluates only the first and the newest task (A.10)
-    batch_size: int = 64
-    epochs_per_task: int = 1
-    # Smoke tests only: train each task on the first N examples of the seed's shuffle.
-    limit_per_task: Optional[int] = None
-
-
-@dataclass
-class SplitTFDSConfig(BenchmarkConfig):
-    # benchmark=split_tfds: any TFDS image-classification data set, class-incremental. Its
-    # `dataset` is `tfds:<tfds_name>[@<tfds_data_dir>]` (resolver cl_sweep.tfds_dataset below).
-    tfds_name: Optional[str] = None  # required: a tfds.builder name, e.g. kmnist, cifar10, emnist/letters
-    tfds_data_dir: Optional[str] = None  # null: TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets)
 
 
 # --- top level ----------------------------------------------------------------------------------
@@ -91,49 +63,19 @@ class Config:
     cpu_threads: Optional[int] = None
 
 
-# Activations, optimizers and models have no dataclass here: their schema is the registered
-# function's signature (cl_sweep.registry), stored in the ConfigStore as `<kind>/<name>`.
-SCHEMAS: dict[str, dict[str, type]] = {
-    "benchmark": {"split_mnist": BenchmarkConfig, "iid_mnist": BenchmarkConfig, "permuted_mnist": BenchmarkConfig,
-                  "split_fashion_mnist": BenchmarkConfig, "split_tfds": SplitTFDSConfig},
-}
-
-
 def register_configs() -> None:
-    """Stores the top-level schema and one schema per group option in Hydra's ConfigStore.
-
-    Activations and optimizers store their own nodes when they are registered; importing them
-    here registers the built-in ones.
-    """
+    """Stores the top-level schema in Hydra's ConfigStore and registers the built-in components
+    (each stores its own node, ``<group>/<name>``, when it is registered)."""
     import cl_sweep.activations  # noqa: F401
+    import cl_sweep.benchmarks  # noqa: F401
     import cl_sweep.models  # noqa: F401
     import cl_sweep.optimizers  # noqa: F401
     import cl_sweep.strategies  # noqa: F401
 
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    for group, options in SCHEMAS.items():
-        for name, schema in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=schema)
+    ConfigStore.instance().store(name="config_schema", node=Config)
 
 
 register_configs()
-
-
-def _tfds_dataset(tfds_name: Any, tfds_data_dir: Any = None) -> str:
-    """``${cl_sweep.tfds_dataset:${.tfds_name},${.tfds_data_dir}}``: `benchmark.dataset` of benchmark=split_tfds."""
-    from cl_sweep.data import tfds_dataset_name  # deferred: keeps `import cl_sweep.config` light
-
-    return tfds_dataset_name(tfds_name, tfds_data_dir)
-
-
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver("cl_sweep.tfds_dataset", _tfds_dataset, replace=True)
-
-
-_register_resolvers()
 
 
 # --- value checks -------------------------------------------------------------------------------
@@ -149,19 +91,17 @@ def _is_number(v: Any) -> bool:
 
 
 def _component(group: str, option: str):
-    from cl_sweep.registry import ACTIVATIONS, MODELS, OPTIMIZERS, STRATEGIES
+    from cl_sweep.registry import ACTIVATIONS, BENCHMARKS, MODELS, OPTIMIZERS, STRATEGIES
 
-    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS, "strategy": STRATEGIES}.get(group)
+    registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS, "strategy": STRATEGIES,
+                "benchmark": BENCHMARKS}.get(group)
     return None if registry is None else registry.get(option)
 
 
 def schema_keys(group: str, option: str) -> list[str] | None:
     """The keys a group option's node may hold (its schema's fields), or None for an unknown option."""
-    if group in ("activation", "optimizer", "model", "strategy"):
-        component = _component(group, option)
-        return None if component is None else ["name", *component.keys]
-    schema = SCHEMAS.get(group, {}).get(option)
-    return None if schema is None else [f.name for f in dataclasses.fields(schema)]
+    component = _component(group, option)
+    return None if component is None else ["name", *component.keys]
 
 
 def _refuse_key(where: str, key: str, value: Any, allowed: list[str], what: str) -> None:
@@ -213,25 +153,12 @@ def validate(cfg: DictConfig | dict) -> None:
     # model first (an activation's checks may refer to model.hidden_size), then activation and
     # optimizer: each component's checks, declared beside its function
     strat = cfg.get("strategy") or {"name": "none"}
-    for group, node in (("model", model), ("activation", act), ("optimizer", opt), ("strategy", strat)):
+    for group, node in (("benchmark", bench), ("model", model), ("activation", act), ("optimizer", opt), ("strategy", strat)):
         component = _component(group, node.get("name"))
         if component is not None:
             for key, value, allowed in component.check(node, cfg):
                 _fail(f"{group}.{key}", value, allowed)
     _check_model_builds(model, bench)
-
-    # benchmark
-    if bench.get("kind", "split") not in ("split", "permuted"):
-        _fail("benchmark.kind", bench.get("kind"), "allowed: 'split', 'permuted'")
-    for key in ("batch_size", "epochs_per_task", "num_tasks", "classes_per_task"):
-        v = bench[key]
-        if not (isinstance(v, int) and v >= 1):
-            _fail(f"benchmark.{key}", v, "it must be a positive integer")
-    lim = bench.get("limit_per_task")
-    if lim is not None and not (isinstance(lim, int) and lim >= 1):
-        _fail("benchmark.limit_per_task", lim, "it must be null (all examples) or a positive integer")
-    if "tfds_name" in bench or str(bench.get("dataset") or "").startswith("tfds:"):
-        _validate_tfds(bench)
 
     # run
     if not (isinstance(cfg["n_seeds"], int) and cfg["n_seeds"] >= 1):
@@ -266,23 +193,19 @@ def _check_model_builds(model: Any, bench: Any) -> None:
         raise ConfigError(f"invalid configuration: model={component.name} cannot be built: {e}. Nothing was trained.") from None
 
 
-def _validate_tfds(bench: Any) -> None:
-    """benchmark=split_tfds (or a `tfds:` dataset): the TFDS data set exists here, is image
-    classification, can be read or prepared, and has enough classes for the task split."""
-    from cl_sweep.data import TFDSUnavailableError, parse_tfds_dataset, tfds_num_classes
+def validate_tfds(bench: Any) -> None:
+    """benchmark=split_tfds: the TFDS data set exists here, is image classification, can be read or
+    prepared, and has enough classes for the task split; raises `ConfigError` otherwise."""
+    from cl_sweep.data import TFDSUnavailableError, tfds_num_classes
 
-    if "tfds_name" in bench:
-        key, name, data_dir = "benchmark.tfds_name", bench["tfds_name"], bench.get("tfds_data_dir")
-        value = name
-        if not (isinstance(name, str) and name.strip()):
-            _fail(key, name, "benchmark=split_tfds needs the name of a TFDS image-classification data set, "
-                  "e.g. benchmark.tfds_name=kmnist (or mnist, fashion_mnist, emnist/letters, cifar10)")
-        if data_dir is not None and not (isinstance(data_dir, str) and data_dir.strip()):
-            _fail("benchmark.tfds_data_dir", data_dir,
-                  "it must be null (TFDS's default: $TFDS_DATA_DIR, else ~/tensorflow_datasets) or a folder")
-    else:
-        key, value = "benchmark.dataset", bench["dataset"]
-        name, data_dir = parse_tfds_dataset(value)
+    key, name, data_dir = "benchmark.tfds_name", bench["tfds_name"], bench.get("tfds_data_dir")
+    value = name
+    if not (isinstance(name, str) and name.strip()):
+        _fail(key, name, "benchmark=split_tfds needs the name of a TFDS image-classification data set, "
+              "e.g. benchmark.tfds_name=kmnist (or mnist, fashion_mnist, emnist/letters, cifar10)")
+    if data_dir is not None and not (isinstance(data_dir, str) and data_dir.strip()):
+        _fail("benchmark.tfds_data_dir", data_dir,
+              "it must be null (TFDS's default: $TFDS_DATA_DIR, else ~/tensorflow_datasets) or a folder")
     try:
         num_classes = tfds_num_classes(name, data_dir)
     except TFDSUnavailableError as e:

@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 __all__ = [
     "Component", "Param", "Registry", "ACTIVATIONS", "OPTIMIZERS", "MODELS", "register_activation", "register_optimizer",
-    "register_model", "register_strategy", "STRATEGIES",
+    "register_model", "register_strategy", "STRATEGIES", "register_benchmark", "BENCHMARKS",
     "positive", "nonnegative", "finite", "unit_interval", "half_open_unit", "positive_int", "between", "divides",
 ]
 
@@ -74,6 +74,7 @@ class Component:
     # `num_classes`, `epochs_per_task`, nnx's `rngs`): those of `Registry.injected` that fn takes.
     injected: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)  # what a kind records beside (a model's own activation)
+    common: tuple[str, ...] = ()  # keys every component of the kind has (a benchmark's schedule), passed only if fn takes them
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -102,7 +103,8 @@ class Component:
         """``fn(*args, **hyperparameters)`` by config key (a key that is a Python keyword, such as
         a strategy's ``lambda``, is the function's ``lambda_``)."""
         renamed = {p.name: p.arg for p in self.params if p.arg}
-        return self.fn(*args, **{renamed.get(k, k): v for k, v in hyperparameters.items()})
+        given = {k: v for k, v in hyperparameters.items() if k not in self.common}
+        return self.fn(*args, **{renamed.get(k, k): v for k, v in given.items()})
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -225,12 +227,14 @@ class Registry(Mapping[str, Component]):
     """The components of one kind, by name. ``register`` is its decorator; lookups list the allowed names."""
 
     def __init__(self, kind: str, leading: int, builtin_module: str, *, all_static: bool = False,
-                 injected: tuple[str, ...] = ()):
+                 injected: tuple[str, ...] = (), common: tuple[Param, ...] = (), common_checks: Mapping[str, Check] | None = None):
         self.kind = kind
         self.leading = leading  # positional arguments before the hyperparameters (an activation's x)
         self.builtin_module = builtin_module  # where cl_sweep's own components of this kind are registered
         self.all_static = all_static  # every hyperparameter shapes the program (a model's)
         self.injected = injected  # keyword arguments the engine fills in (not config keys)
+        self.common = common  # keys every component has, after its own (a benchmark's batch size, epochs, limit)
+        self.common_checks = dict(common_checks or {})
         self._items: dict[str, Component] = {}
 
     def register(self, name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
@@ -249,6 +253,9 @@ class Registry(Mapping[str, Component]):
                     f"choose another name"
                 )
             params, injected = _params(self.kind, name, fn, self.leading, self.injected)
+            own = {p.name for p in params}
+            extra = tuple(p for p in self.common if p.name not in own)  # fn may take a common key itself
+            params = params + extra
             keys = {p.name for p in params}
             for key in (*static, *(checks or {})):
                 if key not in keys:
@@ -256,8 +263,9 @@ class Registry(Mapping[str, Component]):
             if "name" in keys:
                 raise ValueError(f"{self.kind} {name!r}: 'name' is reserved (it is the option's name in the config)")
             fixed = tuple(p.name for p in params) if self.all_static else tuple(static)
-            component = Component(self.kind, name, fn, params, fixed, dict(checks or {}), label, module,
-                                  injected, dict(meta or {}))
+            all_checks = {**{k: c for k, c in self.common_checks.items() if k in {p.name for p in extra}}, **(checks or {})}
+            component = Component(self.kind, name, fn, params, fixed, all_checks, label, module,
+                                  injected, dict(meta or {}), tuple(p.name for p in extra))
             self._items[name] = component
             _store_config(component)
             return fn
@@ -311,6 +319,23 @@ MODELS = Registry("model", leading=0, builtin_module="cl_sweep.models", all_stat
 STRATEGIES = Registry("strategy", leading=0, builtin_module="cl_sweep.strategies")
 
 
+def _limit(v: Any, cfg: Mapping) -> str | None:
+    return None if v is None or (_int(v) and v >= 1) else "it must be null (all examples) or a positive integer"
+
+
+def _positive_int(v: Any, cfg: Mapping) -> str | None:
+    return positive_int(v, cfg)
+
+
+#: Every benchmark also has the schedule keys: batch size, epochs per task, and (smoke tests) the
+#: first N examples of each task's shuffle; a benchmark function takes them only if it needs them.
+BENCHMARKS = Registry(
+    "benchmark", leading=0, builtin_module="cl_sweep.benchmarks", all_static=True,
+    common=(Param("batch_size", int, 64), Param("epochs_per_task", int, 1), Param("limit_per_task", Optional[int], None)),
+    common_checks={"batch_size": _positive_int, "epochs_per_task": _positive_int, "limit_per_task": _limit},
+)
+
+
 def register_activation(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
                         label: str | None = None):
     """Registers ``fn(x, *, **hyperparameters) -> y``: x holds pre-activations, hidden units on the last axis."""
@@ -348,6 +373,13 @@ def register_strategy(name: str, *, static: tuple[str, ...] = (), checks: Mappin
     a keyword-named key is the argument with an underscore (``lambda_`` for ``strategy.lambda``). A
     static ``samples`` sets how many examples of each task the importance is estimated on (256)."""
     return STRATEGIES.register(name, static=static, checks=checks, label=label)
+
+
+def register_benchmark(name: str, *, checks: Mapping[str, Check] | None = None, label: str | None = None):
+    """Registers a benchmark: ``fn(*, **hyperparameters) -> cl_sweep.benchmarks.Benchmark``, a data set
+    and its task split. Its hyperparameters are static (they decide the data and the tasks); every
+    benchmark also has ``batch_size``, ``epochs_per_task`` and ``limit_per_task``."""
+    return BENCHMARKS.register(name, checks=checks, label=label)
 
 
 # --- value checks: (value, cfg) -> None when allowed, else what is allowed ------------------------

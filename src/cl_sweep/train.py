@@ -24,7 +24,7 @@ from cl_sweep.engine import (
 from cl_sweep.optimizers import get_optimizer
 from cl_sweep.strategies import get_strategy
 from cl_sweep.results import SCHEMA_VERSION
-from cl_sweep.tasks import TaskSplit, class_incremental_split, permuted_split
+from cl_sweep.tasks import TaskSplit
 
 _DEVICE_DATA: dict[tuple[str, str | None], tuple[DeviceData, Any]] = {}
 
@@ -33,13 +33,15 @@ def _plain(cfg: DictConfig | Mapping) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def device_dataset(name: str, data_dir: str | None, progress: bool = True):
-    """Loads a dataset once per process and keeps it on the device (uint8)."""
+def device_dataset(name: Any, data_dir: str | None, progress: bool = True, key: Any = None):
+    """Loads a dataset once per process and keeps it on the device (uint8). ``name`` is a data set
+    name (`cl_sweep.data.load_dataset`) or a benchmark's own loader ``(data_dir, progress) -> Dataset``,
+    cached under ``key`` (the benchmark's config node: a loader may be a new closure per call)."""
     from cl_sweep.data import load_dataset  # deferred: keeps `import cl_sweep.train` light
 
-    key = (name, data_dir)
+    key = (name if key is None else key, data_dir)
     if key not in _DEVICE_DATA:
-        dataset = load_dataset(name, data_dir, progress=progress)
+        dataset = name(data_dir, progress) if callable(name) else load_dataset(name, data_dir, progress=progress)
         _DEVICE_DATA[key] = (to_device(dataset), dataset)
     return _DEVICE_DATA[key]
 
@@ -66,10 +68,11 @@ def optimizer_of(cfg: Mapping) -> str:
 
 
 def benchmark_of(cfg: Mapping) -> str:
-    """The result's ``benchmark``: the option's name, plus the data set for ``split_tfds``
-    (``split_tfds:kmnist``), so tables never pool two data sets."""
-    bench = cfg["benchmark"]
-    return f"{bench['name']}:{bench['tfds_name']}" if bench["name"] == "split_tfds" else bench["name"]
+    """The result's ``benchmark``: the option's name, or the name its `Benchmark` gives (split_tfds
+    adds the data set: ``split_tfds:kmnist``), so tables never pool two data sets."""
+    from cl_sweep.benchmarks import benchmark_of as build
+
+    return build(cfg["benchmark"]).name or cfg["benchmark"]["name"]
 
 
 def structure_of(cfg: Mapping) -> Structure:
@@ -132,15 +135,10 @@ def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
 
 
 def split_of(cfg: Mapping, dataset) -> TaskSplit:
-    """The benchmark's tasks: class-incremental splits (Split-MNIST, i.i.d. as one task) or pixel permutations."""
-    bench = cfg["benchmark"]
-    if bench["kind"] == "permuted":
-        return permuted_split(
-            dataset.train_labels, dataset.test_labels, bench["num_tasks"],
-            seed=bench["permutation_seed"], full_matrix=bench["full_matrix"],
-            num_pixels=dataset.train_images.shape[1],
-        )
-    return class_incremental_split(dataset.train_labels, dataset.test_labels, bench["num_tasks"], bench["classes_per_task"])
+    """The benchmark's tasks of ``dataset`` (its registered `Benchmark`'s split)."""
+    from cl_sweep.benchmarks import benchmark_of as build
+
+    return build(cfg["benchmark"]).split(dataset)
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,14 +169,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def population_key(cfg: Mapping) -> tuple:
     """Jobs with equal keys can train as one population: same program, data, schedule and early-stop rule."""
+    from cl_sweep.benchmarks import benchmark_of as build
+
     bench, es = cfg["benchmark"], cfg["early_stop"]
     return (
         structure_of(cfg),
-        bench["dataset"], bench["kind"], bench["num_tasks"], bench["classes_per_task"], bench["permutation_seed"],
-        bench["full_matrix"], bench["batch_size"],
-        bench["epochs_per_task"], bench["limit_per_task"], cfg.get("data_dir"),
-        es["enabled"], es["after_seeds"], es["threshold"],
+        _benchmark_key(bench), cfg.get("data_dir"), es["enabled"], es["after_seeds"], es["threshold"],
     )
+
+
+def _benchmark_key(bench: Mapping) -> tuple:
+    """The benchmark node as a hashable key: the same option and keys give the same data and tasks."""
+    return tuple(sorted((k, _hashable(v)) for k, v in bench.items()))
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(map(_hashable, value)) if isinstance(value, (list, tuple)) else value
 
 
 def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -192,7 +198,11 @@ def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = 
 
 def _population_setup(cfg: Mapping, progress: bool) -> tuple[DeviceData, TaskSplit, Structure]:
     """The data on the device, the tasks and the compiled program's structure of a population's jobs."""
-    device_data, dataset = device_dataset(cfg["benchmark"]["dataset"], cfg.get("data_dir"), progress)
+    from cl_sweep.benchmarks import benchmark_of as build
+
+    source = build(cfg["benchmark"]).dataset
+    key = ("benchmark", _benchmark_key(cfg["benchmark"])) if callable(source) else None
+    device_data, dataset = device_dataset(source, cfg.get("data_dir"), progress, key=key)
     # The model's input and output sizes follow the data set (784 → … → 10 for MNIST).
     structure = dataclasses.replace(
         structure_of(cfg), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
