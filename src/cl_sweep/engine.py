@@ -523,11 +523,77 @@ def train_population(
         jax.block_until_ready(out)
         return None
 
-    P = len(members)
+    class Program:  # the engine's side of the shared host task loop (`run_tasks`)
+        def __init__(self):
+            self.state, self.reg = state, reg
+
+        def train(self, t, batch_idx, batch_mask, lo, hi):
+            self.state = train_steps(
+                self.state, data.train_images, data.train_labels, batch_idx, batch_mask,
+                jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp, perms[t], self.reg, s_hp if regulariser else None,
+            )
+            return np.asarray(self.state[2])  # the host sync that paces the bar
+
+        def end_task(self, t):
+            # A last update can make weights non-finite after the last loss was checked.
+            params, opt_state, diverged, aux = self.state
+            finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), params)
+            self.state = (params, opt_state, diverged | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)), aux)
+            if regulariser:  # end of the task
+                self.reg = consolidate(t, self.state, self.reg)
+            return np.asarray(self.state[2])
+
+        def evaluate(self, j, test_onehot):
+            return evaluate(self.state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j], self.state[3])
+
+    program = Program()
+    result = run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
+                       progress=progress, desc=desc, n_real=n_real, start_time=start_time)
+    return result
+
+
+def run_tasks(
+    program: Any,
+    split: TaskSplit,
+    seeds: Sequence[int],
+    *,
+    batch_size: int = 64,
+    epochs_per_task: int = 1,
+    limit_per_task: int | None = None,
+    progress: bool = True,
+    desc: str = "",
+    n_real: int | None = None,
+    start_time: float | None = None,
+    orders: tuple | None = None,
+) -> PopulationResult:
+    """The host task loop every trainer shares: the tasks in order, each as `CHUNKS_PER_TASK`
+    device calls under a progress bar, divergence reported when it happens, then the evaluation
+    after the task (permuted tasks: task 1 and the newest, or every seen task with
+    ``split.full_matrix``) and a progress line.
+
+    ``program`` does the device work: ``train(t, batch_idx, batch_mask, lo, hi) -> diverged [P]``
+    runs steps lo..hi-1 of task t; ``end_task(t) -> diverged [P]`` after its last step;
+    ``evaluate(j, test_task_onehot) -> (overall [P], per-task [P, T'], active fraction [P])`` on
+    the test set as task j sees it. ``seeds[p]`` is member p's seed (its example order); the
+    first ``n_real`` members are reported (the rest pad the population).
+    """
+    start_time = time.perf_counter() if start_time is None else start_time
+    T, P = split.num_tasks, len(seeds)
+    n_real = P if n_real is None else n_real
+    permuted = split.permutations is not None
+    if permuted:  # every test example belongs to every task, under that task's permutation
+        test_onehot = jnp.ones((len(split.test_task), 1), jnp.float32)
+    else:
+        test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
+    if orders is None:
+        orders = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
+    orders, steps_per_task, padded = orders
+
     accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
     overall = np.zeros((P, T), np.float64)
     active_fraction = np.zeros((P, T), np.float64)
     reported = np.zeros(P, bool)
+    diverged = np.zeros(P, bool)
     for t in range(T):
         batch_idx, batch_mask = task_batches(orders, seeds, t, batch_size, padded)
         steps = steps_per_task[t]
@@ -536,29 +602,21 @@ def train_population(
         with tqdm(total=steps, desc=label, unit="step", disable=not progress, leave=False, file=sys.stderr) as bar:
             for lo in range(0, steps, chunk):
                 hi = min(steps, lo + chunk)
-                state = train_steps(
-                    state, data.train_images, data.train_labels, batch_idx, batch_mask,
-                    jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp, perms[t], reg, s_hp if regulariser else None,
-                )
-                diverged = np.asarray(state[2])  # the host sync that paces the bar
+                diverged = program.train(t, batch_idx, batch_mask, lo, hi)
                 bar.update(hi - lo)
                 for p in np.flatnonzero(diverged[:n_real] & ~reported[:n_real]):
-                    tqdm.write(f"warning: member {p} (seed {members[p].seed}) diverged (non-finite loss) in task {t + 1}", file=sys.stderr)
+                    tqdm.write(f"warning: member {p} (seed {seeds[p]}) diverged (non-finite loss) in task {t + 1}", file=sys.stderr)
                 reported |= diverged
-        # A last update can make weights non-finite after the last loss was checked.
-        finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), state[0])
-        state = (state[0], state[1], state[2] | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)), state[3])
-        if regulariser:  # end of the task
-            reg = consolidate(t, state, reg)
+        diverged = program.end_task(t)
         if permuted:
             evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
             for j in evaluated:
-                acc, _, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j], state[3])
+                acc, _, active = program.evaluate(j, test_onehot)
                 accuracy_matrix[:, t, j] = np.asarray(acc)
             active_fraction[:, t] = np.asarray(active)  # measured on the newest task's inputs
             overall[:, t] = np.nanmean(accuracy_matrix[:, t, : t + 1], axis=1)  # mean over the evaluated tasks
         else:
-            acc, per_task, active = evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[t], state[3])
+            acc, per_task, active = program.evaluate(t, test_onehot)
             overall[:, t] = np.asarray(acc)
             accuracy_matrix[:, t, :] = np.asarray(per_task)
             active_fraction[:, t] = np.asarray(active)
@@ -572,6 +630,6 @@ def train_population(
             )
 
     return PopulationResult(
-        accuracy_matrix[:n_real], overall[:n_real], np.asarray(state[2])[:n_real].copy(),
+        accuracy_matrix[:n_real], overall[:n_real], np.asarray(diverged)[:n_real].copy(),
         time.perf_counter() - start_time, active_fraction[:n_real],
     )

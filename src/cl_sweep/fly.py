@@ -74,8 +74,6 @@ associative learning: a lesson from fruit flies", Neural Computation 35(11) (202
 from __future__ import annotations
 
 import functools
-import math
-import sys
 import time
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -84,9 +82,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from tqdm.auto import tqdm
 
-from cl_sweep.engine import CHUNKS_PER_TASK, DeviceData, PopulationResult, task_batches, task_orders, task_accuracies
+from cl_sweep.engine import DeviceData, PopulationResult, run_tasks, task_accuracies
 from cl_sweep.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
@@ -300,38 +297,30 @@ def train_fly_population_with_state(
     keep = jnp.float32(1.0 - cfg.decay)
     wmax = jnp.float32(cfg.weight_max if cfg.weight_max is not None else np.inf)
 
-    T = split.num_tasks
-    test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
-    orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
+    class Program:  # FlyModel's side of the engine's shared host task loop (`cl_sweep.engine.run_tasks`)
+        def __init__(self):
+            self.state = state
 
-    P = len(seeds)
-    accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
-    overall = np.zeros((P, T), np.float64)
-    active_fraction = np.zeros((P, T), np.float64)
-    for t in range(T):
-        batch_idx, batch_mask = task_batches(orders, seeds, t, batch_size, padded)
-        steps = steps_per_task[t]
-        chunk = max(1, math.ceil(steps / CHUNKS_PER_TASK))
-        label = f"{desc}task {t + 1}/{T}".strip()
-        with tqdm(total=steps, desc=label, unit="step", disable=not progress, leave=False, file=sys.stderr) as bar:
-            for lo in range(0, steps, chunk):
-                hi = min(steps, lo + chunk)
-                state = train_steps(
-                    state, data.train_images, data.train_labels, batch_idx, batch_mask,
-                    jnp.int32(lo), jnp.int32(hi), lr, keep, wmax,
-                )
-                state.weights.block_until_ready()  # paces the bar
-                bar.update(hi - lo)
-        acc, per_task, active = evaluate(state, data.test_images, data.test_labels, test_onehot)
-        overall[:, t] = np.asarray(acc)
-        accuracy_matrix[:, t, :] = np.asarray(per_task)
-        active_fraction[:, t] = np.asarray(active)
-        if progress:
-            seen = " ".join(f"{100 * accuracy_matrix[:, t, j].mean():.0f}" for j in range(t + 1))
-            tqdm.write(f"{label}: test accuracy {100 * overall[:, t].mean():.1f}% (tasks so far: {seen})", file=sys.stderr)
+        def train(self, t, batch_idx, batch_mask, lo, hi):
+            self.state = train_steps(
+                self.state, data.train_images, data.train_labels, batch_idx, batch_mask,
+                jnp.int32(lo), jnp.int32(hi), lr, keep, wmax,
+            )
+            return self.diverged()  # the host sync that paces the bar
 
-    diverged = ~np.asarray(jnp.all(jnp.isfinite(state.weights), axis=(1, 2)))
-    result = PopulationResult(accuracy_matrix, overall, diverged, time.perf_counter() - start_time, active_fraction)
+        def end_task(self, t):
+            return self.diverged()
+
+        def diverged(self):
+            return ~np.asarray(jnp.all(jnp.isfinite(self.state.weights), axis=(1, 2)))
+
+        def evaluate(self, j, test_onehot):
+            return evaluate(self.state, data.test_images, data.test_labels, test_onehot)
+
+    program = Program()
+    result = run_tasks(program, split, seeds, batch_size=batch_size, epochs_per_task=epochs_per_task,
+                       limit_per_task=limit_per_task, progress=progress, desc=desc, start_time=start_time)
+    state = program.state
     return result, state
 
 

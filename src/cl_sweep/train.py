@@ -169,8 +169,6 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def population_key(cfg: Mapping) -> tuple:
     """Jobs with equal keys can train as one population: same program, data, schedule and early-stop rule."""
-    from cl_sweep.benchmarks import benchmark_of as build
-
     bench, es = cfg["benchmark"], cfg["early_stop"]
     return (
         structure_of(cfg),
