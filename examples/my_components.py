@@ -25,3 +25,11 @@ class SmallCNN(nn.Module):
         x = activation(nn.Conv(self.features, (3, 3), strides=2)(x))
         x = activation(nn.Conv(self.features, (3, 3), strides=2)(x))
         return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+# A benchmark: a data set and its task split; every benchmark also has batch_size,
+# epochs_per_task and limit_per_task. Here Split-MNIST in three tasks of three digits.
+from cl_sweep.benchmarks import class_incremental
+
+@cl_sweep.register_benchmark("split_mnist_3x3")
+def split_mnist_3x3(*, num_tasks: int = 3, classes_per_task: int = 3):
+    return cl_sweep.Benchmark("mnist", class_incremental(num_tasks, classes_per_task))

@@ -166,6 +166,16 @@ def test_batch_size_does_not_change_the_rule(data, split):
     np.testing.assert_array_equal(np.asarray(s7.weights), np.asarray(s16.weights))
 
 
+def test_divergence_is_reported_in_the_task_it_happens_by_the_shared_host_loop(data, split, capsys):
+    # An infinite step without a clip makes the weights non-finite in task 1; the engine's host
+    # loop (cl_sweep.engine.run_tasks) reports it there, as for a gradient-trained model.
+    bad = FlyConfig(expansion=64, connections=6, k=5, learning_rate=float("inf"), decay=0.0, weight_max=None)
+    result, _ = _train(data, split, seeds=(0, 1), cfg=bad, progress=True)
+    assert result.diverged.tolist() == [True, True]
+    err = capsys.readouterr().err
+    assert "member 0 (seed 0) diverged (non-finite loss) in task 1" in err and "in task 2" not in err
+
+
 def test_permuted_benchmarks_are_refused(dataset, data):
     split = permuted_split(dataset.train_labels, dataset.test_labels, 2, num_pixels=PIXELS)
     with pytest.raises(ValueError, match="class-incremental"):

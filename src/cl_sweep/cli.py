@@ -138,6 +138,23 @@ def summary(result: dict, path: Path | None) -> str:
     return "\n".join(lines)
 
 
+def completed(output_dir: str | Path, overrides: Sequence[str], cfg) -> dict | None:
+    """The stored result of a job already complete in ``output_dir`` for the same overrides (with
+    ``skip_completed``), else None: such a job is not trained again."""
+    return is_complete(Path(output_dir), list(overrides)) if cfg.get("skip_completed", True) else None
+
+
+def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Sequence[str | Path], *,
+             max_population: int | None = None, desc: str = "") -> list[tuple[dict, Path]]:
+    """The one job path: trains jobs of one population together and writes each one's result.json
+    into its folder; returns (result, path) per job. A single job is a population of one
+    (`run_job`); the population launcher calls this for each of its populations."""
+    from cl_sweep.train import train_jobs
+
+    results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc)
+    return [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
+
+
 def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> float:
     """Validates, skips a job already complete in ``output_dir``, trains, writes result.json, returns the metric."""
     from cl_sweep.data import DataUnavailableError
@@ -151,18 +168,15 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
         threads, why = launcher_cpu_threads()
     if threads is not None:
         apply_cpu_threads(threads, why)  # before cl_sweep.train imports jax
-    from cl_sweep.train import objective, train_and_evaluate
+    from cl_sweep.train import objective
 
-    out = Path(output_dir)
-    if cfg.skip_completed:
-        done = is_complete(out, list(overrides))
-        if done is not None:
-            print(f"already complete, not re-run: {out / RESULT_FILENAME}", file=sys.stderr)
-            return objective(done)
+    done = completed(output_dir, overrides, cfg)
+    if done is not None:
+        print(f"already complete, not re-run: {Path(output_dir) / RESULT_FILENAME}", file=sys.stderr)
+        return objective(done)
     try:
-        result = train_and_evaluate(cfg, overrides=overrides)
+        [(result, path)] = run_jobs([cfg], [overrides], [output_dir])
     except DataUnavailableError as e:
         _error(str(e), code=3)
-    path = write_result(result, out)
     print(summary(result, path))
     return objective(result)

@@ -34,12 +34,12 @@ def _collect(cfg: DictConfig) -> _Pending:
     """Stand-in task function: records the job's resolved config and folder, trains nothing."""
     from hydra.core.hydra_config import HydraConfig
 
-    from cl_sweep.results import is_complete
+    from cl_sweep.cli import completed
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    done = is_complete(hc.runtime.output_dir, overrides) if plain.get("skip_completed", True) else None
+    done = completed(hc.runtime.output_dir, overrides, plain)
     return _Pending(plain, overrides, hc.runtime.output_dir, done)
 
 
@@ -66,10 +66,9 @@ class PopulationLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from cl_sweep.cli import summary
+        from cl_sweep.cli import run_jobs, summary
         from cl_sweep.config import ConfigError, validate
-        from cl_sweep.results import write_result
-        from cl_sweep.train import objective, population_key, train_jobs
+        from cl_sweep.train import objective, population_key
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -135,8 +134,8 @@ class PopulationLauncher(Launcher):
                 part = jobs[lo : lo + per_call]
                 tic = time.perf_counter()
                 try:
-                    results = train_jobs(
-                        [p.cfg for _, p in part], [p.overrides for _, p in part],
+                    written = run_jobs(
+                        [p.cfg for _, p in part], [p.overrides for _, p in part], [p.output_dir for _, p in part],
                         max_population=self.max_population, desc=f"pop {g + 1}/{len(groups)} ",
                     )
                 except Exception as e:  # this sub-population fails; the sweep goes on
@@ -145,8 +144,7 @@ class PopulationLauncher(Launcher):
                         returns[i].status = JobStatus.FAILED
                         returns[i]._return_value = e
                     continue
-                for (i, p), result in zip(part, results):
-                    path = write_result(result, p.output_dir)
+                for (i, p), (result, path) in zip(part, written):
                     returns[i].return_value = objective(result)
                     print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
                 log.info(f"  {len(part)} jobs in {time.perf_counter() - tic:.1f} s")
