@@ -105,8 +105,11 @@ _KNOWN_SAMPLERS = (
 )
 
 
-# Trials whose parameter set must equal the requested space: they carry a value or will.
+# Trials whose parameters must all be in the requested space: they carry a value or will.
 _VALUED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+# Trials that must hold every parameter of the requested space: they are done sampling. A
+# RUNNING trial of another worker may be between two suggestions (x sampled, y not yet).
+_FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def refuse(message: str) -> NoReturn:
@@ -159,8 +162,10 @@ def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, 
     WAITING) are skipped, so a study without such trials has nothing to compare. A
     parameter both sides have must have the same distribution in every trial (Optuna's
     storages also refuse other categorical choices under a name already in the study). A
-    parameter missing on either side counts in COMPLETE, PRUNED and RUNNING trials only: a
-    FAIL trial carries no value and may have been abandoned part way (a plain ``study.ask()``).
+    parameter the trial has and this sweep lacks counts in COMPLETE, PRUNED and RUNNING
+    trials; one this sweep has and the trial lacks counts in COMPLETE and PRUNED trials only:
+    a RUNNING trial of another worker may be between two suggestions, and a FAIL trial
+    carries no value and may have been abandoned part way (a plain ``study.ask()``).
 
     Args:
         trials: The study's trials.
@@ -187,7 +192,7 @@ def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, 
                 found.setdefault(
                     name, f"parameter {name} is {describe_distribution(dist)} {where} but not in this sweep"
                 )
-        if trial.state in _VALUED_STATES:
+        if trial.state in _FINISHED_STATES:
             for name, requested in distributions.items():
                 if name not in stored:
                     found.setdefault(
