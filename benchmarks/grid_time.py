@@ -45,9 +45,9 @@ def reference_style_ms_per_step(steps: int) -> float:
     import optax
 
     from cl_sweep.models import mlp
-    from cl_sweep.activations import hard_ash
-    from cl_sweep.data import load_dataset
-    from cl_sweep.ops import weight_norm
+    from cl_sweep.components.activations import hard_ash
+    from cl_sweep.data.datasets import load_dataset
+    from cl_sweep.training.ops import weight_norm
 
     ds = load_dataset("mnist", progress=False)
     x_all = np.asarray(mlp.preprocess(jnp.asarray(ds.train_images[: steps * 64])))

@@ -1,4 +1,4 @@
-"""Times cl_sweep.ops against the straightforward JAX versions (forward+backward, jitted)."""
+"""Times cl_sweep.training.ops against the straightforward JAX versions (forward+backward, jitted)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cl_sweep import kernels
-from cl_sweep.ops import kth_largest, weight_norm_matmul, weight_norm_matmul_reference
+from cl_sweep.training import kernels
+from cl_sweep.training.ops import kth_largest, weight_norm_matmul, weight_norm_matmul_reference
 
 
 def time_ms(fn: Callable, *args, repeats: int, inner: int) -> float:

@@ -8,7 +8,7 @@ inside one ``lax.scan``. Every figure is the best of ``--repeats`` interleaved r
 shared machine's drift hits both sides alike; read the ratios, not the absolute times.
 ``--ablation`` also times the default model with one part swapped for the floor's (SGD for
 Adagrad, no weight norm, ReLU for Hard ASH, no update clip): where the time above the floor goes;
-and, where the fused update kernel runs (cl_sweep.kernels), the same model without it.
+and, where the fused update kernel runs (cl_sweep.training.kernels), the same model without it.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import numpy as np
 import optax
 from jax import lax
 
-from cl_sweep import engine, kernels
+from cl_sweep.training import engine, kernels
 from cl_sweep.models import mlp
-from cl_sweep.data import load_dataset
-from cl_sweep.engine import Member, Structure
-from cl_sweep.tasks import batch_schedule, class_incremental_split, task_order
+from cl_sweep.data.datasets import load_dataset
+from cl_sweep.training.engine import Member, Structure
+from cl_sweep.data.tasks import batch_schedule, class_incremental_split, task_order
 
 BATCH = 64
 HIDDEN = 1000
@@ -146,7 +146,7 @@ def main() -> None:
 
     total_steps = sum(-(-len(ix) // BATCH) for ix in split.train_indices)
     print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
-    print(f"fused update kernel (cl_sweep.kernels): {'used' if fused_here else 'not used'}")
+    print(f"fused update kernel (cl_sweep.training.kernels): {'used' if fused_here else 'not used'}")
     print(f"steps timed per call: {steps}; best of {args.repeats} interleaved rounds; ms per training step per model")
     print(f"{'variant':<28}{'population':>11}{'ms/step/model':>15}{'x floor':>9}")
     floor_ms = ms[("floor", 1)]
@@ -166,7 +166,7 @@ def main() -> None:
           f"9,715 models (whole A.6 grid, no early stop): {9715 * per_model / 3600:.2f} h")
 
     if args.end_to_end:
-        from cl_sweep.train import train_and_evaluate
+        from cl_sweep.training.train import train_and_evaluate
         from hydra import compose, initialize_config_dir
         from pathlib import Path
 

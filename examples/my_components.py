@@ -28,7 +28,7 @@ class SmallCNN(nn.Module):
 
 # A benchmark: a data set and its task split; every benchmark also has batch_size,
 # epochs_per_task and limit_per_task. Here Split-MNIST in three tasks of three digits.
-from cl_sweep.benchmarks import class_incremental
+from cl_sweep.components.benchmarks import class_incremental
 
 @cl_sweep.register_benchmark("split_mnist_3x3")
 def split_mnist_3x3(*, num_tasks: int = 3, classes_per_task: int = 3):

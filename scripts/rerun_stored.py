@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from cl_sweep.config import config_dir  # importing it registers the schemas
-    from cl_sweep.train import train_and_evaluate
+    from cl_sweep.training.train import train_and_evaluate
 
     files = select(args.paths, args.per_activation)
     differ = 0

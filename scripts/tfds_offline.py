@@ -7,7 +7,7 @@
 For machines without internet access to TFDS's download URLs (like this project's). TFDS reuses a
 download found in its download folder under the name it derives from the URL and its registered
 checksum (with an .INFO file) and does not fetch it again; this script puts there the gzip of each
-original IDX file from cl_sweep's cache (SHA-256 verified against docs/protocol.md / data.py on
+original IDX file from cl_sweep's cache (SHA-256 verified against docs/protocol.md / data/datasets.py on
 acquisition), then lets the builder prepare the data set in the array_record format, which
 cl_sweep reads without TensorFlow. The examples are TFDS's own (its builder parses the files and
 orders the records), so this is exactly what `tfds.load(name)` would give online.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cl_sweep import data  # noqa: E402  (after the path tweak: works from a source checkout)
+from cl_sweep.data.datasets import datasets as data  # noqa: E402  (after the path tweak: works from a source checkout)
 
 
 def prepare(name: str, data_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.activations: hand-computed values, sparsity, registry, vmap with traced hyperparameters.
+"""Tests for cl_sweep.components.activations: hand-computed values, sparsity, registry, vmap with traced hyperparameters.
 
 The formulas are docs/protocol.md's "Activations" section; statistics are per example (row) over the
 hidden units, std is the population std (ddof=0).
@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep import activations
-from cl_sweep.activations import ACTIVATIONS, get_activation
+from cl_sweep.components import activations
+from cl_sweep.components.activations import ACTIVATIONS, get_activation
 
 ALL_NAMES = (
     "ash", "hard_ash", "topk_subtract", "topk_mask", "lwta",

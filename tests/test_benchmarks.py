@@ -1,5 +1,5 @@
 """Your own benchmark: a data set and its task split, registered with ``cl_sweep.register_benchmark``
-(cl_sweep.benchmarks); the built-in ones are registered the same way. Real MNIST, small slices."""
+(cl_sweep.components.benchmarks); the built-in ones are registered the same way. Real MNIST, small slices."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import pytest
 from omegaconf import OmegaConf
 
 import cl_sweep
-from cl_sweep.benchmarks import benchmark_of, class_incremental
+from cl_sweep.components.benchmarks import benchmark_of, class_incremental
 from cl_sweep.config import ConfigError, validate
-from cl_sweep.registry import BENCHMARKS
-from cl_sweep.train import population_key, train_jobs
+from cl_sweep.components.registry import BENCHMARKS
+from cl_sweep.training.train import population_key, train_jobs
 
 LOADS = []
 
 
 @pytest.fixture(scope="module")
 def first_classes():
-    from cl_sweep.data import Dataset, load_dataset
+    from cl_sweep.data.datasets import Dataset, load_dataset
 
     @cl_sweep.register_benchmark("mnist_first_t", checks={"classes": lambda v, cfg: None if 2 <= v <= 10 else "it must be in 2..10"})
     def mnist_first(*, classes: int = 4, num_tasks: int = 2) -> cl_sweep.Benchmark:
@@ -54,7 +54,7 @@ def test_every_benchmark_has_its_keys_and_the_schedule_keys(first_classes, compo
 def test_the_builtin_benchmarks_are_registrations():
     builtin = {n: c.source for n, c in BENCHMARKS.items() if not n.endswith("_t")}
     assert builtin == dict.fromkeys(["split_mnist", "iid_mnist", "split_fashion_mnist", "permuted_mnist", "split_tfds"],
-                                    "cl_sweep.benchmarks")  # the public API, nothing private
+                                    "cl_sweep.components.benchmarks")  # the public API, nothing private
     assert {n: benchmark_of({"name": n, **BENCHMARKS[n].defaults}).dataset for n in
             ("split_mnist", "iid_mnist", "split_fashion_mnist", "permuted_mnist")} == {
         "split_mnist": "mnist", "iid_mnist": "mnist", "split_fashion_mnist": "fashion_mnist", "permuted_mnist": "mnist"}

@@ -129,7 +129,7 @@ def test_sgd_exp_decay_trains_on_real_mnist(tmp_path):
 
 @pytest.mark.slow
 def test_permuted_mnist_smoke_run_records_stability_and_plasticity(tmp_path):
-    from cl_sweep import metrics
+    from cl_sweep.analysis import metrics
 
     proc = run_cli(
         *[a for a in SMOKE if "limit_per_task" not in a], "benchmark.limit_per_task=2000",
@@ -151,7 +151,7 @@ def test_split_mnist_result_carries_the_v2_metrics(tmp_path):
     proc = run_cli(*SMOKE, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = read_result(tmp_path / "result.json")
-    from cl_sweep import metrics
+    from cl_sweep.analysis import metrics
 
     for m, f, b, avg in zip(r["accuracy_matrix"], r["forgetting"], r["backward_transfer"], r["average_accuracy"]):
         assert f == pytest.approx(metrics.forgetting(m)) and b == pytest.approx(metrics.backward_transfer(m))
@@ -195,7 +195,7 @@ def test_default_job_and_a6_slice_show_no_warning_source_line_or_backend_probe(t
 def test_kernel_fallback_is_said_once_per_machine_as_one_log_line(tmp_path):
     """Where the CPU kernels cannot be used (here: no compiler), the first job on the machine says so
     in one clean log line; later jobs, which find that recorded in the cache, do not repeat it."""
-    from cl_sweep.data import cache_dir
+    from cl_sweep.data.datasets import cache_dir
 
     env = {"CL_SWEEP_DATA_DIR": str(tmp_path / "cache"), "CXX": str(tmp_path / "no-such-compiler")}
     args = ("benchmark.limit_per_task=64", "n_seeds=1", "progress=false", f"data_dir={cache_dir()}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from cl_sweep.activations import ACTIVATIONS
+from cl_sweep.components.activations import ACTIVATIONS
 from cl_sweep.config import ConfigError, validate
-from cl_sweep.optimizers import OPTIMIZERS
-from cl_sweep.registry import BENCHMARKS, MODELS
-from cl_sweep.train import hyperparameters_of, members_of, structure_of
+from cl_sweep.components.optimizers import OPTIMIZERS
+from cl_sweep.components.registry import BENCHMARKS, MODELS
+from cl_sweep.training.train import hyperparameters_of, members_of, structure_of
 
 
 def options(conf_dir, group):

@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.data: IDX parsing, checksums, cache resolution, acquisition fallbacks."""
+"""Tests for cl_sweep.data.datasets: IDX parsing, checksums, cache resolution, acquisition fallbacks."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cl_sweep import data
-from cl_sweep.data import (
+from cl_sweep.data.datasets import datasets as data
+from cl_sweep.data.datasets import (
     DATA_DIR_ENV,
     DataUnavailableError,
     DatasetSpec,

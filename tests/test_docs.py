@@ -1,5 +1,5 @@
 """The repository's own documents: links resolve, and docs/protocol.md (the protocol a clone carries)
-states the same A.6 grids as conf/sweep/a6.yaml and the same Table 2 as cl_sweep.paper."""
+states the same A.6 grids as conf/sweep/a6.yaml and the same Table 2 as cl_sweep.analysis.paper."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from cl_sweep.paper import OPTIMIZER_ORDER, PAPER_TABLE2
+from cl_sweep.analysis.paper import OPTIMIZER_ORDER, PAPER_TABLE2
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = (REPO / "docs" / "protocol.md").read_text()

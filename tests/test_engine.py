@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.engine on a tiny, easy fake data set: shapes, learning, determinism, population = separate runs, divergence.
+"""Tests for cl_sweep.training.engine on a tiny, easy fake data set: shapes, learning, determinism, population = separate runs, divergence.
 
 The fake data set has 10 classes; class c lights up its own block of pixels, so every task is
 learnable in one epoch. Tests share compiled programs (one per structure and population size)
@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cl_sweep import engine
-from cl_sweep.data import Dataset
-from cl_sweep.engine import Member, Structure, train_population
-from cl_sweep.tasks import class_incremental_split
+from cl_sweep.training import engine
+from cl_sweep.data.datasets import Dataset
+from cl_sweep.training.engine import Member, Structure, train_population
+from cl_sweep.data.tasks import class_incremental_split
 
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 40
@@ -196,7 +196,7 @@ def test_topk_with_per_member_k(data, split):
 
 
 def test_permuted_tasks_evaluate_first_and_newest_only_unless_full(data, dataset):
-    from cl_sweep.tasks import permuted_split
+    from cl_sweep.data.tasks import permuted_split
 
     members = [_adagrad(0), _adagrad(1)]
     sparse = permuted_split(dataset.train_labels, dataset.test_labels, 3, seed=0)

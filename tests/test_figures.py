@@ -1,4 +1,4 @@
-"""`python -m cl_sweep.figures` draws every figure from stored results, skipping what has no data."""
+"""`python -m cl_sweep.analysis.figures` draws every figure from stored results, skipping what has no data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_sweep import figures, tables
+from cl_sweep.analysis import figures, tables
 from cl_sweep.results import write_result
 
 

@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.fly (FlyModel): the fixed projection, exact k-WTA codes, partial freezing,
+"""Tests for cl_sweep.training.fly (FlyModel): the fixed projection, exact k-WTA codes, partial freezing,
 the batched rule = a plain per-example loop, determinism, and a real Split-MNIST sanity run.
 
 The fake data set is tiny (40 pixels, 10 classes: class c lights its own 4 pixels over dim
@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from cl_sweep import fly
-from cl_sweep.data import Dataset
-from cl_sweep.engine import to_device
-from cl_sweep.fly import FlyConfig, apply_updates, encode, init_projection, train_fly_population, train_fly_population_with_state
-from cl_sweep.tasks import class_incremental_split, permuted_split, task_order
+from cl_sweep.training import fly
+from cl_sweep.data.datasets import Dataset
+from cl_sweep.training.engine import to_device
+from cl_sweep.training.fly import FlyConfig, apply_updates, encode, init_projection, train_fly_population, train_fly_population_with_state
+from cl_sweep.data.tasks import class_incremental_split, permuted_split, task_order
 
 NUM_CLASSES = 10
 PIXELS = 40
@@ -168,7 +168,7 @@ def test_batch_size_does_not_change_the_rule(data, split):
 
 def test_divergence_is_reported_in_the_task_it_happens_by_the_shared_host_loop(data, split, capsys):
     # An infinite step without a clip makes the weights non-finite in task 1; the engine's host
-    # loop (cl_sweep.engine.run_tasks) reports it there, as for a gradient-trained model.
+    # loop (cl_sweep.training.engine.run_tasks) reports it there, as for a gradient-trained model.
     bad = FlyConfig(expansion=64, connections=6, k=5, learning_rate=float("inf"), decay=0.0, weight_max=None)
     result, _ = _train(data, split, seeds=(0, 1), cfg=bad, progress=True)
     assert result.diverged.tolist() == [True, True]
@@ -184,7 +184,7 @@ def test_permuted_benchmarks_are_refused(dataset, data):
 
 @pytest.mark.slow
 def test_split_mnist_slice_is_well_above_chance():
-    from cl_sweep.data import load_dataset
+    from cl_sweep.data.datasets import load_dataset
 
     ds = load_dataset("mnist", progress=False)
     split = class_incremental_split(ds.train_labels, ds.test_labels, 5, 2)

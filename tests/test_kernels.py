@@ -1,4 +1,4 @@
-"""The fused CPU kernels (cl_sweep.kernels) compute bit for bit what the plain XLA program computes."""
+"""The fused CPU kernels (cl_sweep.training.kernels) compute bit for bit what the plain XLA program computes."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep import engine, kernels, ops
-from cl_sweep.data import load_dataset
-from cl_sweep.engine import Member, Structure
-from cl_sweep.tasks import class_incremental_split
+from cl_sweep.training import engine, kernels, ops
+from cl_sweep.data.datasets import load_dataset
+from cl_sweep.training.engine import Member, Structure
+from cl_sweep.data.tasks import class_incremental_split
 
 
 def _supported_here() -> bool:

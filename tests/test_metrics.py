@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cl_sweep import metrics
+from cl_sweep.analysis import metrics
 
 # R[i][j]: accuracy on task j after training task i (3 tasks)
 R = [

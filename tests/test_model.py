@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cl_sweep.models import mlp
-from cl_sweep.activations import get_activation
-from cl_sweep.ops import weight_norm
+from cl_sweep.components.activations import get_activation
+from cl_sweep.training.ops import weight_norm
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from flax import nnx
 from omegaconf import OmegaConf
 
 import cl_sweep
-from cl_sweep import engine
+from cl_sweep.training import engine
 from cl_sweep.config import ConfigError, validate
-from cl_sweep.registry import MODELS
-from cl_sweep.train import structure_of, train_jobs
+from cl_sweep.components.registry import MODELS
+from cl_sweep.training.train import structure_of, train_jobs
 
 SLICE = ["benchmark.limit_per_task=256", "n_seeds=1", "progress=false"]
 

@@ -1,4 +1,4 @@
-"""Property tests for cl_sweep.ops: kth_largest against lax.top_k, weight norm against autodiff."""
+"""Property tests for cl_sweep.training.ops: kth_largest against lax.top_k, weight norm against autodiff."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from cl_sweep import kernels
-from cl_sweep.ops import (
+from cl_sweep.training import kernels
+from cl_sweep.training.ops import (
     kth_largest,
     weight_norm,
     weight_norm_matmul,

@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.optimizers: factories equal optax's constructors, the elementwise update clip, traced hyperparameters."""
+"""Tests for cl_sweep.components.optimizers: factories equal optax's constructors, the elementwise update clip, traced hyperparameters."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from cl_sweep import optimizers
-from cl_sweep.optimizers import OPTIMIZERS, get_optimizer, with_update_clip
+from cl_sweep.components import optimizers
+from cl_sweep.components.optimizers import OPTIMIZERS, get_optimizer, with_update_clip
 
 # docs/protocol.md, "The A.6 grids": the default column.
 DEFAULTS = {
@@ -240,7 +240,7 @@ def test_traced_hyperparameters_under_vmap_equal_separate_runs(name, clip):
 
 
 def test_adam_without_bias_correction_uses_raw_moments():
-    from cl_sweep.optimizers import adam
+    from cl_sweep.components.optimizers import adam
 
     lr, b1, b2 = 1e-3, 0.9, 0.999
     g = {"w": jnp.array([0.5, -2.0, 3.0])}
@@ -260,7 +260,7 @@ def test_adam_without_bias_correction_uses_raw_moments():
 
 
 def test_sgd_exp_decay_matches_optax_schedule_and_staircase():
-    from cl_sweep.optimizers import sgd_exp_decay
+    from cl_sweep.components.optimizers import sgd_exp_decay
 
     lr, rate, steps = 1e-2, 0.7, 200
     ours = sgd_exp_decay(learning_rate=lr, decay_rate=rate, transition_steps=steps, staircase=True)
@@ -278,7 +278,7 @@ def test_sgd_exp_decay_matches_optax_schedule_and_staircase():
 
 
 def test_sgd_exp_decay_takes_traced_hyperparameters_under_vmap():
-    from cl_sweep.optimizers import sgd_exp_decay
+    from cl_sweep.components.optimizers import sgd_exp_decay
 
     def first_update(lr, rate):
         tx = sgd_exp_decay(learning_rate=lr, decay_rate=rate, transition_steps=1, staircase=True)

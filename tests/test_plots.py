@@ -1,4 +1,4 @@
-"""Tests of the Table 2 heatmap (cl_sweep.plots)."""
+"""Tests of the Table 2 heatmap (cl_sweep.analysis.plots)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from cl_sweep import paper, plots
+from cl_sweep.analysis import paper, plots
 
 
 def best_frame(benchmark: str = "split_mnist") -> pd.DataFrame:

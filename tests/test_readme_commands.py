@@ -15,7 +15,7 @@ Which text is a command
   tree) hold no commands.
 * Inline code spans in the prose and in tables (a span may wrap over a line break; whitespace is
   collapsed) are commands when they start with ``python -m cl_sweep`` (also
-  ``python -m cl_sweep.tables`` / ``.figures``), ``.venv/bin/python -m cl_sweep``, ``pip install``
+  ``python -m cl_sweep.analysis.tables`` / ``.figures``), ``.venv/bin/python -m cl_sweep``, ``pip install``
   or ``.venv/bin/pip install``, ``make <target>``, an interpreter on a project script
   (``python|.venv/bin/python|bash|sh benchmarks/...`` or ``scripts/...``), or a script path with
   arguments (``benchmarks/soak.py --jobs 240``, ``scripts/tfds_offline.py ...``). A bare path
@@ -35,7 +35,7 @@ folder and nothing in the checkout changes. ``.venv/bin`` is first on ``PATH`` (
 ``pip`` are the venv's). The MNIST cache is the usual one (``$CL_SWEEP_DATA_DIR`` if the caller
 set it, else ``~/.cache/cl_sweep``): nothing is downloaded. A folder a table/figure command reads
 that a previous documented command would have written (``make tables RESULTS=multirun/a6``, the
-``other/folder`` of ``python -m cl_sweep.tables results other/folder ...``) is seeded with copies of
+``other/folder`` of ``python -m cl_sweep.analysis.tables results other/folder ...``) is seeded with copies of
 a few stored results from ``results/a6``.
 
 The only change to a command is a small slice, appended as extra Hydra overrides at the end of a
@@ -392,12 +392,12 @@ EXCLUDED: dict[str, Excluded] = {
     "python -m cl_sweep <overrides>": Excluded(
         "synopsis: <overrides> stands for a result's `overrides`; the check re-runs a stored result's overrides",
         _rerun_stored_overrides, slow=True),
-    "python -m cl_sweep.figures [RESULTS ...] --out figures": Excluded(
+    "python -m cl_sweep.analysis.figures [RESULTS ...] --out figures": Excluded(
         "synopsis of the figures CLI (`make figures` runs it for real); the check: its --help",
-        "python -m cl_sweep.figures --help", expect=r"--out"),
-    "python -m cl_sweep.tables <its folder>": Excluded(
+        "python -m cl_sweep.analysis.figures --help", expect=r"--out"),
+    "python -m cl_sweep.analysis.tables <its folder>": Excluded(
         "synopsis: <its folder> is the H100 run's folder, not stored; the check: the tables CLI's --help",
-        "python -m cl_sweep.tables --help", expect=r"--out"),
+        "python -m cl_sweep.analysis.tables --help", expect=r"--out"),
     "python -m cl_sweep --multirun +sweep=a6 activation=<rows> optimizer=<column> progress=false "
     "hydra.sweep.dir=results/a6": Excluded(
         "synopsis of `make reproduce`'s loop body (hours, into the checkout's results/a6); the check: one "
@@ -720,7 +720,7 @@ def test_the_readme_has_commands() -> None:
 def test_parsing_rules() -> None:
     md = "\n".join([
         "Run `python -m cl_sweep seed=1` or `make help`; `n_seeds=3` and `benchmarks/grid_time.py` are not commands,",
-        "nor is `grid_time.py --stride 2`, but `benchmarks/soak.py --jobs 4` and `python -m cl_sweep.tables",
+        "nor is `grid_time.py --stride 2`, but `benchmarks/soak.py --jobs 4` and `python -m cl_sweep.analysis.tables",
         "results --out t` are.",
         "```bash",
         "python -m cl_sweep --multirun +sweep=a6 \\",
@@ -741,7 +741,7 @@ def test_parsing_rules() -> None:
     ])
     got = {c.text: c for c in readme_commands(md)}
     assert list(got) == [
-        "python -m cl_sweep seed=1", "make help", "benchmarks/soak.py --jobs 4", "python -m cl_sweep.tables results --out t",
+        "python -m cl_sweep seed=1", "make help", "benchmarks/soak.py --jobs 4", "python -m cl_sweep.analysis.tables results --out t",
         "python -m cl_sweep --multirun +sweep=a6 activation=relu", 'make tables RESULTS="a # b"',
         "python -m cl_sweep activation=hardash",
     ]
@@ -752,6 +752,6 @@ def test_parsing_rules() -> None:
     assert not is_placeholder("make soak JOBS=240") and not is_placeholder('make reproduce OPTIMIZERS="adagrad sgd"')
     assert is_grid("python -m cl_sweep --multirun +sweep=a6 x=1") and not is_grid("python -m cl_sweep +sweep=a6")
     assert is_optuna("python -m cl_sweep --multirun hydra/sweeper=optuna +search=a6")
-    assert is_training(".venv/bin/python -m cl_sweep a=1") and not is_training("python -m cl_sweep.tables results")
+    assert is_training(".venv/bin/python -m cl_sweep a=1") and not is_training("python -m cl_sweep.analysis.tables results")
     assert basic_sweep_jobs("python -m cl_sweep --multirun seed=0,5,10 activation=topk_subtract activation.k=64,96") == 6
     assert is_permuted("python -m cl_sweep --multirun +sweep=a10_zk") and not is_permuted("python -m cl_sweep --multirun +sweep=a6")

@@ -1,4 +1,4 @@
-"""Bring your own components: one decorated function each (cl_sweep.registry), loaded as plugins.
+"""Bring your own components: one decorated function each (cl_sweep.components.registry), loaded as plugins.
 
 The contract under test is the README's "Your own components": the keyword-only parameters are
 the schema, hyperparameters are traced unless declared static, value checks sit beside the
@@ -17,10 +17,11 @@ import pytest
 from omegaconf import OmegaConf
 
 import cl_sweep
-from cl_sweep import engine, plugins, registry
+from cl_sweep.training import engine
+from cl_sweep.components import plugins, registry
 from cl_sweep.config import ConfigError, validate
-from cl_sweep.registry import ACTIVATIONS, OPTIMIZERS, positive
-from cl_sweep.train import structure_of, train_jobs
+from cl_sweep.components.registry import ACTIVATIONS, OPTIMIZERS, positive
+from cl_sweep.training.train import structure_of, train_jobs
 
 SLICE = ["benchmark.limit_per_task=64", "n_seeds=1", "progress=false"]
 
@@ -187,7 +188,7 @@ def test_a_plugin_that_raises_or_reuses_a_name(tmp_path, monkeypatch):
         plugins.load_plugins(["broken_plugin_t"])
     with pytest.raises(plugins.PluginError, match="activation 'hard_ash' is already registered"):
         plugins.load_plugins(["clash_plugin_t"])
-    assert ACTIVATIONS["hard_ash"].source == "cl_sweep.activations"
+    assert ACTIVATIONS["hard_ash"].source == "cl_sweep.components.activations"
 
 
 def test_plugins_are_read_from_the_command_line_before_hydra_composes():
@@ -199,7 +200,7 @@ def test_plugins_are_read_from_the_command_line_before_hydra_composes():
 
 
 def test_builtin_labels_come_from_the_registry():
-    from cl_sweep import paper
+    from cl_sweep.analysis import paper
 
     assert paper.activation_name("hard_ash") == "Hard ASH" == ACTIVATIONS["hard_ash"].label
     assert paper.optimizer_name("rmsprop") == "RMSprop" and paper.activation_name("sdm_topk") == "SDMLP (GABA Top-K)"
@@ -207,10 +208,10 @@ def test_builtin_labels_come_from_the_registry():
 
 
 def test_builtins_use_the_public_api():
-    for reg, module in ((ACTIVATIONS, "cl_sweep.activations"), (OPTIMIZERS, "cl_sweep.optimizers")):
+    for reg, module in ((ACTIVATIONS, "cl_sweep.components.activations"), (OPTIMIZERS, "cl_sweep.components.optimizers")):
         assert reg.builtin_module == module
         assert {c.source for c in reg.values() if not c.name.endswith("_t")} == {module}
-    from cl_sweep.registry import MODELS
+    from cl_sweep.components.registry import MODELS
 
     assert {n: c.source for n, c in MODELS.items() if not n.endswith("_t")} == {
         "mlp": "cl_sweep.models.mlp", "sdmlp": "cl_sweep.models.sdmlp", "flymodel": "cl_sweep.models.flymodel"}

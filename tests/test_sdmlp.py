@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep import engine
+from cl_sweep.training import engine
 from cl_sweep.models import sdmlp
 from cl_sweep.config import ConfigError
-from cl_sweep.engine import Member, Structure
-from cl_sweep.tasks import batch_schedule
+from cl_sweep.training.engine import Member, Structure
+from cl_sweep.data.tasks import batch_schedule
 
 from test_engine import BATCH, dataset, data, split  # noqa: F401  (the fake data set's fixtures)
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep import strategies as S
+from cl_sweep.components import strategies as S
 
 PARAMS = {"w": jnp.array([[0.5, -1.0], [2.0, 0.25]]), "v": jnp.array([1.0, -2.0])}
 IMPORTANCE = {"w": jnp.array([[1.0, 2.0], [0.5, 0.0]]), "v": jnp.array([3.0, 1.0])}
@@ -91,7 +91,7 @@ def test_unknown_strategy_lists_the_allowed_ones():
 @pytest.fixture(scope="module")
 def l2_anchor():
     import cl_sweep
-    from cl_sweep.registry import STRATEGIES
+    from cl_sweep.components.registry import STRATEGIES
 
     @cl_sweep.register_strategy("l2_anchor_t", checks={"lambda": lambda v, cfg: None if v >= 0 else "it must be >= 0"})
     def l2_anchor(*, lambda_: float = 1.0):
@@ -129,7 +129,7 @@ def test_a_users_strategy_signature_is_its_schema(l2_anchor, compose):
 def test_a_users_strategy_trains_per_member_in_one_population(l2_anchor, compose):
     from omegaconf import OmegaConf
 
-    from cl_sweep.train import structure_of, train_jobs
+    from cl_sweep.training.train import structure_of, train_jobs
 
     def cfg(*o):
         return OmegaConf.to_container(compose(["activation=relu", "optimizer=sgd", "optimizer.learning_rate=0.05",

@@ -97,7 +97,7 @@ def test_real_grid_multirun_writes_one_result_per_job_and_aggregates(tmp_path):
 
     tables = tmp_path / "tables"
     agg = subprocess.run(
-        [sys.executable, "-m", "cl_sweep.tables", str(tmp_path), "--out", str(tables), "--no-plots"],
+        [sys.executable, "-m", "cl_sweep.analysis.tables", str(tmp_path), "--out", str(tables), "--no-plots"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert agg.returncode == 0, agg.stderr

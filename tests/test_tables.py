@@ -1,4 +1,4 @@
-"""Tests of the result aggregation and table rendering (cl_sweep.tables) on synthetic results."""
+"""Tests of the result aggregation and table rendering (cl_sweep.analysis.tables) on synthetic results."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cl_sweep import paper, tables
+from cl_sweep.analysis import paper, tables
 from cl_sweep.results import validate_result, write_result
 
 
@@ -436,7 +436,7 @@ def test_cli_unknown_benchmark_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cl_sweep.tables", str(tmp_path), "--no-plots"],
+        [sys.executable, "-m", "cl_sweep.analysis.tables", str(tmp_path), "--no-plots"],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == 2
@@ -445,7 +445,7 @@ def test_module_entry_point_exit_code(tmp_path: Path) -> None:
 
 def test_no_jax_import() -> None:
     code = (
-        "import sys, cl_sweep.tables, cl_sweep.plots, cl_sweep.paper; "
+        "import sys, cl_sweep.analysis.tables, cl_sweep.analysis.plots, cl_sweep.analysis.paper; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax')]; "
         "assert not bad, bad"
     )

@@ -1,11 +1,11 @@
-"""Tests for cl_sweep.tasks: class-incremental splits, per-seed example orders, batch schedules."""
+"""Tests for cl_sweep.data.tasks: class-incremental splits, per-seed example orders, batch schedules."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cl_sweep.tasks import TaskSplit, batch_schedule, class_incremental_split, num_steps, task_order
+from cl_sweep.data.tasks import TaskSplit, batch_schedule, class_incremental_split, num_steps, task_order
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_batch_schedule_refuses_too_few_steps():
 
 
 def test_permuted_split_identity_first_fixed_by_seed_and_all_examples():
-    from cl_sweep.tasks import permuted_split
+    from cl_sweep.data.tasks import permuted_split
 
     train = np.arange(50) % 10
     test = np.arange(20) % 10

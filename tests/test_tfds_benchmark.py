@@ -24,10 +24,10 @@ import pytest
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
-from cl_sweep import data
+from cl_sweep.data.datasets import datasets as data
 from cl_sweep.config import ConfigError, validate
-from cl_sweep.data import TFDSUnavailableError, load_dataset, parse_tfds_dataset, tfds_dataset_name
-from cl_sweep.tasks import class_incremental_split
+from cl_sweep.data.datasets import TFDSUnavailableError, load_dataset, parse_tfds_dataset, tfds_dataset_name
+from cl_sweep.data.tasks import class_incremental_split
 
 from conftest import run_cli
 
@@ -211,13 +211,13 @@ def test_dataset_names_round_trip() -> None:
 def test_config_composes_validates_and_splits(compose, slice_dir: Path) -> None:
     cfg = split_tfds(compose, f"benchmark.tfds_name={SLICE}", f"benchmark.tfds_data_dir={slice_dir}")
     bench = cfg["benchmark"]
-    from cl_sweep.benchmarks import benchmark_of
+    from cl_sweep.components.benchmarks import benchmark_of
 
     assert bench["name"] == "split_tfds" and benchmark_of(bench).dataset == f"tfds:{SLICE}@{slice_dir}"
     assert (bench["num_tasks"], bench["classes_per_task"], bench["batch_size"]) == (5, 2, 64)
     validate(cfg)
     # What the trainer derives from a config (as tests/test_configs.py checks for every option).
-    from cl_sweep.train import hyperparameters_of, members_of, population_key, structure_of
+    from cl_sweep.training.train import hyperparameters_of, members_of, population_key, structure_of
 
     assert dict(structure_of(cfg).model_static)["hidden_size"] == cfg["model"]["hidden_size"] and len(members_of(cfg, [0, 1])) == 2
     assert all("." in k for k in hyperparameters_of(cfg))
@@ -254,7 +254,7 @@ def test_trains_on_a_tfds_data_set_through_the_entry_point(slice_dir: Path, tmp_
 
 
 def test_first_line_is_the_command() -> None:
-    from cl_sweep.benchmarks import split_tfds as registered
+    from cl_sweep.components.benchmarks import split_tfds as registered
 
     first = registered.__doc__.splitlines()[0]
     assert first.startswith("python -m cl_sweep benchmark=split_tfds benchmark.tfds_name=")

@@ -17,7 +17,7 @@ from cl_sweep.config import config_dir  # importing it registers the typed schem
 def _load_plugins() -> None:
     """Imports installed plugins and the command line's ``plugins=[...]`` before Hydra composes:
     their components are config options (``activation=<theirs>``)."""
-    from cl_sweep.plugins import PluginError, load_plugins, plugins_from_argv
+    from cl_sweep.components.plugins import PluginError, load_plugins, plugins_from_argv
 
     try:
         load_plugins(plugins_from_argv(sys.argv[1:]))

@@ -149,7 +149,7 @@ def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Se
     """The one job path: trains jobs of one population together and writes each one's result.json
     into its folder; returns (result, path) per job. A single job is a population of one
     (`run_job`); the population launcher calls this for each of its populations."""
-    from cl_sweep.train import train_jobs
+    from cl_sweep.training.train import train_jobs
 
     results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc)
     return [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
@@ -157,7 +157,7 @@ def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Se
 
 def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> float:
     """Validates, skips a job already complete in ``output_dir``, trains, writes result.json, returns the metric."""
-    from cl_sweep.data import DataUnavailableError
+    from cl_sweep.data.datasets import DataUnavailableError
 
     try:
         validate(cfg)  # imports the config's plugins first: a launcher's worker process has not seen them
@@ -167,8 +167,8 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
     if threads is None:
         threads, why = launcher_cpu_threads()
     if threads is not None:
-        apply_cpu_threads(threads, why)  # before cl_sweep.train imports jax
-    from cl_sweep.train import objective
+        apply_cpu_threads(threads, why)  # before cl_sweep.training.train imports jax
+    from cl_sweep.training.train import objective
 
     done = completed(output_dir, overrides, cfg)
     if done is not None:

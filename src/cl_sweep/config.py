@@ -1,7 +1,7 @@
 """The top-level config schema, registered with Hydra, and the value checks run before training.
 
 Activations, optimizers, models, strategies and benchmarks have no schema here: each is a
-registered function whose keyword-only signature is its config node (cl_sweep.registry), with its
+registered function whose keyword-only signature is its config node (cl_sweep.components.registry), with its
 value checks beside it. `validate` runs every component's checks and the top level's, before
 anything trains; `check_keys` refuses a key a component does not have, however it was given.
 """
@@ -53,7 +53,7 @@ class Config:
     n_seeds: int = 5
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     # Modules (names on the Python path, or paths to .py files) that register components, imported
-    # before the config is composed (cl_sweep.plugins); installed `cl_sweep.plugins` entry points load always.
+    # before the config is composed (cl_sweep.components.plugins); installed `cl_sweep.plugins` entry points load always.
     plugins: list[str] = field(default_factory=list)
     data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
     progress: bool = True  # progress bars
@@ -66,11 +66,11 @@ class Config:
 def register_configs() -> None:
     """Stores the top-level schema in Hydra's ConfigStore and registers the built-in components
     (each stores its own node, ``<group>/<name>``, when it is registered)."""
-    import cl_sweep.activations  # noqa: F401
-    import cl_sweep.benchmarks  # noqa: F401
+    import cl_sweep.components.activations  # noqa: F401
+    import cl_sweep.components.benchmarks  # noqa: F401
     import cl_sweep.models  # noqa: F401
-    import cl_sweep.optimizers  # noqa: F401
-    import cl_sweep.strategies  # noqa: F401
+    import cl_sweep.components.optimizers  # noqa: F401
+    import cl_sweep.components.strategies  # noqa: F401
 
     ConfigStore.instance().store(name="config_schema", node=Config)
 
@@ -91,7 +91,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _component(group: str, option: str):
-    from cl_sweep.registry import ACTIVATIONS, BENCHMARKS, MODELS, OPTIMIZERS, STRATEGIES
+    from cl_sweep.components.registry import ACTIVATIONS, BENCHMARKS, MODELS, OPTIMIZERS, STRATEGIES
 
     registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS, "strategy": STRATEGIES,
                 "benchmark": BENCHMARKS}.get(group)
@@ -144,7 +144,7 @@ def validate(cfg: DictConfig | dict) -> None:
 
     Imports the config's ``plugins`` first (idempotent), so their components are known in any process.
     """
-    from cl_sweep.plugins import load_plugins
+    from cl_sweep.components.plugins import load_plugins
 
     load_plugins(cfg.get("plugins"))
     check_keys(cfg)
@@ -196,7 +196,7 @@ def _check_model_builds(model: Any, bench: Any) -> None:
 def validate_tfds(bench: Any) -> None:
     """benchmark=split_tfds: the TFDS data set exists here, is image classification, can be read or
     prepared, and has enough classes for the task split; raises `ConfigError` otherwise."""
-    from cl_sweep.data import TFDSUnavailableError, tfds_num_classes
+    from cl_sweep.data.datasets import TFDSUnavailableError, tfds_num_classes
 
     key, name, data_dir = "benchmark.tfds_name", bench["tfds_name"], bench.get("tfds_data_dir")
     value = name

@@ -4,7 +4,7 @@
 
 from cl_sweep.models.base import FusedInputLayer, Model, build, build_cached, from_linen, from_nnx, standard_preprocess
 from cl_sweep.models import mlp, sdmlp, flymodel  # noqa: E402,F401  the built-in registrations
-from cl_sweep.registry import MODELS
+from cl_sweep.components.registry import MODELS
 
 
 def get_model(name: str):

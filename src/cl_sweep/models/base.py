@@ -41,7 +41,7 @@ def standard_preprocess(images_uint8: jax.Array) -> jax.Array:
 @dataclass(frozen=True)
 class FusedInputLayer:
     """A model whose first operation is ``weight_norm_matmul(x, params[param])`` may have that layer
-    updated by the fused CPU kernel (cl_sweep.kernels); ``head(pre_activations, other_params,
+    updated by the fused CPU kernel (cl_sweep.training.kernels); ``head(pre_activations, other_params,
     activation) -> logits`` is the rest of the network. ``width``: the layer's output units."""
 
     param: str
@@ -168,7 +168,7 @@ def _is_linen(obj: Any) -> bool:
 @functools.lru_cache(maxsize=64)
 def build_cached(name: str, static: tuple, input_size: int, num_classes: int) -> Model:
     """`build` for a model by registered name and its static (key, value) pairs: one per structure."""
-    from cl_sweep.registry import MODELS
+    from cl_sweep.components.registry import MODELS
 
     items = dict(static)
     epochs = items.pop("epochs_per_task", None)

@@ -6,7 +6,7 @@ rule (no gradients), so it replaces the ``activation`` and ``optimizer`` groups 
 A fixed sparse binary random expansion to ``hidden_size`` Kenyon cells, k-winners-take-all, and
 an associative rule that changes only the true class's output weights (partial freezing); one
 pass. Defaults: Bricken et al. 2023's raw-pixel Split-MNIST setting with 1,000 cells;
-`cl_sweep.fly` gives the source of every choice (the authors' notebooks) and holds the trainer.
+`cl_sweep.training.fly` gives the source of every choice (the authors' notebooks) and holds the trainer.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from cl_sweep.models.base import Model
-from cl_sweep.registry import between, positive, positive_int, register_model, unit_interval
+from cl_sweep.components.registry import between, positive, positive_int, register_model, unit_interval
 
 
 def _check_weight_max(v: Any, cfg: Mapping) -> str | None:
@@ -42,7 +42,7 @@ def flymodel(
     """``hidden_size`` Kenyon cells m, each summing ``connections`` inputs; ``k`` active per input
     (1 %); the rule's step ``learning_rate`` (beta) and forgetting ``decay`` (alpha, the authors use
     none); output weights clipped at ``weight_max`` (the authors' 1; null = no clip)."""
-    from cl_sweep.fly import FlyConfig, train_fly_population
+    from cl_sweep.training.fly import FlyConfig, train_fly_population
 
     config = FlyConfig(expansion=hidden_size, connections=connections, k=k, learning_rate=learning_rate,
                        decay=decay, weight_max=weight_max)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from cl_sweep.models.base import PIXEL_MEAN, PIXEL_STD, FusedInputLayer, Model, standard_preprocess
-from cl_sweep.ops import weight_norm, weight_norm_matmul
-from cl_sweep.registry import _ints, register_model
+from cl_sweep.training.ops import weight_norm, weight_norm_matmul
+from cl_sweep.components.registry import _ints, register_model
 
 __all__ = ["mlp", "init_params", "preprocess", "dense", "hidden", "forward", "effective_weights", "count_params",
            "INPUT_SIZE", "NUM_CLASSES", "PIXEL_MEAN", "PIXEL_STD"]
@@ -85,7 +85,7 @@ def count_params(params) -> int:
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
 
 
-# --- value checks (beside the model, as cl_sweep.registry asks) ----------------------------------
+# --- value checks (beside the model, as cl_sweep.components.registry asks) ----------------------------------
 def _check_hidden_size(v: Any, cfg: Mapping) -> str | None:
     return None if _ints(v) is not None else "it must be a positive integer, or a list of them (one per hidden layer)"
 

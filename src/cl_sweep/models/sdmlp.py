@@ -48,8 +48,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from cl_sweep.models.base import Model
-from cl_sweep.ops import kth_largest
-from cl_sweep.registry import positive, register_model
+from cl_sweep.training.ops import kth_largest
+from cl_sweep.components.registry import positive, register_model
 
 
 def init_params(key: jax.Array, hidden_size: int, num_classes: int, input_size: int) -> dict[str, jax.Array]:

@@ -1,7 +1,7 @@
 """The `population` launcher: groups a sweep's jobs by program and trains each group as one population.
 
 Each job still gets its own folder, its own Hydra logs and its own ``result.json``, identical to
-what the job writes alone (same code path: `cl_sweep.train.train_jobs`); only the training of
+what the job writes alone (same code path: `cl_sweep.training.train.train_jobs`); only the training of
 grid points that share an (activation, optimizer) structure is fused into one ``vmap``-ed
 program. Jobs whose result is already complete are skipped, results are written after every
 sub-population, so a killed sweep loses at most the sub-population in flight.
@@ -52,7 +52,7 @@ class PopulationLauncher(Launcher):
         super().__init__()
         self.precompile = precompile
         if max_population is None:
-            from cl_sweep.engine import default_max_population
+            from cl_sweep.training.engine import default_max_population
 
             max_population = default_max_population()
         if max_population < 1:
@@ -68,7 +68,7 @@ class PopulationLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from cl_sweep.cli import run_jobs, summary
         from cl_sweep.config import ConfigError, validate
-        from cl_sweep.train import objective, population_key
+        from cl_sweep.training.train import objective, population_key
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -152,7 +152,7 @@ class PopulationLauncher(Launcher):
 
     def _per_call(self, cfg: dict) -> int:
         """Jobs per `train_jobs` call: as many as fill a population with their first-phase seeds."""
-        from cl_sweep.train import first_phase_seeds
+        from cl_sweep.training.train import first_phase_seeds
 
         return max(1, self.max_population // max(1, first_phase_seeds(cfg)))
 
@@ -160,7 +160,7 @@ class PopulationLauncher(Launcher):
         """Compiles every group's first population in parallel threads (XLA compiles without the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from cl_sweep.train import train_jobs
+        from cl_sweep.training.train import train_jobs
 
         firsts = [[p.cfg for _, p in jobs[: self._per_call(jobs[0][1].cfg)]] for jobs in groups]
 

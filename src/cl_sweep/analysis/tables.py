@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cl_sweep import paper
-from cl_sweep.paper import PaperBest, PaperValue
+from cl_sweep.analysis import paper
+from cl_sweep.analysis.paper import PaperBest, PaperValue
 from cl_sweep.results import ResultError, find_result_files, read_result
 
 #: Columns of `load_results`' frame (one row per result file).
@@ -421,7 +421,7 @@ def _fmt_paper(value: PaperValue | PaperBest | None) -> str:
     return MISSING if value is None else _fmt(value.mean, value.std)
 
 
-within_paper = paper.within_paper  # one rule for the tables and the heatmap (cl_sweep.paper)
+within_paper = paper.within_paper  # one rule for the tables and the heatmap (cl_sweep.analysis.paper)
 
 
 def _mark(within: bool | None) -> str:
@@ -945,7 +945,7 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK)
     transfer (recomputed from the stored accuracy matrices, so schema-1 files count too), and the
     fraction of active hidden units after the last task (stored by schema 2 only).
     """
-    from cl_sweep import metrics
+    from cl_sweep.analysis import metrics
 
     best = _for_benchmark(best_per_cell(summary), benchmark)
     display_rows, data_rows = [], []
@@ -1114,7 +1114,7 @@ def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
             "The paper cites these figures from other work (EWC, SDMLP, SDMLP + EWC: Bricken et al. 2023, "
             "500 epochs per task; FlyModel: Shen et al. 2021, 1 epoch); they are not its own runs, so no "
             "within-std mark is given. Bricken et al. also used batch 128 and 10,000 neurons for SDMLP "
-            "without EWC; see src/cl_sweep/models/sdmlp.py and src/cl_sweep/fly.py for each model's choices.",
+            "without EWC; see src/cl_sweep/models/sdmlp.py and src/cl_sweep/training/fly.py for each model's choices.",
         ],
     )
 
@@ -1237,12 +1237,12 @@ def write_tables(
 
 
 def _error(message: str) -> int:
-    print(f"cl_sweep.tables: error: {message}", file=sys.stderr)
+    print(f"cl_sweep.analysis.tables: error: {message}", file=sys.stderr)
     return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: aggregate result files into tables; see ``python -m cl_sweep.tables --help``.
+    """CLI: aggregate result files into tables; see ``python -m cl_sweep.analysis.tables --help``.
 
     Returns:
         0 on success (also when some files were unreadable; they are listed under Problems),
@@ -1250,7 +1250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         none is for the requested benchmark.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m cl_sweep.tables",
+        prog="python -m cl_sweep.analysis.tables",
         description="Aggregate result.json files into the Hard ASH paper's tables.",
     )
     parser.add_argument(
@@ -1272,12 +1272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cl_sweep.plugins entry points are always loaded)",
     )
     args = parser.parse_args(argv)
-    from cl_sweep.plugins import PluginError, load_plugins
+    from cl_sweep.components.plugins import PluginError, load_plugins
 
     try:
         load_plugins(args.plugins)
     except PluginError as e:
-        print(f"cl_sweep.tables: {e}", file=sys.stderr)
+        print(f"cl_sweep.analysis.tables: {e}", file=sys.stderr)
         return 2
 
     missing = [r for r in args.results if not Path(r).exists()]
@@ -1306,18 +1306,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
     if bad:
         print(
-            f"cl_sweep.tables: warning: {len(bad)} of {n_files} result files could not be read "
+            f"cl_sweep.analysis.tables: warning: {len(bad)} of {n_files} result files could not be read "
             "(listed under Problems)",
             file=sys.stderr,
         )
     if not args.no_plots:
-        from cl_sweep import plots  # matplotlib is slow to import; only load it when plotting
+        from cl_sweep.analysis import plots  # matplotlib is slow to import; only load it when plotting
 
         best = best_per_cell(plain_runs(summary))
         for benchmark, out in targets:
             if (best["benchmark"] == benchmark).any():
                 png = plots.table2_heatmap(best, out / "table2_heatmap.png", benchmark=benchmark)
-                print(f"cl_sweep.tables: wrote {png}", file=sys.stderr)
+                print(f"cl_sweep.analysis.tables: wrote {png}", file=sys.stderr)
     return 0
 
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cl_sweep.registry import STRATEGIES, Component, nonnegative, positive_int, register_strategy
+from cl_sweep.components.registry import STRATEGIES, Component, nonnegative, positive_int, register_strategy
 
 tree_map = jax.tree_util.tree_map
 

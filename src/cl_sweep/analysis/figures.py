@@ -1,6 +1,6 @@
 """`make figures`: every figure from stored results (PNG files under figures/).
 
-    python -m cl_sweep.figures [RESULTS ...] [--out figures]
+    python -m cl_sweep.analysis.figures [RESULTS ...] [--out figures]
 
 - ``table2_heatmap.png``: our Table 2 and its difference to the paper's;
 - ``accuracy_matrices.png``: the mean accuracy matrix of the best Split-MNIST configuration of
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cl_sweep import paper, plots, tables
+from cl_sweep.analysis import paper, plots, tables
 from cl_sweep.results import read_result
 
 
@@ -68,19 +68,19 @@ def permuted_runs(jobs: pd.DataFrame, preset: str, vary: str) -> list[tuple[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cl_sweep.figures", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m cl_sweep.analysis.figures", description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="*", default=["results"], help="folders of result.json files (default: results)")
     ap.add_argument("--out", default="figures", help="output folder (default: figures)")
     args = ap.parse_args(argv)
     for root in args.results:
         if not Path(root).exists():
-            print(f"cl_sweep.figures: error: results folder {root!r} does not exist", file=sys.stderr)
+            print(f"cl_sweep.analysis.figures: error: results folder {root!r} does not exist", file=sys.stderr)
             return 2
     jobs, bad = tables.load_results(*args.results)
     for path, reason in bad:
-        print(f"cl_sweep.figures: skipped {path}: {reason}", file=sys.stderr)
+        print(f"cl_sweep.analysis.figures: skipped {path}: {reason}", file=sys.stderr)
     if jobs.empty:
-        print("cl_sweep.figures: error: no readable result files", file=sys.stderr)
+        print("cl_sweep.analysis.figures: error: no readable result files", file=sys.stderr)
         return 2
     summary = tables.summarize(jobs)
     out = Path(args.out)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if runs:
             written.append(plots.permuted_curves(runs, out / name, title=title))
         else:
-            print(f"cl_sweep.figures: no results of +sweep={preset}; {name} skipped", file=sys.stderr)
+            print(f"cl_sweep.analysis.figures: no results of +sweep={preset}; {name} skipped", file=sys.stderr)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cl_sweep import kernels
+from cl_sweep.training import kernels
 
 __all__ = [
     "kth_largest",
@@ -127,7 +127,7 @@ def kth_largest(x: jax.Array, k: int | jax.Array, *, method: str | None = None) 
     (tested): ``"radix"``, 32 vectorised compare+count passes over the last axis (a radix select
     on order-preserving integer keys, no sort), which runs anywhere; and ``"kernel"``, the same
     select one byte at a time over the surviving candidates in a C++ CPU kernel
-    (cl_sweep.kernels), which also returns the index the gradient needs. ``method=None`` takes
+    (cl_sweep.training.kernels), which also returns the index the gradient needs. ``method=None`` takes
     the kernel on the CPU where it is available, else the radix select.
 
     Ordering is IEEE-754 totalOrder, which is what ``lax.top_k`` uses:
@@ -156,7 +156,7 @@ def kth_largest(x: jax.Array, k: int | jax.Array, *, method: str | None = None) 
     if method not in KTH_METHODS:
         raise ValueError(f"unknown kth_largest method {method!r}; allowed: {', '.join(KTH_METHODS)}")
     if method == "kernel" and not kernels.available():
-        raise ValueError("kth_largest method 'kernel' needs the CPU kernels (cl_sweep.kernels), not available here")
+        raise ValueError("kth_largest method 'kernel' needs the CPU kernels (cl_sweep.training.kernels), not available here")
     k = jnp.asarray(k, jnp.int32)
     return _kth_largest_cpu(x, k) if method == "kernel" else _kth_largest(x, k)
 
@@ -264,7 +264,7 @@ def weight_norm_matmul_split(x: jax.Array, v: jax.Array):
     Returns ``(out, grad_parts)``: ``out`` as :func:`weight_norm_matmul` computes it, and
     ``grad_parts(dout) -> (G, s, beta)`` with ``dL/dv = G - (v - s / m) * beta``, ``s`` the column
     sums of ``v`` ([1, out]) and ``m`` its fan-in, the operations the custom VJP performs. The
-    engine hands the parts to a fused optimizer kernel (cl_sweep.kernels) instead of
+    engine hands the parts to a fused optimizer kernel (cl_sweep.training.kernels) instead of
     materialising ``dL/dv``; the input gets no gradient.
     """
     if x.ndim != 2 or v.ndim != 2 or v.shape[1] <= x.shape[0]:

@@ -9,7 +9,7 @@
    once. ``benchmarks/step_time.py --ablation`` measures what that saves.
 2. ``kth_largest.cc``: the k-th largest value of each row (Top-K's threshold) and the index
    ``lax.top_k`` reports for it, a byte-wise radix select over the surviving candidates instead of
-   32 compare+count passes over every unit (cl_sweep.ops.kth_largest).
+   32 compare+count passes over every unit (cl_sweep.training.ops.kth_largest).
 
 Same numbers. The k-th largest is exact either way. The fused update repeats, operation by
 operation, what XLA:CPU emits for the engine's plain program (the same fused multiply-adds where
@@ -23,7 +23,7 @@ warning; ``tests/test_kernels.py`` checks it at the paper's shapes.
 
 How they are built. The sources are compiled on first use with the system's ``g++``
 (``-O3 -march=native``, against the XLA FFI headers shipped in jaxlib) into
-``<cache dir>/kernels/`` (the data cache, see cl_sweep.data.cache_dir), keyed by the sources, the
+``<cache dir>/kernels/`` (the data cache, see cl_sweep.data.datasets.cache_dir), keyed by the sources, the
 jaxlib version and the CPU's flags, and registered as XLA FFI targets. Only x86-64 CPUs with AVX
 and FMA are supported (what the bit-for-bit argument was checked on); elsewhere, without a
 compiler, on a GPU, or with ``CL_SWEEP_CPU_KERNELS=0`` the engine runs the plain XLA program
@@ -94,7 +94,7 @@ def _build_key(cxx: str | None) -> str:
 
 def _build() -> Path:
     """Compiles the kernel into the cache (once per source, jaxlib and CPU) and returns the library."""
-    from cl_sweep.data import cache_dir
+    from cl_sweep.data.datasets import cache_dir
 
     include = jax.ffi.include_dir()
     cxx = _compiler()
@@ -123,7 +123,7 @@ _registered = False  # the FFI targets are registered in this process
 
 
 def _proofs_file() -> Path:
-    from cl_sweep.data import cache_dir
+    from cl_sweep.data.datasets import cache_dir
 
     return cache_dir() / "kernels" / f"proofs-{_LIB_KEY}.json"
 
@@ -154,12 +154,12 @@ def record_proof(key: str, ok: bool) -> None:
 
 
 def reference_update(kind, g, v, acc, beta, lr, hp, clip):
-    """The unfused computation, as the engine's plain path does it: ``dv`` (cl_sweep.ops), then the
+    """The unfused computation, as the engine's plain path does it: ``dv`` (cl_sweep.training.ops), then the
     registered optimizer's optax chain with the update clip.
 
     Returns (new v, new accumulator) for one member [in, out] (``jax.vmap`` it for a population).
     """
-    from cl_sweep.optimizers import get_optimizer, with_update_clip
+    from cl_sweep.components.optimizers import get_optimizer, with_update_clip
 
     dv = g - (v - jnp.mean(v, axis=0, keepdims=True)) * beta
     hps = {"learning_rate": lr, "initial_accumulator_value": 0.0} if kind == "adagrad" else {"learning_rate": lr, "decay": hp}
@@ -212,7 +212,7 @@ def available() -> bool:
 
 def _first_report(name: str, problem: str) -> bool:
     """True the first time this machine reports ``name`` (a marker file in the kernel cache), else False."""
-    from cl_sweep.data import cache_dir
+    from cl_sweep.data.datasets import cache_dir
 
     marker = cache_dir() / "kernels" / f"reported-{name}.txt"
     if marker.exists():
@@ -241,7 +241,7 @@ def not_used(problem: str, what: str = "the CPU kernels are", first_time: bool =
 def kth_largest(x: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per row of ``x`` [..., H]: the k-th largest value [..., 1] and the index ``lax.top_k`` reports for it
     [..., 1] (-1 for ``k`` outside 1..H, whose value is a NaN). ``k``: int32 of shape ``x.shape[:-1]``.
-    Requires :func:`available`; cl_sweep.ops.kth_largest is the public entry point."""
+    Requires :func:`available`; cl_sweep.training.ops.kth_largest is the public entry point."""
     out = (jax.ShapeDtypeStruct(x.shape[:-1] + (1,), jnp.float32), jax.ShapeDtypeStruct(x.shape[:-1] + (1,), jnp.int32))
     return jax.ffi.ffi_call(KTH_LARGEST, out, vmap_method="broadcast_all")(x, k, threads=np.int64(os.cpu_count() or 1))
 

@@ -1,8 +1,8 @@
 // Fused weight-norm gradient + Adagrad/RMSprop step + update clip for one weight-normalised layer,
-// as an XLA CPU FFI custom call. What it computes, and why, is in cl_sweep/kernels/__init__.py.
+// as an XLA CPU FFI custom call. What it computes, and why, is in cl_sweep/training/kernels/__init__.py.
 //
 // Per element of a member's [in, out] weight v (s = sum_in v and beta: per output unit; lr, hp: per member):
-//   dv  = g - (v - s * inv_m) * beta                  the weight-norm gradient (cl_sweep.ops), mu = s / m
+//   dv  = g - (v - s * inv_m) * beta                  the weight-norm gradient (cl_sweep.training.ops), mu = s / m
 //   acc = dv * dv + acc                               Adagrad (optax.scale_by_rss)
 //   acc = (1 - hp) * (dv * dv) + hp * acc             RMSprop (optax.scale_by_rms), hp = decay
 //   u   = (-lr) * (rsqrt(acc + eps) * dv)             Adagrad: 0 where acc <= 0

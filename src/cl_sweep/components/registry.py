@@ -21,8 +21,8 @@ What the signature gives:
 - value checks beside the function: ``checks={"k": between(1, "model.hidden_size")}``, each a
   callable ``(value, cfg) -> None | str`` that returns what is allowed when the value is not.
 
-The paper's own components are registered through exactly this API (cl_sweep.activations,
-cl_sweep.optimizers); nothing built in has a private path. A name already registered is refused.
+The paper's own components are registered through exactly this API (cl_sweep.components.activations,
+cl_sweep.components.optimizers); nothing built in has a private path. A name already registered is refused.
 """
 
 from __future__ import annotations
@@ -309,14 +309,14 @@ def _store_config(component: Component) -> None:
     ConfigStore.instance().store(group=component.kind, name=component.name, node=node, provider="cl_sweep")
 
 
-ACTIVATIONS = Registry("activation", leading=1, builtin_module="cl_sweep.activations")
-OPTIMIZERS = Registry("optimizer", leading=0, builtin_module="cl_sweep.optimizers")
+ACTIVATIONS = Registry("activation", leading=1, builtin_module="cl_sweep.components.activations")
+OPTIMIZERS = Registry("optimizer", leading=0, builtin_module="cl_sweep.components.optimizers")
 #: A model's hyperparameters are all static (they are its shapes and its program); the engine
 #: fills in ``input_size``, ``num_classes`` and ``epochs_per_task`` (from the benchmark) and, for a
 #: flax.nnx module, ``rngs``, where the function takes them.
 MODELS = Registry("model", leading=0, builtin_module="cl_sweep.models", all_static=True,
                   injected=("input_size", "num_classes", "epochs_per_task", "rngs"))
-STRATEGIES = Registry("strategy", leading=0, builtin_module="cl_sweep.strategies")
+STRATEGIES = Registry("strategy", leading=0, builtin_module="cl_sweep.components.strategies")
 
 
 def _limit(v: Any, cfg: Mapping) -> str | None:
@@ -330,7 +330,7 @@ def _positive_int(v: Any, cfg: Mapping) -> str | None:
 #: Every benchmark also has the schedule keys: batch size, epochs per task, and (smoke tests) the
 #: first N examples of each task's shuffle; a benchmark function takes them only if it needs them.
 BENCHMARKS = Registry(
-    "benchmark", leading=0, builtin_module="cl_sweep.benchmarks", all_static=True,
+    "benchmark", leading=0, builtin_module="cl_sweep.components.benchmarks", all_static=True,
     common=(Param("batch_size", int, 64), Param("epochs_per_task", int, 1), Param("limit_per_task", Optional[int], None)),
     common_checks={"batch_size": _positive_int, "epochs_per_task": _positive_int, "limit_per_task": _limit},
 )
@@ -368,7 +368,7 @@ def register_model(name: str, *, checks: Mapping[str, Check] | None = None, labe
 
 def register_strategy(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
                       label: str | None = None):
-    """Registers a continual-learning strategy: ``fn(*, **hyperparameters) -> cl_sweep.strategies.Regulariser``
+    """Registers a continual-learning strategy: ``fn(*, **hyperparameters) -> cl_sweep.components.strategies.Regulariser``
     (or None: no regulariser). Traced hyperparameters arrive as arrays, per member, as an optimizer's;
     a keyword-named key is the argument with an underscore (``lambda_`` for ``strategy.lambda``). A
     static ``samples`` sets how many examples of each task the importance is estimated on (256)."""
@@ -376,7 +376,7 @@ def register_strategy(name: str, *, static: tuple[str, ...] = (), checks: Mappin
 
 
 def register_benchmark(name: str, *, checks: Mapping[str, Check] | None = None, label: str | None = None):
-    """Registers a benchmark: ``fn(*, **hyperparameters) -> cl_sweep.benchmarks.Benchmark``, a data set
+    """Registers a benchmark: ``fn(*, **hyperparameters) -> cl_sweep.components.benchmarks.Benchmark``, a data set
     and its task split. Its hyperparameters are static (they decide the data and the tasks); every
     benchmark also has ``batch_size``, ``epochs_per_task`` and ``limit_per_task``."""
     return BENCHMARKS.register(name, checks=checks, label=label)

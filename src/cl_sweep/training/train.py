@@ -15,16 +15,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cl_sweep import __version__, metrics
-from cl_sweep.activations import get_activation
+from cl_sweep import __version__
+from cl_sweep.analysis import metrics
+from cl_sweep.components.activations import get_activation
 from cl_sweep.config import validate
-from cl_sweep.engine import (
+from cl_sweep.training.engine import (
     DeviceData, Member, Structure, default_max_population, model_of, padded_population, to_device, train_population,
 )
-from cl_sweep.optimizers import get_optimizer
-from cl_sweep.strategies import get_strategy
+from cl_sweep.components.optimizers import get_optimizer
+from cl_sweep.components.strategies import get_strategy
 from cl_sweep.results import SCHEMA_VERSION
-from cl_sweep.tasks import TaskSplit
+from cl_sweep.data.tasks import TaskSplit
 
 _DEVICE_DATA: dict[tuple[str, str | None], tuple[DeviceData, Any]] = {}
 
@@ -35,9 +36,9 @@ def _plain(cfg: DictConfig | Mapping) -> dict:
 
 def device_dataset(name: Any, data_dir: str | None, progress: bool = True, key: Any = None):
     """Loads a dataset once per process and keeps it on the device (uint8). ``name`` is a data set
-    name (`cl_sweep.data.load_dataset`) or a benchmark's own loader ``(data_dir, progress) -> Dataset``,
+    name (`cl_sweep.data.datasets.load_dataset`) or a benchmark's own loader ``(data_dir, progress) -> Dataset``,
     cached under ``key`` (the benchmark's config node: a loader may be a new closure per call)."""
-    from cl_sweep.data import load_dataset  # deferred: keeps `import cl_sweep.train` light
+    from cl_sweep.data.datasets import load_dataset  # deferred: keeps `import cl_sweep.training.train` light
 
     key = (name if key is None else key, data_dir)
     if key not in _DEVICE_DATA:
@@ -70,7 +71,7 @@ def optimizer_of(cfg: Mapping) -> str:
 def benchmark_of(cfg: Mapping) -> str:
     """The result's ``benchmark``: the option's name, or the name its `Benchmark` gives (split_tfds
     adds the data set: ``split_tfds:kmnist``), so tables never pool two data sets."""
-    from cl_sweep.benchmarks import benchmark_of as build
+    from cl_sweep.components.benchmarks import benchmark_of as build
 
     return build(cfg["benchmark"]).name or cfg["benchmark"]["name"]
 
@@ -136,7 +137,7 @@ def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
 
 def split_of(cfg: Mapping, dataset) -> TaskSplit:
     """The benchmark's tasks of ``dataset`` (its registered `Benchmark`'s split)."""
-    from cl_sweep.benchmarks import benchmark_of as build
+    from cl_sweep.components.benchmarks import benchmark_of as build
 
     return build(cfg["benchmark"]).split(dataset)
 
@@ -151,7 +152,7 @@ def _git_revision() -> str | None:
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
@@ -196,7 +197,7 @@ def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = 
 
 def _population_setup(cfg: Mapping, progress: bool) -> tuple[DeviceData, TaskSplit, Structure]:
     """The data on the device, the tasks and the compiled program's structure of a population's jobs."""
-    from cl_sweep.benchmarks import benchmark_of as build
+    from cl_sweep.components.benchmarks import benchmark_of as build
 
     source = build(cfg["benchmark"]).dataset
     key = ("benchmark", _benchmark_key(cfg["benchmark"])) if callable(source) else None
@@ -221,7 +222,7 @@ def train_jobs(
     Every (job, seed) is a member; members are independent under ``vmap``, so each job's numbers
     are those it gets alone (up to float rounding of batched kernels). ``max_population`` caps
     the members per compiled call (memory, and the CPU's sweet spot); None means
-    `cl_sweep.engine.default_max_population` (2 on CPU).
+    `cl_sweep.training.engine.default_max_population` (2 on CPU).
     Early stop is per job: phase 1 trains every job's first ``after_seeds`` seeds, phase 2 the
     remaining seeds of the jobs whose phase-1 mean reached the threshold. ``wall_time_s`` of each
     job is its share of the population's wall time.

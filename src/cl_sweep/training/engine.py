@@ -8,7 +8,7 @@ trip per step. Because hyperparameters and loop bounds are traced, another job (
 of the same structure reuses the compiled program.
 
 On an x86-64 CPU the first layer's weight-norm gradient, optimizer step and clip (Adagrad,
-RMSprop) run as one fused C++ kernel (cl_sweep.kernels), used only once it is proven to give the
+RMSprop) run as one fused C++ kernel (cl_sweep.training.kernels), used only once it is proven to give the
 same bits as the plain program (`fused_update_verified`).
 """
 
@@ -30,13 +30,13 @@ import optax
 from jax import lax
 from tqdm.auto import tqdm
 
-from cl_sweep import kernels, ops
-from cl_sweep.activations import get_activation
+from cl_sweep.training import kernels, ops
+from cl_sweep.components.activations import get_activation
 from cl_sweep.models import Model, build_cached
 from cl_sweep.models.mlp import INPUT_SIZE, NUM_CLASSES
-from cl_sweep import strategies
-from cl_sweep.optimizers import get_optimizer, with_update_clip
-from cl_sweep.tasks import TaskSplit, batch_schedule, num_steps, task_order
+from cl_sweep.components import strategies
+from cl_sweep.components.optimizers import get_optimizer, with_update_clip
+from cl_sweep.data.tasks import TaskSplit, batch_schedule, num_steps, task_order
 
 # Progress-bar granularity: each task runs as this many device calls (a cheap host sync each).
 CHUNKS_PER_TASK = 8
@@ -99,7 +99,7 @@ class Structure:
     optimizer_static: tuple[tuple[str, Any], ...] = ()
     num_classes: int = NUM_CLASSES  # both follow the data set (train_jobs fills them in)
     input_size: int = INPUT_SIZE
-    strategy: str = "none"  # a continual-learning regulariser (cl_sweep.strategies)
+    strategy: str = "none"  # a continual-learning regulariser (cl_sweep.components.strategies)
     strategy_static: tuple[tuple[str, Any], ...] = ()
     model: str = "mlp"
     model_static: tuple[tuple[str, Any], ...] = ()
@@ -156,7 +156,7 @@ class DeviceData:
 
 
 def to_device(dataset) -> DeviceData:
-    """Puts a `cl_sweep.data.Dataset` on the default device (uint8 images: 47 MB for MNIST)."""
+    """Puts a `cl_sweep.data.datasets.Dataset` on the default device (uint8 images: 47 MB for MNIST)."""
     return DeviceData(
         jnp.asarray(dataset.train_images, jnp.uint8),
         jnp.asarray(dataset.train_labels, jnp.int32),
@@ -177,7 +177,7 @@ def _hp_arrays(members: Sequence[Member], attr: str, names: Sequence[str]) -> di
 
 def fused_update_applies(structure: Structure) -> bool:
     """Whether the structure's first layer can take the fused weight-norm + optimizer kernel
-    (cl_sweep.kernels): a model that declares a weight-normalised input layer (`FusedInputLayer`:
+    (cl_sweep.training.kernels): a model that declares a weight-normalised input layer (`FusedInputLayer`:
     the paper's MLP with weight norm on layer 1), Adagrad or RMSprop, no regulariser, no global
     gradient clip. Whether this machine can run the kernel is `kernels.available`."""
     model = model_of(structure)
@@ -322,7 +322,7 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
 
     def member_step_fused(params, opt_state, x, y, mask, act_hp, opt_hp):
         """`member_step` with the first layer's weight-norm gradient, optimizer step and clip in one
-        kernel pass (cl_sweep.kernels): the same operations, so the same numbers."""
+        kernel pass (cl_sweep.training.kernels): the same operations, so the same numbers."""
         layer = model.fused.param
         v = params[layer]
         out1, grad_parts = ops.weight_norm_matmul_split(x, v)

@@ -5,9 +5,9 @@
     def split_kmnist(*, num_tasks: int = 5, classes_per_task: int = 2):
         return cl_sweep.Benchmark(dataset=tfds_dataset_name("kmnist"), split=class_incremental(num_tasks, classes_per_task))
 
-A `Benchmark`'s ``dataset`` is a name `cl_sweep.data.load_dataset` knows (``mnist``,
+A `Benchmark`'s ``dataset`` is a name `cl_sweep.data.datasets.load_dataset` knows (``mnist``,
 ``fashion_mnist``, ``tfds:<builder>[@<folder>]``) or a function ``(data_dir, progress) ->
-cl_sweep.data.Dataset`` for data of your own; ``split(dataset) -> cl_sweep.tasks.TaskSplit``
+cl_sweep.data.datasets.Dataset`` for data of your own; ``split(dataset) -> cl_sweep.data.tasks.TaskSplit``
 makes the tasks. Every benchmark also has the schedule keys ``batch_size`` (64),
 ``epochs_per_task`` (1) and ``limit_per_task`` (null; smoke tests: the first N examples of each
 task's shuffle). Split-MNIST, Split-Fashion-MNIST and any TFDS data set are three registrations of
@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-from cl_sweep.registry import BENCHMARKS, Component, nonnegative, positive_int, register_benchmark
-from cl_sweep.tasks import TaskSplit, class_incremental_split, permuted_split
+from cl_sweep.components.registry import BENCHMARKS, Component, nonnegative, positive_int, register_benchmark
+from cl_sweep.data.tasks import TaskSplit, class_incremental_split, permuted_split
 
 __all__ = ["Benchmark", "BENCHMARKS", "get_benchmark", "benchmark_of", "class_incremental", "permuted"]
 
@@ -129,11 +129,11 @@ def split_tfds(*, tfds_name: Optional[str] = None, tfds_data_dir: Optional[str] 
     ``tfds_data_dir`` (null: TFDS's default, $TFDS_DATA_DIR, else ~/tensorflow_datasets). Task t
     holds the labels t*classes_per_task .. (t+1)*classes_per_task - 1 (labels past
     num_tasks*classes_per_task are not used). Loaded through tensorflow-datasets
-    (cl_sweep.data.load_tfds): a copy prepared in the array_record format is read without
+    (cl_sweep.data.datasets.load_tfds): a copy prepared in the array_record format is read without
     TensorFlow; a data set not prepared yet is prepared by TFDS (download + conversion), which
     needs TensorFlow and the network. Images are flattened (H*W*C inputs) and normalised with
     MNIST's mean/std like every benchmark (cl_sweep.models.base.standard_preprocess)."""
-    from cl_sweep.data import tfds_dataset_name
+    from cl_sweep.data.datasets import tfds_dataset_name
 
     return Benchmark(tfds_dataset_name(tfds_name, tfds_data_dir), class_incremental(num_tasks, classes_per_task),
                      name=f"split_tfds:{tfds_name}")

@@ -1,5 +1,5 @@
 """Hidden-layer activations as pure functions ``(x, *, **hyperparameters) -> y``, registered by name
-through the public API (``cl_sweep.register_activation``, cl_sweep.registry): the keyword-only
+through the public API (``cl_sweep.register_activation``, cl_sweep.components.registry): the keyword-only
 parameters, their annotations and defaults are each activation's config schema.
 
 ``x`` holds pre-activations with the hidden units on the last axis; every statistic is per
@@ -13,12 +13,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cl_sweep.ops import kth_largest
-from cl_sweep.registry import ACTIVATIONS, Component, between, divides, finite, positive, register_activation
+from cl_sweep.training.ops import kth_largest
+from cl_sweep.components.registry import ACTIVATIONS, Component, between, divides, finite, positive, register_activation
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
-Activation = Component  # a registered activation: .fn, .traced, .static (cl_sweep.registry)
+Activation = Component  # a registered activation: .fn, .traced, .static (cl_sweep.components.registry)
 
 
 def get_activation(name: str) -> Component:

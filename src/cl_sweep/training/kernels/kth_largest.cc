@@ -1,5 +1,5 @@
 // The k-th largest value of each row and the index lax.top_k reports for it, as an XLA CPU FFI call.
-// (cl_sweep.ops.kth_largest documents the semantics; cl_sweep/kernels/__init__.py how it is built.)
+// (cl_sweep.training.ops.kth_largest documents the semantics; cl_sweep/training/kernels/__init__.py how it is built.)
 //
 // Exact: a radix select on order-preserving integer keys (IEEE-754 totalOrder, as lax.top_k),
 // one byte at a time from the most significant, each pass over the candidates that still share
@@ -32,7 +32,7 @@ inline float KeyToFloat(uint32_t t) {
 }
 
 // One row: the k-th largest key and the index of its k-th ranked occurrence (-1 when k is out of
-// range: the value is then what the bitwise search of cl_sweep.ops returns, a NaN).
+// range: the value is then what the bitwise search of cl_sweep.training.ops returns, a NaN).
 void SelectRow(const float* x, int64_t h, int32_t k, std::vector<uint32_t>& keys, std::vector<uint32_t>& cand,
                float* value, int32_t* index) {
   if (k < 1 || k > h) {  // the largest t with count(keys >= t) >= k: all ones for k < 1, zero for k > h

@@ -11,9 +11,9 @@ import pandas as pd
 from matplotlib import colormaps, colors
 from matplotlib.figure import Figure
 
-from cl_sweep import paper
-from cl_sweep.paper import PaperValue
-from cl_sweep.paper import within_paper
+from cl_sweep.analysis import paper
+from cl_sweep.analysis.paper import PaperValue
+from cl_sweep.analysis.paper import within_paper
 
 # A bare Figure (no pyplot) renders with Agg and never touches the global backend, so importing
 # this module in a notebook or on a headless machine changes nothing there.
@@ -52,7 +52,7 @@ def table2_heatmap(
     grey.
 
     Args:
-        best_df: the frame from `cl_sweep.tables.best_per_cell` (columns benchmark, activation,
+        best_df: the frame from `cl_sweep.analysis.tables.best_per_cell` (columns benchmark, activation,
             optimizer, mean, std, complete).
         path: the PNG to write (parent folders are created).
         benchmark: which benchmark to draw; may be omitted when ``best_df`` holds only one.
@@ -170,7 +170,7 @@ def permuted_curves(runs: list[tuple[str, list]], path: str | os.PathLike, *, ti
         path: the PNG to write.
         title: the figure's title.
     """
-    from cl_sweep import metrics
+    from cl_sweep.analysis import metrics
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_p, ax_s = fig.subplots(1, 2, sharey=True)

@@ -132,8 +132,8 @@ PAPER_APPENDIX: dict[str, PaperValue] = {
 
 
 def _registered_label(kind: str, key: str) -> str | None:
-    from cl_sweep.activations import ACTIVATIONS  # deferred: the tables need jax only for the names
-    from cl_sweep.optimizers import OPTIMIZERS
+    from cl_sweep.components.activations import ACTIVATIONS  # deferred: the tables need jax only for the names
+    from cl_sweep.components.optimizers import OPTIMIZERS
 
     registry = ACTIVATIONS if kind == "activation" else OPTIMIZERS
     return registry[key].display if key in registry else None

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cl_sweep.registry import (
+from cl_sweep.components.registry import (
     OPTIMIZERS, Component, half_open_unit, nonnegative, positive, positive_int, register_optimizer, unit_interval,
 )
 

@@ -83,8 +83,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cl_sweep.engine import DeviceData, PopulationResult, run_tasks, task_accuracies
-from cl_sweep.tasks import TaskSplit
+from cl_sweep.training.engine import DeviceData, PopulationResult, run_tasks, task_accuracies
+from cl_sweep.data.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
 CODE_FLOOR = 1e-6
@@ -297,7 +297,7 @@ def train_fly_population_with_state(
     keep = jnp.float32(1.0 - cfg.decay)
     wmax = jnp.float32(cfg.weight_max if cfg.weight_max is not None else np.inf)
 
-    class Program:  # FlyModel's side of the engine's shared host task loop (`cl_sweep.engine.run_tasks`)
+    class Program:  # FlyModel's side of the engine's shared host task loop (`cl_sweep.training.engine.run_tasks`)
         def __init__(self):
             self.state = state
 
@@ -338,7 +338,7 @@ def train_fly_population(
 ) -> PopulationResult:
     """Trains one FlyModel per seed on the tasks in order; evaluates on the full test set after each.
 
-    Each seed's example order is `cl_sweep.tasks.task_order` (the engine's), and the seed keys
+    Each seed's example order is `cl_sweep.data.tasks.task_order` (the engine's), and the seed keys
     its random projection (``jax.random.PRNGKey(seed)``). The result has the engine's layout:
     ``accuracy_matrix`` [P, T, T] (per-task test accuracy after each task), ``overall_accuracy``
     [P, T], ``diverged`` [P] (non-finite weights; cannot happen with finite hyperparameters),

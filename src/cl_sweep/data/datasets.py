@@ -82,7 +82,7 @@ __all__ = [
     "verify_sha256",
 ]
 
-logger = logging.getLogger("cl_sweep.data")
+logger = logging.getLogger("cl_sweep.data.datasets")
 
 DATA_DIR_ENV = "CL_SWEEP_DATA_DIR"
 
@@ -753,7 +753,7 @@ def _unavailable_message(
         f"Tried: {tried}. {debian}"
         f"To provide the data by hand, put the four original uncompressed IDX files {names} "
         f"(or the same names with .gz) into the directory {dest} (they are verified by "
-        f"SHA-256, see cl_sweep.data.DATASETS[{spec.name!r}], and a file that does not match "
+        f"SHA-256, see cl_sweep.data.datasets.DATASETS[{spec.name!r}], and a file that does not match "
         f"is deleted). To keep the cache elsewhere, set the environment variable {DATA_DIR_ENV} "
         f"(files then go in ${DATA_DIR_ENV}/{spec.name}/) or pass data_dir to load_dataset."
     )
