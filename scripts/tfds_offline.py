@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cl_sweep.data.datasets import datasets as data  # noqa: E402  (after the path tweak: works from a source checkout)
+from cl_sweep.data import datasets as data  # noqa: E402  (after the path tweak: works from a source checkout)
 
 
 def prepare(name: str, data_dir: Path) -> None:

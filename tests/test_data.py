@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cl_sweep.data.datasets import datasets as data
+from cl_sweep.data import datasets as data
 from cl_sweep.data.datasets import (
     DATA_DIR_ENV,
     DataUnavailableError,

@@ -24,7 +24,7 @@ import pytest
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
-from cl_sweep.data.datasets import datasets as data
+from cl_sweep.data import datasets as data
 from cl_sweep.config import ConfigError, validate
 from cl_sweep.data.datasets import TFDSUnavailableError, load_dataset, parse_tfds_dataset, tfds_dataset_name
 from cl_sweep.data.tasks import class_incremental_split
