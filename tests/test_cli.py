@@ -209,3 +209,61 @@ def test_kernel_fallback_is_said_once_per_machine_as_one_log_line(tmp_path):
     assert "kernels are not used" not in second.stdout + second.stderr
     assert json.loads((tmp_path / "a" / "result.json").read_text())["final_accuracy"] == json.loads(
         (tmp_path / "b" / "result.json").read_text())["final_accuracy"]
+
+
+# --- no stored result from uncommitted code -----------------------------------------------------
+# The child process runs `python -m cl_sweep` with the checkout's revision reported dirty and the
+# stored results folder moved into tmp_path, so the real results/ is never touched.
+_DIRTY_CHILD = (
+    "import runpy, sys; from pathlib import Path; import cl_sweep.results as r; "
+    "r.SOURCE_ROOT = Path(sys.argv.pop(1)); r.source_revision = lambda: 'abc123+dirty'; "
+    "sys.argv[0] = 'cl_sweep'; runpy.run_module('cl_sweep', run_name='__main__')"
+)
+
+
+def run_dirty(root, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _DIRTY_CHILD, str(root), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_check_results_folder_rules(tmp_path, monkeypatch):
+    import cl_sweep.results as results
+
+    monkeypatch.setattr(results, "SOURCE_ROOT", tmp_path)
+    monkeypatch.setattr(results, "source_revision", lambda: "abc123+dirty")
+    with pytest.raises(ValueError, match=r"uncommitted changes under src/ or conf/ \(revision abc123\+dirty\)"):
+        results.check_results_folder(tmp_path / "results" / "a6" / "job", allow_dirty=False)
+    with pytest.raises(ValueError, match="allow_dirty_results=true"):
+        results.check_results_folder(tmp_path / "results", allow_dirty=False)
+    results.check_results_folder(tmp_path / "results" / "a6", allow_dirty=True)  # the explicit override
+    results.check_results_folder(tmp_path / "outputs" / "job", allow_dirty=False)  # not the stored results
+    results.check_results_folder(tmp_path / "results_old", allow_dirty=False)  # a sibling, not inside
+    monkeypatch.setattr(results, "source_revision", lambda: "abc123")  # committed code
+    results.check_results_folder(tmp_path / "results" / "a6", allow_dirty=False)
+    monkeypatch.setattr(results, "source_revision", lambda: None)  # an installed wheel: no checkout
+    results.check_results_folder(tmp_path / "results" / "a6", allow_dirty=False)
+
+
+@pytest.mark.slow
+def test_uncommitted_code_cannot_write_into_stored_results(tmp_path):
+    job = tmp_path / "results" / "mine"
+    proc = run_dirty(tmp_path, *SMOKE, f"hydra.run.dir={job}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("cl_sweep:") == 1 and "Traceback" not in proc.stderr
+    assert "uncommitted changes" in proc.stderr and "allow_dirty_results=true" in proc.stderr
+    assert not (job / "result.json").exists()
+    # the population launcher refuses the whole sweep before training any of it
+    sweep = tmp_path / "results" / "sweep"
+    proc = run_dirty(tmp_path, "--multirun", *SMOKE, "seed=0,1", "hydra/launcher=population", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode != 0 and "uncommitted changes" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(sweep.rglob("result.json"))
+    # with the override the job trains, and its file says how it was made
+    proc = run_dirty(tmp_path, *SMOKE, f"hydra.run.dir={job}", "allow_dirty_results=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stored = read_result(job / "result.json")
+    assert "allow_dirty_results=true" in stored["overrides"] and stored["versions"]["git"] == "abc123+dirty"
+    # outside the stored results nothing is checked
+    proc = run_dirty(tmp_path, *SMOKE, f"hydra.run.dir={tmp_path / 'outputs' / 'job'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 from omegaconf import DictConfig
 
-from cl_sweep.config import ConfigError, validate
-from cl_sweep.results import RESULT_FILENAME, is_complete, write_result
+from cl_sweep.config import validate
+from cl_sweep.results import RESULT_FILENAME, check_results_folder, is_complete, write_result
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
 
     try:
         validate(cfg)  # imports the config's plugins first: a launcher's worker process has not seen them
-    except ConfigError as e:
+        check_results_folder(output_dir, allow_dirty=bool(cfg.get("allow_dirty_results", False)))
+    except ValueError as e:  # ConfigError included
         _error(str(e))
     threads, why = cfg.get("cpu_threads"), ""
     if threads is None:

@@ -58,6 +58,9 @@ class Config:
     data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
     progress: bool = True  # progress bars
     skip_completed: bool = True  # a job whose result.json is complete for the same overrides is not re-run
+    # Write into the checkout's results/ from code with uncommitted changes (refused by default:
+    # see cl_sweep.results.check_results_folder).
+    allow_dirty_results: bool = False
     # XLA/BLAS CPU threads of the job's process. null: follow the launcher (joblib: CPUs // n_jobs,
     # submitit: cpus_per_task; others: XLA's default, all CPUs). Applied before XLA starts: see cli.apply_cpu_threads.
     cpu_threads: Optional[int] = None

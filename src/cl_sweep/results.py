@@ -44,6 +44,7 @@ key                         meaning
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -54,6 +55,55 @@ from typing import Any, Iterator
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (1, 2)
 RESULT_FILENAME = "result.json"
+#: The source checkout this module was imported from (src/cl_sweep/results.py -> the checkout).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+@functools.lru_cache(maxsize=1)
+def source_revision() -> str | None:
+    """The source checkout's commit (with "+dirty" for uncommitted changes under src/ or conf/), or
+    None outside git (an installed wheel).
+
+    Cached per process: the code a process runs is the code it imported, so one look at start-up
+    describes every job it trains (and spares two git calls per job in a sweep).
+    """
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "-C", str(SOURCE_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(SOURCE_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "src", "conf"], capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def check_results_folder(output_dir: str | os.PathLike, *, allow_dirty: bool) -> None:
+    """Refuses to write into the checkout's stored ``results/`` from uncommitted code.
+
+    A stored result must re-run from its recorded overrides at its recorded revision; one trained
+    by changes under ``src/`` or ``conf/`` that were never committed cannot. ``allow_dirty``
+    (the job's ``allow_dirty_results=true``) lets it through: the file then records the override
+    and a ``+dirty`` revision. Elsewhere (outputs/, multirun/, any folder outside the checkout's
+    results/) nothing is checked.
+
+    Raises:
+        ValueError: one paragraph naming the folder, the revision and the way out.
+    """
+    stored = SOURCE_ROOT / "results"
+    target = Path(output_dir).resolve()
+    if allow_dirty or not (target == stored or stored in target.parents):
+        return
+    rev = source_revision()
+    if rev is not None and rev.endswith("+dirty"):
+        raise ValueError(
+            f"{target} is inside the stored results ({stored}), and the code has uncommitted changes under "
+            f"src/ or conf/ (revision {rev}): a stored result must re-run from its overrides at its recorded "
+            "revision. Commit the changes first, write elsewhere (hydra.run.dir=... or hydra.sweep.dir=...), or "
+            "add allow_dirty_results=true to store it anyway (the file then records the +dirty revision). "
+            "Nothing was trained"
+        )
 STATUSES = ("ok", "diverged")
 
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {

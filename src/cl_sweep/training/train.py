@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import math
 import time
 from typing import Any, Mapping, Sequence
@@ -24,7 +23,7 @@ from cl_sweep.training.engine import (
 )
 from cl_sweep.components.optimizers import get_optimizer
 from cl_sweep.components.strategies import get_strategy
-from cl_sweep.results import SCHEMA_VERSION
+from cl_sweep.results import SCHEMA_VERSION, source_revision
 from cl_sweep.data.tasks import TaskSplit
 
 _DEVICE_DATA: dict[tuple[str, str | None], tuple[DeviceData, Any]] = {}
@@ -140,27 +139,6 @@ def split_of(cfg: Mapping, dataset) -> TaskSplit:
     from cl_sweep.components.benchmarks import benchmark_of as build
 
     return build(cfg["benchmark"]).split(dataset)
-
-
-@functools.lru_cache(maxsize=1)
-def _git_revision() -> str | None:
-    """The source checkout's commit (with "+dirty" for uncommitted changes), or None outside git.
-
-    Cached per process: the code a process runs is the code it imported, so one look at start-up
-    describes every job it trains (and spares two git calls per job in a sweep).
-    """
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "src", "conf"], capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -358,7 +336,7 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         "backward_transfer": [metrics.backward_transfer(m) for m in matrix],
         "active_fraction": active,
         "wall_time_s": round(wall, 3),
-        "versions": {"cl_sweep": __version__, "git": _git_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
+        "versions": {"cl_sweep": __version__, "git": source_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -68,11 +68,16 @@ class PopulationLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from cl_sweep.cli import run_jobs, summary
         from cl_sweep.config import ConfigError, validate
+        from cl_sweep.results import check_results_folder
         from cl_sweep.training.train import objective, population_key
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        try:
+            check_results_folder(str(self.config.hydra.sweep.dir), allow_dirty=bool(self.config.get("allow_dirty_results", False)))
+        except ValueError as e:
+            raise SystemExit(f"cl_sweep: {e}") from None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs as populations of up to {self.max_population} models")
 
