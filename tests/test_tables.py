@@ -603,3 +603,46 @@ def test_a9_decaying_sgd_fills_the_appendix_not_a_table2_column(tmp_path: Path) 
     table2 = tables.table2(tables.best_per_cell(tables.plain_runs(summary)))
     assert "sgd_exp_decay" not in table2.to_markdown() and "69.0" not in table2.to_markdown()
     assert "69.0" in tables.appendix_table(summary, jobs).to_markdown()
+
+
+def test_other_models_get_their_own_table_and_never_enter_table2(tmp_path: Path) -> None:
+    import cl_sweep
+    from cl_sweep.components.registry import MODELS, STRATEGIES
+
+    paper_mlp = {"model.hidden_size": 1000, "model.weight_norm": [True, False], "optimizer.lr": 0.01}
+    deep = {"model.hidden_size": [1000, 1000], "model.weight_norm": [True, True, False], "optimizer.lr": 0.01}
+    put(tmp_path, "a", hyperparameters=paper_mlp, accuracy=[0.70] * 5)
+    put(tmp_path, "b", hyperparameters=deep, accuracy=[0.90] * 5)  # better, but not the paper's model
+    put(tmp_path, "c", hyperparameters={"model.name": "tiny_net_t", "model.width": 32, "optimizer.lr": 0.01},
+        accuracy=[0.40] * 5)
+    put(tmp_path, "d", hyperparameters={**paper_mlp, "strategy.name": "pull_t", "strategy.lambda": 1.0},
+        accuracy=[0.75] * 5)
+
+    @cl_sweep.register_model("tiny_net_t", label="Tiny net")
+    def tiny_net(*, width: int = 32, input_size: int = 784, num_classes: int = 10):
+        raise NotImplementedError  # never built: the tables only need its label
+
+    @cl_sweep.register_strategy("pull_t", label="Pull to anchor")
+    def pull(*, lambda_: float = 1.0):
+        raise NotImplementedError
+
+    try:
+        summary, _, _ = pipeline(tmp_path)
+        best = tables.best_per_cell(tables.plain_runs(summary))
+        assert cell(best, "hard_ash", "adagrad")["mean"] == pytest.approx(70.0)  # the deep MLP's 90 stays out
+        models = tables.models_table(summary)
+        assert models is not None
+        shown = models.display.set_index("Model")
+        assert list(shown.index) == ["MLP", "Tiny net"]  # the built-in MLP's label, then the user's
+        assert shown.loc["MLP", "Best"].startswith("90.0") and shown.loc["MLP", "Paper's MLP"].startswith("70.0")
+        assert "model.hidden_size=[1000,1000]" in shown.loc["MLP", "Model hyperparameters"]
+        assert shown.loc["Tiny net", "Best"].startswith("40.0") and "model.width=32" in shown.loc["Tiny net", "Model hyperparameters"]
+        assert list(models.data["architecture"]) == ["mlp [1000, 1000]", "tiny_net_t"]
+        strategies = tables.strategies_table(summary)
+        assert strategies is not None and list(strategies.display["Strategy"]) == ["Pull to anchor"]
+        assert tables.models_table(tables.summarize(tables.load_results(tmp_path / "a")[0])) is None  # only the paper's MLP
+        text = tables.write_tables(summary, tmp_path / "out")
+        assert (tmp_path / "out" / "models.md").exists() and "Other models" in text
+    finally:
+        MODELS.unregister("tiny_net_t")
+        STRATEGIES.unregister("pull_t")

@@ -132,11 +132,15 @@ PAPER_APPENDIX: dict[str, PaperValue] = {
 
 
 def _registered_label(kind: str, key: str) -> str | None:
-    from cl_sweep.components.activations import ACTIVATIONS  # deferred: the tables need jax only for the names
-    from cl_sweep.components.optimizers import OPTIMIZERS
+    """A registered component's display name (its ``label=``, else its name); None if not registered."""
+    import importlib
 
-    registry = ACTIVATIONS if kind == "activation" else OPTIMIZERS
-    return registry[key].display if key in registry else None
+    from cl_sweep.components import registry  # deferred: the tables need jax only for the names
+
+    reg = {"activation": registry.ACTIVATIONS, "optimizer": registry.OPTIMIZERS,
+           "strategy": registry.STRATEGIES, "model": registry.MODELS}[kind]
+    importlib.import_module(reg.builtin_module)  # the built-ins register when their module loads
+    return reg[key].display if key in reg else None
 
 
 def activation_name(key: str) -> str:
@@ -147,6 +151,16 @@ def activation_name(key: str) -> str:
 def optimizer_name(key: str) -> str:
     """Display name of an optimizer: its registered label, else the model's own rule's name, else the key."""
     return _registered_label("optimizer", key) or OPTIMIZER_NAMES.get(key, key)
+
+
+def strategy_name(key: str) -> str:
+    """Display name of a strategy: its registered label (EWC, online EWC, MAS), else the key."""
+    return _registered_label("strategy", key) or key
+
+
+def model_name(key: str) -> str:
+    """Display name of a model: its registered label, else the key."""
+    return _registered_label("model", key) or key
 
 
 def paper_order(keys: Iterable[str], order: tuple[str, ...]) -> list[str]:

@@ -1029,6 +1029,18 @@ def _epochs_of(hp: Any) -> int:
     return int(hp.get("benchmark.epochs_per_task", 1)) if isinstance(hp, dict) else 1
 
 
+def _paper_mlp(hp: Any) -> bool:
+    """Whether a grid point's model is the paper's MLP: one hidden layer of 1,000 units, weight norm
+    on the first layer only (absent keys are the defaults, which are)."""
+    if not isinstance(hp, dict):
+        return True
+    if _model_of(hp) != "mlp":
+        return False
+    size = hp.get("model.hidden_size", 1000)
+    size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
+    return size == 1000 and list(hp.get("model.weight_norm", [True, False])) == [True, False]
+
+
 def _paper_variant(hp: Any) -> bool:
     """The paper's main setting: the paper's MLP, one epoch per task, no strategy, and the standard
     optimizers (Adam with bias correction; A.8's variant without it belongs to the appendix table)."""
@@ -1036,7 +1048,7 @@ def _paper_variant(hp: Any) -> bool:
         return True
     return (
         _strategy_of(hp) == "none" and hp.get("optimizer.bias_correction", True) is not False
-        and _model_of(hp) == "mlp" and _epochs_of(hp) == 1
+        and _paper_mlp(hp) and _epochs_of(hp) == 1
     )
 
 
@@ -1155,7 +1167,7 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
             {
                 "Activation": paper.activation_name(act),
                 "Optimizer": paper.optimizer_name(opt),
-                "Strategy": strat,
+                "Strategy": paper.strategy_name(strat),
                 "Best": _ours(best),
                 "Without strategy": _ours(base),
                 "Strategy hyperparameters": own or DEFAULTS_KEY_LABEL,
@@ -1176,6 +1188,64 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
         pd.DataFrame(data_rows),
         "Final accuracy (%) of the best grid point with each strategy, beside the best of the same "
         "activation and optimizer without one. Tables 1 and 2 hold runs without a strategy only.",
+        [],
+    )
+
+
+def _architecture(hp: Any) -> str:
+    """What tells one model of a name from another in the models table: an MLP's widths, else the name."""
+    model = _model_of(hp)
+    if model == "mlp" and isinstance(hp, dict):
+        return f"mlp {hp.get('model.hidden_size', 1000)}"
+    return model
+
+
+def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+    """Best grid point per (model, activation, optimizer) for models other than the paper's MLP (a
+    deeper or wider MLP, a user's registered model), beside the paper's MLP in the same cell. The
+    built-in SDMLP and FlyModel are Table 1's comparison rows instead. None when no such run exists."""
+    if summary.empty:
+        return None
+    comparison_models = {model for _, _, model, _, _ in COMPARISON_ROWS if model != "mlp"}
+    s = summary[summary["benchmark"] == benchmark]
+    hp = s["hyperparameters"]
+    s = s[(hp.map(_strategy_of) == "none") & (hp.map(_epochs_of) == 1) & ~hp.map(_paper_mlp)
+          & ~hp.map(_model_of).isin(comparison_models)]
+    if s.empty:
+        return None
+    s = s.assign(_arch=s["hyperparameters"].map(_architecture), _model=s["hyperparameters"].map(_model_of))
+    plain_best = {(r.activation, r.optimizer): r for _, r in best_per_cell(plain_runs(summary[summary["benchmark"] == benchmark])).iterrows()}
+    display_rows, data_rows = [], []
+    for (arch, act, opt), cell in s.groupby(["_arch", "activation", "optimizer"], sort=True):
+        best = best_per_cell(cell.drop(columns=["_arch", "_model"])).iloc[0]
+        base = plain_best.get((act, opt))
+        own = ", ".join(kv for kv in str(best["hp_key"]).split(", ") if kv.startswith("model.") and not kv.startswith("model.name"))
+        display_rows.append(
+            {
+                "Model": paper.model_name(cell["_model"].iloc[0]),
+                "Activation": paper.activation_name(act),
+                "Optimizer": paper.optimizer_name(opt),
+                "Best": _ours(best),
+                "Paper's MLP": _ours(base),
+                "Model hyperparameters": own or DEFAULTS_KEY_LABEL,
+                "Grid points": str(len(cell)),
+            }
+        )
+        data_rows.append(
+            {
+                "benchmark": benchmark, "model": cell["_model"].iloc[0], "architecture": arch, "activation": act,
+                "optimizer": opt, "mean": best["mean"], "std": best["std"], "hyperparameters": best["hp_key"],
+                "paper_mlp_mean": math.nan if base is None else base["mean"], "grid_points": len(cell),
+            }
+        )
+    return Table(
+        "models",
+        f"Other models ({benchmark})",
+        pd.DataFrame(display_rows, columns=["Model", "Activation", "Optimizer", "Best", "Paper's MLP", "Model hyperparameters", "Grid points"]),
+        pd.DataFrame(data_rows),
+        "Final accuracy (%) of the best grid point of each model other than the paper's MLP (one hidden "
+        "layer of 1,000, weight norm on it), one epoch per task, no strategy, beside the best of the paper's "
+        "MLP with the same activation and optimizer. Tables 1 and 2 hold the paper's MLP only.",
         [],
     )
 
@@ -1212,6 +1282,8 @@ def write_tables(
     extra = [metrics_table(summary, benchmark)]
     if (strategies := strategies_table(full, benchmark)) is not None:
         extra.append(strategies)
+    if (models := models_table(full, benchmark)) is not None:
+        extra.append(models)
     if (comparison := comparison_table(full, benchmark)) is not None:
         extra.append(comparison)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
