@@ -478,3 +478,73 @@ def test_bad_sweeper_value_is_one_paragraph(tmp_path: Path) -> None:
         "cl_sweep: invalid Optuna sweep: hydra.sweeper.direction='up' is not supported; allowed: 'maximize' or "
         "'minimize' (a single objective). Nothing was run."
     ) in out
+
+
+# ---------------------------------------------------------------- upstream's samplers and keys
+def test_every_upstream_sampler_option_builds_with_its_keys() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    import hydra_plugins.cl_sweep_optuna_sweeper.config  # noqa: F401  registers the nodes
+
+    repo = ConfigStore.instance().repo["hydra"]["sweeper"]["sampler"]
+    space = {"x": FloatDistribution(0, 1, step=0.5), "y": IntDistribution(0, 2), "c": CategoricalDistribution(["a", "b"])}
+    built = {}
+    for option in ("tpe", "random", "cmaes", "qmc", "nsgaii", "nsgaiii", "grid"):
+        node = repo[f"{option}.yaml"].node
+        built[option] = make_sampler(node, distributions=space)
+    assert {k: type(v).__name__ for k, v in built.items()} == {
+        "tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+        "nsgaii": "NSGAIISampler", "nsgaiii": "NSGAIIISampler", "grid": "GridSampler"}
+    # upstream's keys are there: a user's overrides of them reach the sampler
+    nsga = OmegaConf.merge(repo["nsgaii.yaml"].node, {"population_size": 8, "seed": 3})
+    assert make_sampler(nsga)._population_size == 8
+    assert set(repo["tpe.yaml"].node) >= {"n_startup_trials", "n_ei_candidates", "multivariate", "consider_prior"}
+    # the grid is the sweep's search space, every point once
+    assert built["grid"]._search_space == {"c": ["a", "b"], "x": [0.0, 0.5, 1.0], "y": [0, 1, 2]}
+    with pytest.raises(ValueError, match=r"sampler=grid needs a discrete search space, but x is interval\(0.0, 1.0\)"):
+        make_sampler(repo["grid.yaml"].node, distributions={"x": FloatDistribution(0, 1)})
+    with pytest.raises(ValueError, match="MOTPESampler was removed in Optuna 4.0.*sampler=tpe"):
+        make_sampler(repo["motpe.yaml"].node)
+
+
+def test_a_sampler_without_its_package_is_refused_before_the_sweep(monkeypatch) -> None:
+    import importlib.util
+
+    from hydra.core.config_store import ConfigStore
+
+    import hydra_plugins.cl_sweep_optuna_sweeper.config  # noqa: F401
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "cmaes") else real(name, *a))
+    repo = ConfigStore.instance().repo["hydra"]["sweeper"]["sampler"]
+    with pytest.raises(ValueError, match=r"GPSampler\) needs the package\(s\) torch, which are not installed"):
+        make_sampler(repo["gp.yaml"].node)
+    with pytest.raises(ValueError, match=r"needs the package\(s\) cmaes"):
+        make_sampler(repo["cmaes.yaml"].node)
+
+
+@pytest.mark.slow
+def test_cmaes_and_grid_sweeps_run_to_the_end(tmp_path: Path) -> None:
+    # cmaes used to fail at its second trial (the package was missing) and leave it RUNNING
+    run_app(tmp_path, *SPACE, "hydra/sweeper/sampler=cmaes", n_trials=4, study_name="cma")
+    assert states(load(tmp_path, "cma")) == [TrialState.COMPLETE] * 4
+    # grid: each point once; n_trials above the grid's 6 points is lowered to 6
+    out = run_app(tmp_path, "x=choice(0.1,0.3)", "y=range(0,3)", "hydra/sweeper/sampler=grid", n_trials=10, study_name="grid")
+    assert "lowered to the grid's 6 points" in out
+    study = load(tmp_path, "grid")
+    assert states(study) == [TrialState.COMPLETE] * 6
+    assert sorted((t.params["x"], t.params["y"]) for t in study.trials) == [(x, y) for x in (0.1, 0.3) for y in range(3)]
+
+
+@pytest.mark.slow
+def test_max_failure_rate_stops_the_sweep_with_one_paragraph(tmp_path: Path) -> None:
+    # every job raises: with upstream's 0.0 the sweep stops after the first batch
+    out = run_app(tmp_path, *SPACE, "mode=raise", "hydra.sweeper.max_failure_rate=0.0", "hydra.sweeper.n_jobs=2",
+                  n_trials=6, expect_rc=2)
+    assert "2 of the 2 trials of the last batch failed" in out and "max_failure_rate=0.0" in out
+    assert "Traceback" not in out
+    assert states(load(tmp_path)) == [TrialState.FAIL] * 2
+    # the default (1.0) never stops: diverged or failed runs are results, the sweep goes on
+    run_app(tmp_path, *SPACE, "mode=raise", n_trials=3, study_name="goes_on")
+    assert states(load(tmp_path, "goes_on")) == [TrialState.FAIL] * 3
+    run_app(tmp_path, *SPACE, "hydra.sweeper.max_failure_rate=1.5", n_trials=1, study_name="bad", expect_rc=2)

@@ -179,5 +179,10 @@ def ask_within_budget(
             f"(other workers) cover n_trials={n_trials}; marked FAIL with {BUDGET_ATTR}=True"
         )
         return None, why
-    suggest_all(trial, distributions)
+    try:
+        suggest_all(trial, distributions)
+    except BaseException:
+        # A sampler that fails (a missing package, a bug): the trial must not stay RUNNING.
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
     return trial, ""

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -79,7 +80,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, QMCSampler
 from optuna.storages import JournalStorage
 from optuna.study import StudyDirection
@@ -100,9 +101,13 @@ log = logging.getLogger(__name__)
 _DIRECTIONS = ("maximize", "minimize")
 _KNOWN_SAMPLERS = (
     "optuna.samplers.TPESampler, optuna.samplers.RandomSampler, optuna.samplers.CmaEsSampler, "
-    "optuna.samplers.QMCSampler, optuna.samplers.NSGAIISampler, optuna.samplers.GPSampler "
-    "(or hydra/sweeper/sampler=tpe|random|cmaes|qmc)"
+    "optuna.samplers.QMCSampler, optuna.samplers.NSGAIISampler, optuna.samplers.NSGAIIISampler, "
+    "optuna.samplers.GPSampler, optuna.samplers.GridSampler "
+    "(or hydra/sweeper/sampler=tpe|random|cmaes|qmc|nsgaii|nsgaiii|gp|grid)"
 )
+# Samplers whose extra packages Optuna imports only when it first samples (a missing one would
+# fail the second trial, not the sweep's start): checked before the study is opened.
+_SAMPLER_NEEDS = {"CmaEsSampler": ("cmaes",), "GPSampler": ("torch", "scipy")}
 
 
 # Trials whose parameters must all be in the requested space: they carry a value or will.
@@ -213,12 +218,36 @@ def validate_direction(direction: Any) -> str:
     )
 
 
-def make_sampler(cfg: Any, *, seed_offset: int = 0) -> BaseSampler:
+def grid_choices(distributions: Mapping[str, BaseDistribution]) -> dict[str, list[Any]]:
+    """The grid of ``hydra/sweeper/sampler=grid``: every value of each (discrete) distribution.
+
+    Raises:
+        ValueError: A continuous distribution (an interval, a float range without step).
+    """
+    grid: dict[str, list[Any]] = {}
+    for name, dist in distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution) and not dist.log:
+            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            n = int(round((dist.high - dist.low) / dist.step)) + 1
+            grid[name] = [dist.low + i * dist.step for i in range(n)]
+        else:
+            raise ValueError(
+                f"hydra/sweeper/sampler=grid needs a discrete search space, but {name} is "
+                f"{describe_distribution(dist)}; allowed: choice(...), a,b,..., range(...) or a stepped float"
+            )
+    return grid
+
+
+def make_sampler(cfg: Any, *, seed_offset: int = 0, distributions: Mapping[str, BaseDistribution] | None = None) -> BaseSampler:
     """Instantiate ``hydra.sweeper.sampler``.
 
     Args:
         cfg: A ``_target_``-style node naming an ``optuna.samplers.BaseSampler`` subclass.
         seed_offset: Added to a non-null ``seed`` (see the module docstring).
+        distributions: The search space; ``GridSampler`` takes its grid from it.
 
     Returns:
         The sampler.
@@ -237,6 +266,11 @@ def make_sampler(cfg: Any, *, seed_offset: int = 0) -> BaseSampler:
             f"hydra.sweeper.sampler._target_={target!r} is missing; allowed: {_KNOWN_SAMPLERS}"
         )
     module_name, _, attr = target.rpartition(".")
+    if attr == "MOTPESampler":
+        raise ValueError(
+            "hydra.sweeper.sampler: MOTPESampler was removed in Optuna 4.0; its multi-objective TPE is "
+            "TPESampler now: use hydra/sweeper/sampler=tpe"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as e:
@@ -249,10 +283,20 @@ def make_sampler(cfg: Any, *, seed_offset: int = 0) -> BaseSampler:
             f"hydra.sweeper.sampler._target_={target!r} is not an optuna.samplers.BaseSampler subclass; "
             f"allowed: {_KNOWN_SAMPLERS}"
         )
+    missing = [m for m in _SAMPLER_NEEDS.get(cls.__name__, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"hydra.sweeper.sampler ({target}) needs the package(s) {', '.join(missing)}, which are not "
+            f"installed (pip install {' '.join(missing)}); nothing was run"
+        )
     if node.get("seed") is not None and seed_offset and not issubclass(cls, QMCSampler):
         node["seed"] = int(node["seed"]) + seed_offset
+    grid = grid_choices(distributions or {}) if issubclass(cls, optuna.samplers.GridSampler) else None
     try:
-        sampler = instantiate(node)
+        if grid is not None:  # plain lists, not Hydra's containers
+            sampler = cls(search_space=grid, **{k: v for k, v in node.items() if k != "_target_"})
+        else:
+            sampler = instantiate(node)
     except Exception as e:
         raise ValueError(f"hydra.sweeper.sampler ({target}) rejected its arguments {node}: {e}") from e
     return sampler
@@ -292,6 +336,7 @@ class OptunaSweeperImpl(Sweeper):
         heartbeat_interval: int | None,
         grace_period: int | None,
         space: Mapping[str, Any] | None = None,
+        max_failure_rate: float = 1.0,
     ) -> None:
         """Store the config; validation happens in :meth:`sweep` so errors surface unwrapped."""
         self.sampler_cfg = sampler
@@ -304,6 +349,7 @@ class OptunaSweeperImpl(Sweeper):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.space = space
+        self.max_failure_rate = max_failure_rate
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
@@ -319,6 +365,9 @@ class OptunaSweeperImpl(Sweeper):
 
     def _validate(self) -> str:
         direction = validate_direction(self.direction)
+        rate = self.max_failure_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={rate!r} is not allowed; expected a number from 0.0 to 1.0")
         for key in ("n_trials", "n_jobs"):
             value = getattr(self, key)
             low = 0 if key == "n_trials" else 1
@@ -387,18 +436,26 @@ class OptunaSweeperImpl(Sweeper):
             batch.append((trial, overrides))
         return batch, ""
 
-    def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn) -> None:
+    def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn) -> bool:
+        """Tell one job's outcome; True when the trial failed."""
         value, reason = job_outcome(ret)
-        if value is None:
-            log.warning(f"Trial {trial.number} FAIL: {reason}")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        else:
-            study.tell(trial, value, skip_if_finished=True)
+        try:
+            if value is None:
+                log.warning(f"Trial {trial.number} FAIL: {reason}")
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            else:
+                study.tell(trial, value, skip_if_finished=True)
+        except RuntimeError as e:
+            # GridSampler calls study.stop() once its grid is covered, which Optuna refuses outside
+            # study.optimize; the trial is told by then (upstream ignores it the same way).
+            if "Study.stop" not in str(e):
+                raise
+        return value is None
 
     def _launch(
         self, study: optuna.Study, storage: Any, batch: list[tuple[Trial, list[str]]], heartbeat_grace: float | None
-    ) -> None:
-        """Run the batch's jobs and tell their results; job.num is the trial number.
+    ) -> int:
+        """Run the batch's jobs and tell their results (returns how many failed); job.num is the trial number.
 
         With concurrent workers a batch's trial numbers can have gaps (another worker got
         the numbers in between); each run of consecutive numbers is then launched on its
@@ -412,7 +469,7 @@ class OptunaSweeperImpl(Sweeper):
             else:
                 runs.append([item])
         interval = self.heartbeat_interval if heartbeat_grace is not None else None
-        told = 0
+        told = failed = 0
         try:
             self.validate_batch_is_legal([ov for _, ov in batch])
             # Trial._trial_id: the storage id the heartbeat API needs (no public accessor).
@@ -420,13 +477,14 @@ class OptunaSweeperImpl(Sweeper):
                 for run in runs:
                     returns = self.launcher.launch([ov for _, ov in run], initial_job_idx=run[0][0].number)
                     for (trial, _), ret in zip(run, returns, strict=True):
-                        self._tell(study, trial, ret)
+                        failed += self._tell(study, trial, ret)
                         told += 1
         except BaseException:
             # Ctrl-C or a broken config: do not leave the batch RUNNING in the storage.
             for trial, _ in batch[told:]:
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
+        return failed
 
     def _params_with_space(self, arguments: list[str]) -> dict[str, Any]:
         """``params`` plus the ``space`` entries of the group options this sweep composes with."""
@@ -461,12 +519,17 @@ class OptunaSweeperImpl(Sweeper):
             direction = self._validate()
             space = build_search_space(self._params_with_space(arguments), arguments)
             check_space_not_empty(space, self.n_trials)
-            make_sampler(self.sampler_cfg)  # fail on a bad sampler before touching the storage
+            make_sampler(self.sampler_cfg, distributions=space.distributions)  # fail on a bad sampler before touching the storage
             study, storage = self._open_study(space, direction)
         except ValueError as e:  # a bad hydra.sweeper value or search space: one paragraph, no traceback
             refuse(str(e))
         n_existing = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(self.sampler_cfg, seed_offset=n_existing)
+        study.sampler = make_sampler(self.sampler_cfg, seed_offset=n_existing, distributions=space.distributions)
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            size = math.prod(len(v) for v in grid_choices(space.distributions).values())
+            if self.n_trials > size:
+                log.info(f"GridSampler: n_trials={self.n_trials} lowered to the grid's {size} points")
+                self.n_trials = size
         # job.num is the trial number (see _launch): a resumed run, or another worker, in the
         # same sweep dir never overwrites a job dir.
 
@@ -493,8 +556,15 @@ class OptunaSweeperImpl(Sweeper):
         while launched < cap:
             batch, stop_reason = self._ask_batch(study, space, min(self.n_jobs, cap - launched), heartbeat_grace)
             if batch:
-                self._launch(study, storage, batch, heartbeat_grace)
+                failed = self._launch(study, storage, batch, heartbeat_grace)
                 launched += len(batch)
+                if failed / len(batch) > self.max_failure_rate:
+                    self._report(study, where)
+                    refuse(
+                        f"{failed} of the {len(batch)} trials of the last batch failed (reasons above), more than "
+                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: the sweep stopped. Every finished "
+                        "trial is in the study; re-running the same command resumes it"
+                    )
             if stop_reason:
                 log.info(f"Budget reached, no more asks: {stop_reason}")
                 break

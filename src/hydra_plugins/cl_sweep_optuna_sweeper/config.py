@@ -19,12 +19,22 @@ class SamplerConfig:
     seed: int | None = None
 
 
+# One node per sampler, with upstream hydra-optuna-sweeper's option names and keys (its main
+# branch, the Optuna >= 4 rewrite); the defaults are Optuna's own. Keys taking objects
+# (independent_sampler, constraints_func, ...) are set with `+` and `_target_` nodes if needed.
 @dataclass
 class TPESamplerConfig(SamplerConfig):
     """``optuna.samplers.TPESampler`` (the default)."""
 
     _target_: str = "optuna.samplers.TPESampler"
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
     n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool | None = None
+    warn_independent_sampling: bool | None = None
 
 
 @dataclass
@@ -36,9 +46,20 @@ class RandomSamplerConfig(SamplerConfig):
 
 @dataclass
 class CmaEsSamplerConfig(SamplerConfig):
-    """``optuna.samplers.CmaEsSampler``."""
+    """``optuna.samplers.CmaEsSampler`` (needs the ``cmaes`` package, a dependency of cl_sweep)."""
 
     _target_: str = "optuna.samplers.CmaEsSampler"
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
+    n_startup_trials: int = 1
+    warn_independent_sampling: bool = True
+    consider_pruned_trials: bool = False
+    restart_strategy: str | None = None
+    popsize: int | None = None
+    inc_popsize: int = -1
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
 
 
 @dataclass
@@ -46,6 +67,61 @@ class QMCSamplerConfig(SamplerConfig):
     """``optuna.samplers.QMCSampler``."""
 
     _target_: str = "optuna.samplers.QMCSampler"
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    warn_asynchronous_seeding: bool = True
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class NSGAIISamplerConfig(SamplerConfig):
+    """``optuna.samplers.NSGAIISampler`` (a genetic algorithm; multi-objective too)."""
+
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+
+
+@dataclass
+class NSGAIIISamplerConfig(SamplerConfig):
+    """``optuna.samplers.NSGAIIISampler`` (reference-point NSGA for many objectives)."""
+
+    _target_: str = "optuna.samplers.NSGAIIISampler"
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    dividing_parameter: int = 3
+
+
+@dataclass
+class GPSamplerConfig(SamplerConfig):
+    """``optuna.samplers.GPSampler`` (Gaussian-process Bayesian optimisation; needs ``torch`` and ``scipy``)."""
+
+    _target_: str = "optuna.samplers.GPSampler"
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class GridSamplerConfig(SamplerConfig):
+    """``optuna.samplers.GridSampler``: every point of a discrete search space once, in random order.
+
+    Its grid is the sweep's search space (choices, int ranges, stepped floats), as upstream builds
+    it; ``n_trials`` above the grid's size is lowered to it.
+    """
+
+    _target_: str = "optuna.samplers.GridSampler"
+
+
+@dataclass
+class MOTPESamplerConfig(SamplerConfig):
+    """Removed from Optuna (4.0): upstream keeps the name to say so; so do we."""
+
+    _target_: str = "optuna.samplers.MOTPESampler"
 
 
 @dataclass
@@ -75,6 +151,10 @@ class OptunaSweeperConf:
     n_trials: int = 20
     # Trials asked and launched together per launcher call.
     n_jobs: int = 1
+    # After each batch: stop the sweep with an error when more than this share of its trials
+    # failed (upstream's key). 1.0 (the default) never stops: a diverged run is a result, recorded
+    # as a FAIL trial, and the next run of the same command replaces it; upstream's own default is 0.0.
+    max_failure_rate: float = 1.0
     # Param name -> Hydra sweep string, e.g. `tag(log, interval(1e-6, 1e-4))`.
     params: dict[str, Any] = field(default_factory=dict)
     # Per group option: {group: {option: {key: sweep string}}}. For each group option the job
@@ -100,6 +180,11 @@ def _register() -> None:
         ("random", RandomSamplerConfig),
         ("cmaes", CmaEsSamplerConfig),
         ("qmc", QMCSamplerConfig),
+        ("nsgaii", NSGAIISamplerConfig),
+        ("nsgaiii", NSGAIIISamplerConfig),
+        ("gp", GPSamplerConfig),
+        ("grid", GridSamplerConfig),
+        ("motpe", MOTPESamplerConfig),
     ):
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="cl_sweep")
 

@@ -26,6 +26,7 @@ class OptunaSweeper(Sweeper):
         heartbeat_interval: int | None = 60,
         grace_period: int | None = None,
         space: DictConfig | None = None,
+        max_failure_rate: float = 1.0,
     ) -> None:
         """Create the sweeper from ``hydra.sweeper`` (keys documented in ``config.py``)."""
         from ._impl import OptunaSweeperImpl
@@ -40,6 +41,7 @@ class OptunaSweeper(Sweeper):
             params=params,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
+            max_failure_rate=max_failure_rate,
             space=space,
         )
 
