@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import os
 import socket
 import subprocess
@@ -548,3 +549,18 @@ def test_max_failure_rate_stops_the_sweep_with_one_paragraph(tmp_path: Path) -> 
     run_app(tmp_path, *SPACE, "mode=raise", n_trials=3, study_name="goes_on")
     assert states(load(tmp_path, "goes_on")) == [TrialState.FAIL] * 3
     run_app(tmp_path, *SPACE, "hydra.sweeper.max_failure_rate=1.5", n_trials=1, study_name="bad", expect_rc=2)
+
+
+@pytest.mark.slow
+def test_upstreams_own_example_runs_unchanged(tmp_path: Path) -> None:
+    """Upstream's example (its config.yaml and sphere.py, copied unchanged but for a header) loads and
+    minimises: max_failure_rate, storage null (in memory), direction minimize, a stepped range."""
+    app = Path(__file__).parent / "apps" / "upstream_example" / "sphere.py"
+    proc = subprocess.run([sys.executable, str(app), "--multirun", "hydra.sweeper.n_trials=6", f"hydra.sweep.dir={tmp_path}/s"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "direction: minimize" in out and "in-memory (6 COMPLETE trial(s))" in out
+    values = [float(x) ** 2 + float(y) ** 2 for x, y in re.findall(r"#\d+ : x=(\S+) y=(\S+)", out)]
+    assert len(values) == 6
+    assert f"Best value: {min(values)}" in out  # the smallest: minimised, not maximised
