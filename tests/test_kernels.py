@@ -269,7 +269,7 @@ def test_fused_kernel_refused_where_it_does_not_apply():
 
 @pytest.mark.slow
 def test_switch_turns_the_kernel_off():
-    code = "from cl_sweep import kernels; print(kernels.available())"
+    code = "from cl_sweep.training import kernels; print(kernels.available())"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, kernels.ENV_SWITCH: "0"}, check=True
     )

@@ -539,7 +539,7 @@ def seed_inputs(cmd: str, workdir: Path) -> None:
         r = named_dir(m.group(1), "RESULTS")
         if r:
             folders.append(r)
-    m = re.search(r"python3?\s+-m\s+cl_sweep\.(?:tables|figures)\s+(.*)", cmd)
+    m = re.search(r"python3?\s+-m\s+cl_sweep\.analysis\.(?:tables|figures)\s+(.*)", cmd)
     if m:
         for token in shlex.split(m.group(1)):
             if token.startswith("-"):
@@ -554,10 +554,10 @@ def seed_inputs(cmd: str, workdir: Path) -> None:
 def expected_outputs(cmd: str, workdir: Path) -> None:
     """Table and figure commands must leave their files behind."""
     last = last_program(cmd)
-    if re.match(r"make\s+tables\b", last) or re.search(r"-m\s+cl_sweep\.tables\s", last):
+    if re.match(r"make\s+tables\b", last) or re.search(r"-m\s+cl_sweep\.analysis\.tables\s", last):
         out = named_dir(last.replace("--out ", "--out="), "--out") or "tables"
         assert list((workdir / out).rglob("*.md")), f"`{cmd}` wrote no Markdown table under {out}/"
-    if re.match(r"make\s+figures\b", last) or re.search(r"-m\s+cl_sweep\.figures\s", last):
+    if re.match(r"make\s+figures\b", last) or re.search(r"-m\s+cl_sweep\.analysis\.figures\s", last):
         out = named_dir(last.replace("--out ", "--out="), "--out") or "figures"
         assert list((workdir / out).rglob("*.png")), f"`{cmd}` wrote no figure under {out}/"
 
