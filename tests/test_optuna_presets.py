@@ -68,3 +68,67 @@ def test_empty_search_space_is_refused_before_any_trial(tmp_path: Path) -> None:
         assert hint in proc.stderr, hint
     # refused before the storage was opened: no study, no trial, no job dir
     assert not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.slow
+def test_multi_objective_sweep_of_accuracy_against_sparsity(tmp_path: Path) -> None:
+    """The issue's command: maximise accuracy, minimise the active fraction, read from each job's
+    result by name; the Pareto front in optimization_results.yaml holds those numbers."""
+    proc = run_cli(
+        "--multirun", "hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.objectives=[final_accuracy_mean,active_fraction_mean]",
+        "activation=hard_ash", "activation.alpha=interval(2.0,6.0)", "optimizer=adagrad",
+        "hydra.sweeper.n_trials=3", "benchmark.limit_per_task=64", "n_seeds=1", "progress=false",
+        "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "direction of final_accuracy_mean, active_fraction_mean: ['maximize', 'minimize'] (from hydra.sweeper.direction)" in out
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert list(results.objectives) == ["final_accuracy_mean", "active_fraction_mean"]
+    assert 1 <= len(results.solutions) <= 3
+    for point in results.solutions:
+        result = read_result(tmp_path / "sweep" / str(point.trial) / "result.json")
+        assert list(point["values"]) == pytest.approx(
+            [result["final_accuracy_mean"], result["active_fraction"][0][-1]]
+        )
+        assert point.params["activation.alpha"] == result["hyperparameters"]["activation.alpha"]
+
+
+@pytest.mark.slow
+def test_cl_sweep_maximises_accuracy_when_no_direction_is_given(tmp_path: Path) -> None:
+    """The entry point declares its objective: with no hydra.sweeper.direction (upstream's default is
+    minimize) a sweep of cl_sweep still maximises final accuracy, and says where that came from."""
+    proc = run_cli(
+        "--multirun", "hydra/sweeper=optuna", "optimizer.learning_rate=choice(1e-7,2e-4)", "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_trials=2", "benchmark.limit_per_task=64", "n_seeds=1", "progress=false",
+        "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "direction: maximize (from the task's declared objective (final_accuracy_mean))" in out
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    values = {n: read_result(tmp_path / "sweep" / str(n) / "result.json")["final_accuracy_mean"] for n in (0, 1)}
+    assert results.best_value == pytest.approx(max(values.values()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.objectives=[final_accuracy_mean]"],
+         "hydra.sweeper.direction has 2 direction(s) ['maximize', 'minimize'] but hydra.sweeper.objectives has 1 key(s)"),
+        (["hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.objectives=[final_accuracy_mean,sparsity]"],
+         "hydra.sweeper.objectives names sparsity, which no result of this task has; allowed: final_accuracy_mean,"),
+        (["hydra.sweeper.objectives=[final_accuracy_mean,wall_time_s]"],
+         "hydra.sweeper.objectives=['final_accuracy_mean', 'wall_time_s'] but hydra.sweeper.direction is not given; "
+         "give one direction per objective, e.g. hydra.sweeper.direction=[maximize,maximize]. Nothing was run."),
+    ],
+)
+def test_bad_objectives_are_refused_before_any_trial(tmp_path: Path, overrides: list[str], needle: str) -> None:
+    proc = run_cli("--multirun", "hydra/sweeper=optuna", "optimizer.learning_rate=choice(1e-4,2e-4)", *overrides,
+                   cwd=tmp_path, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-4000:]
+    assert "Traceback" not in out
+    assert f"cl_sweep: invalid Optuna sweep: {needle}" in proc.stderr
+    assert not (tmp_path / "multirun").exists()  # refused before the storage was opened

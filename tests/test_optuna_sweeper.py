@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.cl_sweep_optuna_sweeper._impl import (
     job_outcome,
     make_sampler,
+    resolve_objectives,
     space_mismatches,
     validate_direction,
 )
@@ -41,7 +42,7 @@ from hydra_plugins.cl_sweep_optuna_sweeper._storage import (
 )
 
 APP = Path(__file__).parent / "apps" / "toy_objective" / "my_app.py"
-SPACE = ["hydra.sweeper.params.x='interval(0,1)'", "y=range(0,5)"]
+SPACE = ["hydra.sweeper.params.x='interval(0,1)'", "y=range(0,4)"]  # 0..4: both ends included, as upstream
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -106,16 +107,16 @@ def test_search_space_mapping() -> None:
         "b": "tag(log, range(1,100))",
         "plain": 3,
     }
-    space = build_search_space(params, ["down=range(10,0,-3)", "+new=a,b", "fixed=7", "c=choice(1e-4,2e-4)"])
+    space = build_search_space(params, ["down=range(0,9,3)", "+new=a,b", "fixed=7", "c=choice(1e-4,2e-4)"])
     d = space.distributions
     assert d["x"] == FloatDistribution(0.0, 1.0)
     assert d["lr"] == FloatDistribution(1e-6, 1e-4, log=True)
     assert d["n"] == IntDistribution(1, 10) and d["k"] == IntDistribution(1, 8)
-    # Hydra's range excludes stop: 1..9, and 10,7,4,1 for the negative step.
-    assert d["r"] == IntDistribution(1, 9, step=1)
-    assert d["down"] == IntDistribution(1, 10, step=3)
-    assert d["b"] == IntDistribution(1, 99, log=True)
-    assert d["rf"] == CategoricalDistribution([0.0, 0.25, 0.5, 0.75])
+    # upstream's range: both ends included, a float step gives a stepped float
+    assert d["r"] == IntDistribution(1, 10, step=1)
+    assert d["down"] == IntDistribution(0, 9, step=3)  # shuffle(range(...)) below is the categorical
+    assert d["b"] == IntDistribution(1, 100, log=True)
+    assert d["rf"] == FloatDistribution(0.0, 1.0, step=0.25)
     # command line replaces the params entry; float choices stay floats
     assert d["c"] == CategoricalDistribution([1e-4, 2e-4])
     assert all(type(v) is float for v in d["c"].choices)
@@ -159,10 +160,38 @@ def test_bad_params_name_key_value_and_allowed(params: dict, args: list[str], ne
     assert needle in msg and "Allowed:" in msg and "interval(low,high)" in msg
 
 
+@pytest.mark.parametrize(
+    "line, expected",
+    [  # upstream's own table (tests/test_optuna_sweeper_plugin.py, main branch), case for case
+        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
+        ("key=choice(true, false)", CategoricalDistribution([True, False])),
+        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
+        ("key=shuffle(range(1,3))", CategoricalDistribution((1, 2))),
+        ("key=range(1,3)", IntDistribution(1, 3)),
+        ("key=interval(1, 5)", FloatDistribution(1, 5)),
+        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
+        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),
+        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),
+        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 5.5, step=1)),
+    ],
+)
+def test_distributions_match_upstreams(line: str, expected: Any) -> None:
+    actual = build_search_space(None, [line]).distributions["key"]
+    if isinstance(expected, CategoricalDistribution):  # shuffle() randomises the order
+        assert isinstance(actual, CategoricalDistribution) and set(actual.choices) == set(expected.choices)
+    else:
+        assert actual == expected
+
+
 def test_bad_direction_and_sampler() -> None:
-    assert validate_direction("MAXIMIZE") == "maximize"
-    with pytest.raises(ValueError, match=r"hydra.sweeper.direction='up'.*'maximize' or 'minimize'"):
+    assert validate_direction("MAXIMIZE") == ["maximize"]
+    assert validate_direction(["maximize", "minimize"]) == ["maximize", "minimize"]
+    with pytest.raises(ValueError, match=r"hydra.sweeper.direction='up'.*allowed: maximize or minimize"):
         validate_direction("up")
+    with pytest.raises(ValueError, match=r"hydra.sweeper.direction\[1\]='sideways'"):
+        validate_direction(["maximize", "sideways"])
+    with pytest.raises(ValueError, match="empty"):
+        validate_direction([])
     with pytest.raises(ValueError, match=r"_target_='optuna.samplers.Nope'.*allowed: optuna.samplers.TPESampler"):
         make_sampler({"_target_": "optuna.samplers.Nope"})
     with pytest.raises(ValueError, match="not an optuna.samplers.BaseSampler"):
@@ -200,17 +229,61 @@ def _job_return(value: Any, ok: bool = True) -> JobReturn:
 
 
 def test_job_outcome() -> None:
-    assert job_outcome(_job_return(1)) == (1.0, None)
+    assert job_outcome(_job_return(1)) == ([1.0], None)
     for ret, reason in [
         (_job_return(math.nan), "non-finite"),
         (_job_return(math.inf), "non-finite"),
         (_job_return(None), "None"),
         (_job_return("0.5"), "not a number"),
         (_job_return([1, 2]), "not convertible"),
+        (_job_return({"a": 1}), "name the objective(s) with hydra.sweeper.objectives"),
         (_job_return(RuntimeError("boom"), ok=False), "RuntimeError: boom"),
     ]:
         value, why = job_outcome(ret)
         assert value is None and reason in why
+
+
+def test_job_outcome_of_several_objectives() -> None:
+    from cl_sweep.results import Objective
+
+    # upstream's rule: a sequence, one number per direction
+    assert job_outcome(_job_return((1, 2.5)), n_values=2) == ([1.0, 2.5], None)
+    assert "2 value(s)" in job_outcome(_job_return([1, 2]), n_values=3)[1]
+    assert "not a list or tuple" in job_outcome(_job_return(1.0), n_values=2)[1]
+    assert "non-finite" in job_outcome(_job_return([1, math.nan]), n_values=2)[1]
+    # named objectives: from a mapping, or from the metrics a cl_sweep job's float carries
+    assert job_outcome(_job_return({"a": 1, "b": 2}), ["b", "a"], 2) == ([2.0, 1.0], None)
+    value = Objective(0.8, {"final_accuracy_mean": 0.8, "active_fraction_mean": 0.1, "forgetting_mean": None})
+    assert float(value) == 0.8 and value == 0.8
+    assert job_outcome(_job_return(value), ["final_accuracy_mean", "active_fraction_mean"], 2) == ([0.8, 0.1], None)
+    assert "is None" in job_outcome(_job_return(value), ["forgetting_mean"], 1)[1]
+    assert "have no 'nope'" in job_outcome(_job_return(value), ["nope"], 1)[1]
+    assert "no named metrics" in job_outcome(_job_return(3.0), ["a"], 1)[1]
+    import pickle
+
+    again = pickle.loads(pickle.dumps(value))  # a job's return crosses processes (joblib)
+    assert isinstance(again, Objective) and again == 0.8 and again.metrics == value.metrics
+
+
+def test_direction_rules() -> None:
+    declared = {"metric": "final_accuracy_mean", "direction": "maximize", "metrics": ["final_accuracy_mean", "wall_time_s"]}
+    # not given: the task's declared direction, else upstream's minimize
+    assert resolve_objectives(None, None, declared)[:2] == (["maximize"], None)
+    assert resolve_objectives(None, None, None)[:2] == (["minimize"], None)
+    assert resolve_objectives(None, ["final_accuracy_mean"], declared)[:2] == (["maximize"], ["final_accuracy_mean"])
+    # given: it wins
+    assert resolve_objectives("minimize", None, declared)[:2] == (["minimize"], None)
+    assert resolve_objectives(["maximize", "minimize"], ["final_accuracy_mean", "wall_time_s"], declared)[:2] == (
+        ["maximize", "minimize"], ["final_accuracy_mean", "wall_time_s"])
+    for direction, objectives, needle in [
+        ("maximize", ["final_accuracy_mean", "wall_time_s"], "1 direction(s) ['maximize'] but hydra.sweeper.objectives has 2"),
+        (None, ["final_accuracy_mean", "wall_time_s"], "hydra.sweeper.direction is not given"),
+        (None, ["wall_time_s"], "hydra.sweeper.direction is not given"),  # the task's direction is for its metric only
+        ("minimize", ["nope"], "names nope, which no result of this task has; allowed: final_accuracy_mean, wall_time_s"),
+        ("minimize", [], "hydra.sweeper.objectives=[] is not allowed"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            resolve_objectives(direction, objectives, declared)
 
 
 def test_fail_stale_trials_rules(tmp_path: Path) -> None:
@@ -332,7 +405,7 @@ def test_failing_jobs_fail_trials_but_not_the_sweep(tmp_path: Path) -> None:
     for t in trials:
         assert t.state == (TrialState.COMPLETE if t.params["mode"] == "ok" else TrialState.FAIL), t
     assert any(o == "mode='nan'" for t in trials for o in t.user_attrs["overrides"])
-    assert "non-finite value nan" in out and "job raised RuntimeError: toy failure" in out
+    assert "the job's return value is non-finite (nan: a diverged run)" in out and "job raised RuntimeError: toy failure" in out
     # batches of 3, 3, 2 with job.num increasing across batches
     assert sorted(int(p.name) for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == list(range(8))
 
@@ -364,12 +437,13 @@ def test_abandoned_running_trial_is_failed_and_replaced(tmp_path: Path) -> None:
 def test_describe_distribution_in_sweep_syntax() -> None:
     d = build_search_space(
         {"a": "interval(0,1)", "b": "tag(log, interval(1e-5, 1e-3))", "c": "range(0,5)", "e": "range(1,10,3)"},
-        ["f=int(tag(log, interval(16, 512)))", "g=choice(adam, 1, 2.5, '1', true)"],
+        ["f=int(tag(log, interval(16, 512)))", "g=choice(adam, 1, 2.5, '1', true)", "h=range(0.5, 5.5, step=1)"],
     ).distributions
     assert describe_distribution(d["a"]) == "interval(0.0, 1.0)"
     assert describe_distribution(d["b"]) == "tag(log, interval(1e-05, 0.001))"
-    assert describe_distribution(d["c"]) == "int(interval(0, 4))"
+    assert describe_distribution(d["c"]) == "int(interval(0, 5))"
     assert describe_distribution(d["e"]) == "range(1, 10, 3)"
+    assert describe_distribution(d["h"]) == "range(0.5, 5.5, 1.0)"
     assert describe_distribution(d["f"]) == "int(tag(log, interval(16, 512)))"
     assert describe_distribution(d["g"]) == "choice(adam, 1, 2.5, '1', true)"
     for dist in d.values():
@@ -449,7 +523,7 @@ def test_reused_study_name_with_another_space_is_refused(tmp_path: Path) -> None
     where = f"study 'probe' in sqlite:///{tmp_path}/s.db"
     for space, why in [
         (
-            ["hydra.sweeper.params.x='interval(0,2)'", "y=range(0,5)"],
+            ["hydra.sweeper.params.x='interval(0,2)'", "y=range(0,4)"],
             "parameter x is interval(0.0, 1.0) in its trials (trial 0) but interval(0.0, 2.0) in this sweep",
         ),
         (
@@ -476,8 +550,8 @@ def test_bad_sweeper_value_is_one_paragraph(tmp_path: Path) -> None:
     out = run_app(tmp_path, *SPACE, "hydra.sweeper.direction=up", n_trials=1, expect_rc=2)
     assert "Traceback" not in out
     assert (
-        "cl_sweep: invalid Optuna sweep: hydra.sweeper.direction='up' is not supported; allowed: 'maximize' or "
-        "'minimize' (a single objective). Nothing was run."
+        "cl_sweep: invalid Optuna sweep: hydra.sweeper.direction='up' is not supported; allowed: maximize or "
+        "minimize, or a list of them (one per objective, e.g. [maximize, minimize]). Nothing was run."
     ) in out
 
 
@@ -530,11 +604,11 @@ def test_cmaes_and_grid_sweeps_run_to_the_end(tmp_path: Path) -> None:
     run_app(tmp_path, *SPACE, "hydra/sweeper/sampler=cmaes", n_trials=4, study_name="cma")
     assert states(load(tmp_path, "cma")) == [TrialState.COMPLETE] * 4
     # grid: each point once; n_trials above the grid's 6 points is lowered to 6
-    out = run_app(tmp_path, "x=choice(0.1,0.3)", "y=range(0,3)", "hydra/sweeper/sampler=grid", n_trials=10, study_name="grid")
+    out = run_app(tmp_path, "x=choice(0.1,0.3)", "y=range(0,2)", "hydra/sweeper/sampler=grid", n_trials=10, study_name="grid")
     assert "lowered to the grid's 6 points" in out
     study = load(tmp_path, "grid")
     assert states(study) == [TrialState.COMPLETE] * 6
-    assert sorted((t.params["x"], t.params["y"]) for t in study.trials) == [(x, y) for x in (0.1, 0.3) for y in range(3)]
+    assert sorted((t.params["x"], t.params["y"]) for t in study.trials) == [(x, y) for x in (0.1, 0.3) for y in (0, 1, 2)]
 
 
 @pytest.mark.slow
@@ -551,16 +625,83 @@ def test_max_failure_rate_stops_the_sweep_with_one_paragraph(tmp_path: Path) -> 
     run_app(tmp_path, *SPACE, "hydra.sweeper.max_failure_rate=1.5", n_trials=1, study_name="bad", expect_rc=2)
 
 
-@pytest.mark.slow
-def test_upstreams_own_example_runs_unchanged(tmp_path: Path) -> None:
-    """Upstream's example (its config.yaml and sphere.py, copied unchanged but for a header) loads and
-    minimises: max_failure_rate, storage null (in memory), direction minimize, a stepped range."""
-    app = Path(__file__).parent / "apps" / "upstream_example" / "sphere.py"
-    proc = subprocess.run([sys.executable, str(app), "--multirun", "hydra.sweeper.n_trials=6", f"hydra.sweep.dir={tmp_path}/s"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+UPSTREAM = Path(__file__).parent / "apps" / "upstream_example"
+
+
+def run_upstream(script: str, sweep_dir: Path, *overrides: str) -> str:
+    """Run one of upstream's example scripts as its own tests do (hydra.job.chdir=True, n_trials=20)."""
+    cmd = [sys.executable, str(UPSTREAM / script), "--multirun", f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=True",
+           "hydra.sweeper.n_trials=20", "hydra.sweeper.n_jobs=1", *overrides]
+    proc = subprocess.run(cmd, cwd=sweep_dir.parent, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "direction: minimize" in out and "in-memory (6 COMPLETE trial(s))" in out
+    return out
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_commandline", [True, False])
+def test_upstreams_sphere_example(tmp_path: Path, with_commandline: bool) -> None:
+    """Upstream's sphere.py with its config folder, unchanged, run as upstream's own test runs it, with
+    upstream's answer: TPE (seed 123) reaches best_value <= 2.27 in 20 trials (their threshold: the 95th
+    percentile over 1,000 seeds). Also: max_failure_rate, storage null, a stepped float range."""
+    storage = f"sqlite:///{tmp_path}/test.db"
+    extra = ["x=choice(0, 1, 2)", "y=0"] if with_commandline else []
+    out = run_upstream("sphere.py", tmp_path / "s", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=test-optuna-example",
+                       "hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.seed=123", "~z", *extra)
+    assert "direction: minimize (from hydra.sweeper.direction)" in out
+    returns = OmegaConf.load(tmp_path / "s" / "optimization_results.yaml")
+    best = optuna.load_study(storage=storage, study_name="test-optuna-example").best_trial
+    assert returns.name == "optuna" and returns.best_value == best.value and returns.best_params.x == best.params["x"]
+    if with_commandline:
+        assert "y" not in returns.best_params and "y" not in best.params
+    else:
+        assert returns.best_params.y == best.params["y"]
+        assert isinstance(best.distributions["x"], FloatDistribution) and best.distributions["x"].step == 0.5
+    assert returns.best_value <= 2.27
+
+
+@pytest.mark.slow
+def test_upstreams_example_minimises_by_default(tmp_path: Path) -> None:
+    """An app that declares no direction is minimised, upstream's default (sphere.py with direction=null)."""
+    out = run_upstream("sphere.py", tmp_path / "s", "hydra.sweeper.direction=null", "hydra.sweeper.n_trials=6")
+    assert "direction: minimize (from the default (upstream's: minimize))" in out
     values = [float(x) ** 2 + float(y) ** 2 for x, y in re.findall(r"#\d+ : x=(\S+) y=(\S+)", out)]
-    assert len(values) == 6
-    assert f"Best value: {min(values)}" in out  # the smallest: minimised, not maximised
+    assert len(values) == 6 and f"Best value: {min(values)}" in out  # the smallest: minimised, not maximised
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_commandline", [True, False])
+def test_upstreams_multi_objective_example(tmp_path: Path, with_commandline: bool) -> None:
+    """Upstream's multi-objective.py (Binh and Korn, direction [minimize, minimize]): the Pareto front in
+    optimization_results.yaml, its points mutually non-dominated, on upstream's grid of values."""
+    extra = ["x=range(0, 5)", "y=range(0, 3)"] if with_commandline else []
+    run_upstream("multi-objective.py", tmp_path / "s", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=123", *extra)
+    returns = OmegaConf.load(tmp_path / "s" / "optimization_results.yaml")
+    assert returns.name == "optuna" and list(returns.directions) == ["minimize", "minimize"]
+    front = returns.solutions
+    assert len(front) >= 2
+    for a in front:
+        x, y = a.params.x, a.params.y
+        assert list(a["values"]) == [4 * x**2 + 4 * y**2, (x - 5) ** 2 + (y - 5) ** 2]
+        assert (x % 1, y % 1) == (0, 0) if with_commandline else {x % 1, y % 1} <= {0, 0.5}
+        for b in front:
+            assert not _dominates(list(b["values"]), list(a["values"]))
+
+
+@pytest.mark.slow
+def test_upstreams_custom_search_space_example(tmp_path: Path) -> None:
+    """Upstream's custom-search-space-objective.py: its configure(cfg, trial) adds z within
+    max_z_difference_from_x of x and a new key +w in [0, 1]; each trial's job sees them."""
+    run_upstream("custom-search-space-objective.py", tmp_path / "s", "hydra/sweeper/sampler=random",
+                 "hydra.sweeper.sampler.seed=123", "max_z_difference_from_x=0.3")
+    returns = OmegaConf.load(tmp_path / "s" / "optimization_results.yaml")
+    assert returns.name == "optuna"
+    assert abs(returns.best_params.x - returns.best_params.z) <= 0.3
+    assert 0 <= returns.best_params["+w"] <= 1
+    for job in range(20):  # every job ran with its trial's z and w
+        cfg = OmegaConf.load(tmp_path / "s" / str(job) / ".hydra" / "config.yaml")
+        assert abs(cfg.x - cfg.z) <= 0.3 and 0 <= cfg.w <= 1

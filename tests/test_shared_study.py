@@ -45,7 +45,7 @@ from hydra_plugins.cl_sweep_optuna_sweeper._storage import (
 
 REPO = Path(__file__).resolve().parents[1]
 APP = Path(__file__).parent / "apps" / "toy_objective" / "my_app.py"
-SPACE = ["hydra.sweeper.params.x='interval(0,1)'", "y=range(0,5)"]
+SPACE = ["hydra.sweeper.params.x='interval(0,1)'", "y=range(0,4)"]  # 0..4: both ends included, as upstream
 DISTRIBUTIONS = {"x": FloatDistribution(0, 1), "y": IntDistribution(0, 4)}
 HOST = socket.gethostname()
 

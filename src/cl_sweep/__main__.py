@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cl_sweep.config import config_dir  # importing it registers the typed schemas before Hydra composes
+from cl_sweep.results import METRICS
 
 
 def _load_plugins() -> None:
@@ -32,6 +33,11 @@ def main(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     return run_job(cfg, overrides=list(hc.overrides.task), output_dir=hc.runtime.output_dir)
+
+
+# What a sweep of this task optimises when it does not say (read by hydra/sweeper=optuna): the
+# returned final_accuracy_mean, maximised; `metrics` are the names hydra.sweeper.objectives may use.
+main.__wrapped__.sweep_objective = {"metric": "final_accuracy_mean", "direction": "maximize", "metrics": list(METRICS)}
 
 
 if __name__ == "__main__":

@@ -247,3 +247,57 @@ def find_result_files(*roots: str | os.PathLike) -> Iterator[Path]:
             yield root
             continue
         yield from sorted(root.rglob(RESULT_FILENAME))
+
+
+# What a sweep can optimise by name (`hydra.sweeper.objectives=[...]`): one number per job.
+METRICS = (
+    "final_accuracy_mean",
+    "final_accuracy_std",
+    "forgetting_mean",
+    "backward_transfer_mean",
+    "active_fraction_mean",
+    "wall_time_s",
+)
+
+
+def _mean(values: list[Any]) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else None
+
+
+def metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    """The job's :data:`METRICS`: the file's scalars, and the per-seed lists as means over their seeds.
+
+    ``forgetting_mean`` and ``backward_transfer_mean`` average the per-seed values;
+    ``active_fraction_mean`` the per-seed active fraction after the last task. None where the
+    result has no value (a diverged job, a one-task benchmark, a version 1 file).
+    """
+    out: dict[str, float | None] = {
+        "final_accuracy_mean": result.get("final_accuracy_mean"),
+        "final_accuracy_std": result.get("final_accuracy_std"),
+        "forgetting_mean": _mean(result.get("forgetting") or []),
+        "backward_transfer_mean": _mean(result.get("backward_transfer") or []),
+        "active_fraction_mean": _mean([seed[-1] for seed in result.get("active_fraction") or [] if seed]),
+        "wall_time_s": result.get("wall_time_s"),
+    }
+    return {k: (None if v is None or not math.isfinite(float(v)) else float(v)) for k, v in out.items()}
+
+
+class Objective(float):
+    """What a job returns to its sweeper: ``final_accuracy_mean`` as a float (NaN for a diverged
+    job), carrying the job's other :func:`metrics` in ``.metrics`` for a sweep that names its
+    objectives (``hydra.sweeper.objectives=[final_accuracy_mean, active_fraction_mean]``).
+    Everything that wants a float (Hydra's sweepers, ``float(...)``) sees one."""
+
+    metrics: dict[str, float | None]
+
+    def __new__(cls, value: float, metrics: dict[str, float | None] | None = None) -> "Objective":
+        obj = super().__new__(cls, value)
+        obj.metrics = dict(metrics or {})
+        return obj
+
+    def __reduce__(self) -> tuple:  # a job's return crosses process boundaries (joblib)
+        return (Objective, (float(self), self.metrics))
+
+    def __repr__(self) -> str:
+        return f"Objective({float(self)!r})"

@@ -342,6 +342,9 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
 
 
 def objective(result: Mapping[str, Any]) -> float:
-    """The float a sweeper optimises: ``final_accuracy_mean``, NaN for a diverged job."""
+    """The float a sweeper optimises: ``final_accuracy_mean``, NaN for a diverged job; it carries the
+    job's other metrics by name (:class:`cl_sweep.results.Objective`) for ``hydra.sweeper.objectives``."""
+    from cl_sweep.results import Objective, metrics
+
     mean = result["final_accuracy_mean"]
-    return float("nan") if mean is None or not math.isfinite(mean) else float(mean)
+    return Objective(float("nan") if mean is None or not math.isfinite(mean) else float(mean), metrics(dict(result)))

@@ -52,6 +52,14 @@ trial is asked (:func:`refuse`).
 ``${hydra:...}`` interpolations (e.g. in a preset's ``hydra.sweep.dir``) resolve in the
 sweeper's own process against the sweep-level config (:func:`set_controller_hydra_config`).
 
+Objectives and directions (upstream's rules, :func:`resolve_objectives`): ``direction`` is one
+direction or a list, one per objective; not given, the task's declared direction
+(:func:`task_objective`: cl_sweep's entry point maximises ``final_accuracy_mean``), else
+minimize. A job's value is its return value (a number, or a sequence for several directions),
+or, with ``objectives`` naming metrics, those entries of the mapping it returns or of the
+``metrics`` its return value carries (:func:`job_outcome`). With several directions the
+results file holds the Pareto front (``solutions``), as upstream writes it.
+
 A seeded sampler is re-seeded with ``seed + <trials already in the study>`` so a resumed
 run does not replay the random start-up samples of the first run; a fresh study uses
 ``seed`` itself, so two fresh studies with the same seed sample identical params
@@ -69,7 +77,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import optuna
@@ -78,8 +86,8 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, QMCSampler
 from optuna.storages import JournalStorage
@@ -87,7 +95,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ._budget import ask_within_budget
-from ._search_space import SearchSpace, build_search_space, default_study_name, describe_distribution
+from ._search_space import SearchSpace, build_search_space, default_study_name, describe_distribution, format_value
 from ._storage import (
     HeartbeatThread,
     describe_storage,
@@ -160,7 +168,9 @@ def check_space_not_empty(space: SearchSpace, n_trials: int) -> None:
     )
 
 
-def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, BaseDistribution]) -> list[str]:
+def space_mismatches(
+    trials: Iterable[FrozenTrial], distributions: Mapping[str, BaseDistribution], *, extra_allowed: bool = False
+) -> list[str]:
     """How the study's trials were sampled from another space than ``distributions`` (empty: same space).
 
     Trials without sampled parameters (told FAIL by the budget rule before sampling, or
@@ -175,6 +185,8 @@ def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, 
     Args:
         trials: The study's trials.
         distributions: The requested space (``SearchSpace.distributions``).
+        extra_allowed: Parameters the trials have beyond the space are a ``custom_search_space``'s
+            (not known before it runs): they do not count.
 
     Returns:
         One sentence per differing parameter, naming the first trial where it differs.
@@ -193,7 +205,7 @@ def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, 
                     f"parameter {name} is {describe_distribution(dist)} {where} but "
                     f"{describe_distribution(requested)} in this sweep",
                 )
-            elif requested is None and trial.state in _VALUED_STATES:
+            elif requested is None and trial.state in _VALUED_STATES and not extra_allowed:
                 found.setdefault(
                     name, f"parameter {name} is {describe_distribution(dist)} {where} but not in this sweep"
                 )
@@ -206,16 +218,95 @@ def space_mismatches(trials: Iterable[FrozenTrial], distributions: Mapping[str, 
     return list(found.values())
 
 
-def validate_direction(direction: Any) -> str:
-    """Return the normalised direction or raise a ValueError naming the allowed values."""
+def _one_direction(direction: Any, where: str) -> str:
     if isinstance(direction, StudyDirection) and direction.name.lower() in _DIRECTIONS:
         return direction.name.lower()
-    if isinstance(direction, str) and direction.lower() in _DIRECTIONS:
-        return direction.lower()
+    name = getattr(direction, "name", direction)  # upstream's Direction enum
+    if isinstance(name, str) and name.lower() in _DIRECTIONS:
+        return name.lower()
     raise ValueError(
-        f"hydra.sweeper.direction={direction!r} is not supported; allowed: 'maximize' or 'minimize' "
-        "(a single objective)"
+        f"{where}={direction!r} is not supported; allowed: maximize or minimize, or a list of them "
+        "(one per objective, e.g. [maximize, minimize])"
     )
+
+
+def validate_direction(direction: Any) -> list[str]:
+    """The directions, one per objective: ``maximize`` -> ``["maximize"]``; a list stays a list.
+
+    Raises:
+        ValueError: A value other than maximize/minimize, or an empty list.
+    """
+    if isinstance(direction, (list, tuple, ListConfig)):
+        if not direction:
+            raise ValueError("hydra.sweeper.direction=[] is empty; give one direction per objective (maximize or minimize)")
+        return [_one_direction(d, f"hydra.sweeper.direction[{i}]") for i, d in enumerate(direction)]
+    return [_one_direction(direction, "hydra.sweeper.direction")]
+
+
+def task_objective(task_function: Any) -> Mapping[str, Any] | None:
+    """What the task says a sweep of it optimises: its ``sweep_objective`` attribute, or None.
+
+    An app declares it on the function under ``@hydra.main`` (cl_sweep's entry point does:
+    ``{"metric": "final_accuracy_mean", "direction": "maximize", "metrics": [...]}``): ``direction``
+    applies when ``hydra.sweeper.direction`` is not given, ``metrics`` are the names
+    ``hydra.sweeper.objectives`` may use (checked before any trial).
+    """
+    declared = getattr(task_function, "sweep_objective", None)
+    return declared if isinstance(declared, Mapping) else None
+
+
+def resolve_objectives(
+    direction: Any, objectives: Any, declared: Mapping[str, Any] | None
+) -> tuple[list[str], list[str] | None, str]:
+    """The study's directions, the named objectives (None: the job's return value) and where the directions came from.
+
+    ``direction`` given: it is used (upstream's rule). Not given (null): the task's declared
+    direction when the sweep optimises the task's declared metric, else upstream's default,
+    minimize. With ``objectives`` of several keys and no ``direction``, refused: which way
+    each key should go is the user's to say.
+
+    Raises:
+        ValueError: Bad directions, a direction list whose length differs from the objectives,
+            or an objective the task does not declare.
+    """
+    names: list[str] | None = None
+    if objectives is not None:
+        if isinstance(objectives, str):
+            objectives = [objectives]
+        if not isinstance(objectives, (list, tuple, ListConfig)) or not objectives or not all(
+            isinstance(o, str) and o for o in objectives
+        ):
+            raise ValueError(
+                f"hydra.sweeper.objectives={objectives!r} is not allowed; expected null (the job's return value) "
+                "or a list of metric names, e.g. [final_accuracy_mean, active_fraction_mean]"
+            )
+        names = list(objectives)
+        allowed = list(declared.get("metrics") or ()) if declared else []
+        unknown = [o for o in names if allowed and o not in allowed]
+        if unknown:
+            raise ValueError(
+                f"hydra.sweeper.objectives names {', '.join(unknown)}, which no result of this task has; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    if direction is not None:
+        directions, source = validate_direction(direction), "hydra.sweeper.direction"
+    elif declared and declared.get("direction") and (names is None or names == [declared.get("metric")]):
+        directions = validate_direction(declared["direction"])
+        source = f"the task's declared objective ({declared.get('metric', 'its return value')})"
+    elif names is not None and (len(names) > 1 or declared):
+        raise ValueError(
+            f"hydra.sweeper.objectives={names} but hydra.sweeper.direction is not given; give one direction per "
+            f"objective, e.g. hydra.sweeper.direction=[{','.join(['maximize'] * len(names))}]"
+        )
+    else:
+        directions, source = ["minimize"], "the default (upstream's: minimize)"
+    n_objectives = len(names) if names is not None else None
+    if n_objectives is not None and n_objectives != len(directions):
+        raise ValueError(
+            f"hydra.sweeper.direction has {len(directions)} direction(s) {directions} but "
+            f"hydra.sweeper.objectives has {n_objectives} key(s) {names}; give one direction per objective"
+        )
+    return directions, names, source
 
 
 def grid_choices(distributions: Mapping[str, BaseDistribution]) -> dict[str, list[Any]]:
@@ -302,23 +393,86 @@ def make_sampler(cfg: Any, *, seed_offset: int = 0, distributions: Mapping[str, 
     return sampler
 
 
-def job_outcome(ret: JobReturn) -> tuple[float | None, str | None]:
-    """Turn one job's return into ``(value, None)`` or ``(None, reason it failed)``."""
+def _number(value: Any, what: str) -> tuple[float | None, str | None]:
+    if value is None:
+        return None, f"{what} is None"
+    if isinstance(value, (str, bytes)):
+        return None, f"{what} is a {type(value).__name__} ({value!r}), not a number"
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        return None, f"{what} is {type(value).__name__} {value!r}, not convertible to float ({e})"
+    if not math.isfinite(number):
+        return None, f"{what} is non-finite ({number}: a diverged run)"
+    return number, None
+
+
+def job_outcome(
+    ret: JobReturn, objectives: Sequence[str] | None = None, n_values: int = 1
+) -> tuple[list[float] | None, str | None]:
+    """Turn one job's return into ``(values, None)`` or ``(None, reason it failed)``.
+
+    ``objectives`` given: each is looked up by name in the return value when it is a mapping,
+    else in its ``metrics`` mapping (cl_sweep's jobs return a float that carries its result's
+    metrics: :class:`cl_sweep.results.Objective`). Not given: the return value itself, a number
+    for one direction, a sequence of ``n_values`` numbers for several (upstream's rule).
+    """
     if ret.status != JobStatus.COMPLETED:
         err = ret._return_value
         return None, f"job raised {type(err).__name__}: {err}"
     value = ret._return_value
-    if value is None:
-        return None, "job returned None"
-    if isinstance(value, (str, bytes)):
-        return None, f"job returned a {type(value).__name__} ({value!r}), not a number"
+    if objectives is not None:
+        metrics = value if isinstance(value, Mapping) else getattr(value, "metrics", None)
+        if not isinstance(metrics, Mapping):
+            return None, (
+                f"job returned {type(value).__name__} {value!r}, which has no named metrics for "
+                f"hydra.sweeper.objectives={list(objectives)} (return a mapping of them)"
+            )
+        values = []
+        for key in objectives:
+            if key not in metrics:
+                return None, f"the job's metrics have no {key!r} (hydra.sweeper.objectives); they have: {', '.join(map(str, metrics))}"
+            number, why = _number(metrics[key], f"metric {key!r}")
+            if why:
+                return None, why
+            values.append(number)
+        return values, None
+    if isinstance(value, Mapping):
+        return None, f"job returned a mapping ({', '.join(map(str, value))}); name the objective(s) with hydra.sweeper.objectives"
+    if n_values == 1:
+        number, why = _number(value, "the job's return value")
+        return (None, why) if why else ([number], None)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return None, f"job returned {type(value).__name__} {value!r}, not a list or tuple of {n_values} numbers (one per direction)"
+    if len(value) != n_values:
+        return None, f"job returned {len(value)} value(s) {list(value)!r} for {n_values} directions"
+    values = []
+    for i, v in enumerate(value):
+        number, why = _number(v, f"value {i} of the job's return")
+        if why:
+            return None, why
+        values.append(number)
+    return values, None
+
+
+def load_extender(path: str | None) -> Callable[[DictConfig, Trial], None] | None:
+    """``hydra.sweeper.custom_search_space``: the callable ``(cfg, trial) -> None`` it names, or None.
+
+    Raises:
+        ValueError: The dotpath does not import or is not callable.
+    """
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"hydra.sweeper.custom_search_space={path!r} is not allowed; expected null or a dotpath, e.g. my_module.configure")
     try:
-        number = float(value)
-    except (TypeError, ValueError) as e:
-        return None, f"job returned {type(value).__name__} {value!r}, not convertible to float ({e})"
-    if not math.isfinite(number):
-        return None, f"job returned non-finite value {number} (diverged run)"
-    return number, None
+        fn = get_method(path)
+    except Exception as e:  # Hydra's _locate raises ImportError or ValueError with the reason
+        raise ValueError(
+            f"hydra.sweeper.custom_search_space={path!r} cannot be imported ({type(e).__name__}: {e}); expected "
+            "the dotpath of a function (cfg, trial) -> None on the Python path (a script's own folder counts)"
+        ) from e
+    return fn
 
 
 class OptunaSweeperImpl(Sweeper):
@@ -337,6 +491,8 @@ class OptunaSweeperImpl(Sweeper):
         grace_period: int | None,
         space: Mapping[str, Any] | None = None,
         max_failure_rate: float = 1.0,
+        objectives: Any = None,
+        custom_search_space: str | None = None,
     ) -> None:
         """Store the config; validation happens in :meth:`sweep` so errors surface unwrapped."""
         self.sampler_cfg = sampler
@@ -350,6 +506,12 @@ class OptunaSweeperImpl(Sweeper):
         self.grace_period = grace_period
         self.space = space
         self.max_failure_rate = max_failure_rate
+        self.objectives_cfg = objectives
+        self.custom_search_space = custom_search_space
+        self.objectives: list[str] | None = None
+        self.directions: list[str] = []
+        self.extender: Callable[[DictConfig, Trial], None] | None = None
+        self.declared: Mapping[str, Any] | None = None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
@@ -358,13 +520,16 @@ class OptunaSweeperImpl(Sweeper):
         """Set ``HydraConfig`` for this process, create the launcher (Hydra calls this once, before :meth:`sweep`)."""
         self.config = config
         self.hydra_context = hydra_context
+        self.declared = task_objective(task_function)
         set_controller_hydra_config(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
     def _validate(self) -> str:
-        direction = validate_direction(self.direction)
+        """Check the keys; sets the directions, the named objectives and the search-space extender."""
+        self.directions, self.objectives, source = resolve_objectives(self.direction, self.objectives_cfg, self.declared)
+        self.extender = load_extender(self.custom_search_space)
         rate = self.max_failure_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate={rate!r} is not allowed; expected a number from 0.0 to 1.0")
@@ -377,32 +542,55 @@ class OptunaSweeperImpl(Sweeper):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"hydra.sweeper.{key}={value!r} is not allowed; expected null or an integer > 0")
-        return direction
+        return source
 
-    def _open_study(self, space: SearchSpace, direction: str) -> tuple[optuna.Study, Any]:
+    def _open_study(self, space: SearchSpace) -> tuple[optuna.Study, Any]:
         assert self.config is not None
         storage = make_storage(
             self.storage_url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
         )
-        name = self.study_name or default_study_name(str(self.config.hydra.job.name), space)
+        name = self.study_name or default_study_name(
+            str(self.config.hydra.job.name), space, extra=self._name_extra()
+        )
         # Placeholder sampler: the real one is seeded from the study's trial count below.
         study = optuna.create_study(
             study_name=name,
             storage=storage,
             sampler=optuna.samplers.RandomSampler(),
-            direction=direction,
+            directions=self.directions,
             load_if_exists=True,
         )
-        if study.direction.name.lower() != direction:
+        stored = [d.name.lower() for d in study.directions]
+        if stored != self.directions:
             raise ValueError(
-                f"hydra.sweeper.direction={direction!r} but study {name!r} in {describe_storage(self.storage_url)} "
-                f"was created with direction {study.direction.name.lower()!r}; use another study_name"
+                f"hydra.sweeper.direction={self.directions} but study {name!r} in {describe_storage(self.storage_url)} "
+                f"was created with direction {stored}; use another study_name"
+            )
+        if self.objectives is not None and study.user_attrs.get("objectives", self.objectives) != self.objectives:
+            raise ValueError(
+                f"hydra.sweeper.objectives={self.objectives} but study {name!r} in {describe_storage(self.storage_url)} "
+                f"optimises {study.user_attrs['objectives']}; use another study_name"
             )
         attrs = study.user_attrs
         if "search_space" not in attrs:
             study.set_user_attr("search_space", space.to_json())
             study.set_user_attr("fixed_overrides", sorted(space.fixed_canonical))
+            if self.objectives is not None:
+                study.set_user_attr("objectives", self.objectives)
+            if self.custom_search_space:
+                study.set_user_attr("custom_search_space", self.custom_search_space)
         return study, storage
+
+    def _name_extra(self) -> list[str]:
+        """What besides the space tells studies apart in the default name: objectives, directions, extender."""
+        extra = []
+        if self.objectives is not None:
+            extra.append(f"objectives={','.join(self.objectives)}")
+        if len(self.directions) > 1 or self.objectives is not None:
+            extra.append(f"direction={','.join(self.directions)}")
+        if self.custom_search_space:
+            extra.append(f"custom_search_space={self.custom_search_space}")
+        return extra
 
     def _counts(self, study: optuna.Study) -> tuple[int, int]:
         states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
@@ -432,25 +620,45 @@ class OptunaSweeperImpl(Sweeper):
             if trial is None:
                 return batch, why
             overrides = space.overrides_for(trial.params)
+            if self.extender is not None:
+                overrides += self._extend(study, trial, space)
             trial.set_user_attr("overrides", overrides)
             batch.append((trial, overrides))
         return batch, ""
 
+    def _extend(self, study: optuna.Study, trial: Trial, space: SearchSpace) -> list[str]:
+        """Run ``custom_search_space`` on a sampled trial; the overrides of the parameters it suggested.
+
+        As upstream: it is called with the sweep's config and the trial after the space's own
+        parameters are sampled, and each parameter it suggests becomes ``name=value`` (``+w``
+        for a key the config lacks). One that raises stops the sweep: its trial is told FAIL.
+        """
+        assert self.config is not None and self.extender is not None
+        try:
+            self.extender(self.config, trial)
+        except Exception as e:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            refuse(
+                f"hydra.sweeper.custom_search_space={self.custom_search_space} raised {type(e).__name__}: {e} "
+                f"(trial {trial.number}, told FAIL)"
+            )
+        return [f"{name}={format_value(value)}" for name, value in trial.params.items() if name not in space.distributions]
+
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn) -> bool:
         """Tell one job's outcome; True when the trial failed."""
-        value, reason = job_outcome(ret)
+        values, reason = job_outcome(ret, self.objectives, len(self.directions))
         try:
-            if value is None:
+            if values is None:
                 log.warning(f"Trial {trial.number} FAIL: {reason}")
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             else:
-                study.tell(trial, value, skip_if_finished=True)
+                study.tell(trial, values, skip_if_finished=True)
         except RuntimeError as e:
             # GridSampler calls study.stop() once its grid is covered, which Optuna refuses outside
             # study.optimize; the trial is told by then (upstream ignores it the same way).
             if "Study.stop" not in str(e):
                 raise
-        return value is None
+        return values is None
 
     def _launch(
         self, study: optuna.Study, storage: Any, batch: list[tuple[Trial, list[str]]], heartbeat_grace: float | None
@@ -516,11 +724,12 @@ class OptunaSweeperImpl(Sweeper):
         """
         assert self.config is not None
         try:
-            direction = self._validate()
+            source = self._validate()
             space = build_search_space(self._params_with_space(arguments), arguments)
-            check_space_not_empty(space, self.n_trials)
+            if self.extender is None:  # an extender may be the whole space
+                check_space_not_empty(space, self.n_trials)
             make_sampler(self.sampler_cfg, distributions=space.distributions)  # fail on a bad sampler before touching the storage
-            study, storage = self._open_study(space, direction)
+            study, storage = self._open_study(space)
         except ValueError as e:  # a bad hydra.sweeper value or search space: one paragraph, no traceback
             refuse(str(e))
         n_existing = len(study.get_trials(deepcopy=False))
@@ -535,7 +744,9 @@ class OptunaSweeperImpl(Sweeper):
 
         where = f"study {study.study_name!r} in {describe_storage(self.storage_url)}"
         log.info(f"Optuna sweep: {where}")
-        log.info(f"Sampler: {type(study.sampler).__name__}, direction: {direction}, n_trials: {self.n_trials}")
+        direction = self.directions[0] if len(self.directions) == 1 else self.directions
+        what = f" of {', '.join(self.objectives)}" if self.objectives else ""
+        log.info(f"Sampler: {type(study.sampler).__name__}, direction{what}: {direction} (from {source}), n_trials: {self.n_trials}")
         log.info(f"Search space: {space.distributions}")
 
         heartbeat_grace = self._heartbeat_grace(storage)
@@ -573,7 +784,9 @@ class OptunaSweeperImpl(Sweeper):
 
     def _check_stored_space(self, study: optuna.Study, space: SearchSpace, where: str) -> None:
         """Refuse to resume a study whose trials were sampled from another space (see :func:`space_mismatches`)."""
-        mismatches = space_mismatches(study.get_trials(deepcopy=False), space.distributions)
+        mismatches = space_mismatches(
+            study.get_trials(deepcopy=False), space.distributions, extra_allowed=self.extender is not None
+        )
         if mismatches:
             refuse(
                 f"{where} was sampled from another search space: {'; '.join(mismatches)}. A study keeps one "
@@ -600,7 +813,18 @@ class OptunaSweeperImpl(Sweeper):
             "best_params": None,
             "best_value": None,
         }
-        if complete:
+        if complete and len(self.directions) > 1:
+            # upstream's form for several objectives: the Pareto front, one entry per trial on it
+            front = study.best_trials
+            del results["best_params"], results["best_value"]
+            results["directions"] = list(self.directions)
+            if self.objectives is not None:
+                results["objectives"] = list(self.objectives)
+            results["solutions"] = [{"params": t.params, "values": list(t.values), "trial": t.number} for t in front]
+            log.info(f"Pareto front: {len(front)} trial(s)")
+            for t in front:
+                log.info(f"    values {list(t.values)} (trial {t.number}): {t.params}")
+        elif complete:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info(f"Best value: {best.value} (trial {best.number})")

@@ -4,10 +4,13 @@ Mapping (``name`` is the override key without its ``+``/``++`` prefix):
 
 * ``choice(a, b, ...)`` or ``a,b,...`` -> ``CategoricalDistribution`` keeping each
   value's parsed type (``choice(1, 2.5, adam)`` gives ``int``, ``float``, ``str``).
-* ``range(start, stop[, step])`` with ints -> ``IntDistribution(low, high, step)`` over
-  exactly the values Hydra's (stop-exclusive) range yields; ``tag(log, ...)`` sets
-  ``log=True``. A range with any float bound or step -> ``CategoricalDistribution``
-  of its values.
+* ``range(start, stop[, step])`` as upstream's ``hydra-optuna-sweeper`` maps it (its main
+  branch, the Optuna >= 4 rewrite): ints -> ``IntDistribution(start, stop, step)``, both ends
+  included (Hydra's basic sweeper stops *before* ``stop``: ``range(1,3)`` is 1, 2 there but
+  1, 2, 3 here, as upstream); any float bound or step -> ``FloatDistribution(start, stop,
+  step=step)``; ``shuffle(range(...))`` -> ``CategoricalDistribution`` of the values Hydra's
+  range yields. ``tag(log, range(a, b))`` (step 1) sets ``log=True``. When ``stop - start`` is
+  not a multiple of ``step``, Optuna lowers ``stop`` to the last value on the step (and warns).
 * ``interval(low, high)`` -> ``FloatDistribution(low, high)``; ``int(interval(...))`` or
   ``tag(int, interval(...))`` -> ``IntDistribution(low, high)`` (both ends inclusive);
   ``tag(log, ...)`` sets ``log=True``.
@@ -43,7 +46,7 @@ from optuna.distributions import (
 )
 
 ALLOWED_SYNTAX = (
-    "choice(a,b,...) | a,b,... | range(start,stop[,step]) | interval(low,high) | "
+    "choice(a,b,...) | a,b,... | range(start,stop[,step]) (both ends included) | shuffle(range(...)) | interval(low,high) | "
     "int(interval(low,high)) | tag(log, interval(low,high)) | tag(int, interval(low,high)) | "
     "tag(log, range(start,stop)) | a plain value (passed to every job unchanged)"
 )
@@ -155,16 +158,25 @@ def override_to_distribution(override: Override, where: str) -> BaseDistribution
                     )
             return CategoricalDistribution(choices)
         if override.is_range_sweep():
-            assert isinstance(value, RangeSweep)
-            values = list(value.range())
-            if not values:
-                raise _bad(where, value_txt, "the range is empty")
-            if isinstance(value.range(), range):
-                _check_tags(value.tags, {"log"}, where, value_txt, "int range")
-                step = abs(int(value.step)) if len(values) > 1 else 1
-                return IntDistribution(min(values), max(values), step=step, log="log" in value.tags)
-            _check_tags(value.tags, set(), where, value_txt, "float range")
-            return CategoricalDistribution(values)
+            assert isinstance(value, RangeSweep) and value.start is not None and value.stop is not None
+            if value.shuffle:
+                _check_tags(value.tags, set(), where, value_txt, "shuffled range")
+                values = list(value.range())
+                if not values:
+                    raise _bad(where, value_txt, "the range is empty")
+                return CategoricalDistribution(values)
+            step = value.step if value.step is not None else 1
+            if step <= 0:
+                raise _bad(where, value_txt, f"the step must be positive (got {step!r}), the range running from start up to stop")
+            if value.stop < value.start:
+                raise _bad(where, value_txt, f"stop {value.stop!r} is below start {value.start!r}")
+            if any(isinstance(x, float) for x in (value.start, value.stop, step)):
+                _check_tags(value.tags, set(), where, value_txt, "float range")
+                return FloatDistribution(float(value.start), float(value.stop), step=float(step))
+            _check_tags(value.tags, {"log"}, where, value_txt, "int range")
+            if "log" in value.tags and step != 1:
+                raise _bad(where, value_txt, "a log-scale range needs step 1 (Optuna samples it continuously)")
+            return IntDistribution(int(value.start), int(value.stop), step=int(step), log="log" in value.tags)
         if override.is_interval_sweep():
             assert isinstance(value, IntervalSweep)
             _check_tags(value.tags, {"log", "int"}, where, value_txt, "interval")
@@ -305,7 +317,7 @@ def describe_distribution(dist: BaseDistribution) -> str:
         ``interval(...)``, ``int(interval(...))``, ``range(start, stop, step)`` or
         ``choice(...)``, with ``tag(log, interval(...))`` for log scales (as in the
         ``+search`` presets); ``repr(dist)`` for anything :func:`override_to_distribution`
-        never makes (e.g. a float step).
+        never makes.
     """
     if isinstance(dist, CategoricalDistribution):
         return f"choice({', '.join(format_value(c) for c in dist.choices)})"
@@ -316,11 +328,13 @@ def describe_distribution(dist: BaseDistribution) -> str:
         text = f"interval({dist.low}, {dist.high})"
         return f"int(tag(log, {text}))" if dist.log else f"int({text})"
     if isinstance(dist, IntDistribution) and not dist.log:
-        return f"range({dist.low}, {dist.high + dist.step}, {dist.step})"
+        return f"range({dist.low}, {dist.high}, {dist.step})"
+    if isinstance(dist, FloatDistribution) and not dist.log:
+        return f"range({format_value(float(dist.low))}, {format_value(float(dist.high))}, {format_value(float(dist.step))})"
     return repr(dist)
 
 
-def default_study_name(job_name: str, space: SearchSpace) -> str:
+def default_study_name(job_name: str, space: SearchSpace, extra: Sequence[str] = ()) -> str:
     """Derive a readable, deterministic study name for a sweep.
 
     The name is ``<job>|<sorted fixed overrides>|space(<params>)=<hash>`` where the hash
@@ -330,12 +344,14 @@ def default_study_name(job_name: str, space: SearchSpace) -> str:
     Args:
         job_name: ``hydra.job.name``.
         space: The parsed search space.
+        extra: More that tells studies apart (objectives, directions, a custom_search_space),
+            appended as given; empty for a single-objective sweep (names as before).
 
     Returns:
         The study name.
     """
     digest = hashlib.sha1(space.to_json().encode()).hexdigest()[:8]
-    parts = [job_name, *sorted(space.fixed_canonical), f"space({','.join(sorted(space.distributions))})={digest}"]
+    parts = [job_name, *sorted(space.fixed_canonical), f"space({','.join(sorted(space.distributions))})={digest}", *extra]
     name = "|".join(parts)
     if len(name) > _MAX_STUDY_NAME:
         full = hashlib.sha1(name.encode()).hexdigest()[:12]

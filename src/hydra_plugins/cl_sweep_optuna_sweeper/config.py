@@ -139,8 +139,16 @@ class OptunaSweeperConf:
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
 
     sampler: SamplerConfig = MISSING
-    # `Any` rather than `str` so a wrong value (e.g. a list) reaches our own validation.
-    direction: Any = "maximize"
+    # maximize | minimize, or a list of them for several objectives ([maximize, minimize]). `Any`
+    # so a wrong value reaches our own validation. null (the default): the task's declared direction
+    # (cl_sweep's entry point declares maximize for final_accuracy_mean), else minimize, upstream's
+    # default, for any other app.
+    direction: Any = None
+    # null: the job's return value is the objective (a number; a list of numbers for several
+    # directions, as upstream). A list of metric names: each is read from the job's metrics by
+    # name (cl_sweep: any numeric key of its result file, e.g. [final_accuracy_mean,
+    # active_fraction_mean]; another app returns a mapping), one direction per name.
+    objectives: Any = None
     # Absolute (via the launch cwd) so re-running the same command from the same directory
     # finds the same study; `journal:///abs/file.log` selects Optuna's JournalStorage.
     storage: str | None = "sqlite:///${hydra.runtime.cwd}/multirun/optuna.sqlite3"
@@ -161,6 +169,10 @@ class OptunaSweeperConf:
     # composes with (e.g. activation=hard_ash), its entries join `params` as `group.key`; explicit
     # `params` and command-line sweeps win. This lets one preset cover every (activation, optimizer) pair.
     space: dict[str, Any] = field(default_factory=dict)
+    # Upstream's key: the dotpath of a function (cfg, trial) -> None, called after the space's own
+    # parameters are sampled, that suggests more (e.g. one whose range depends on another);
+    # each becomes an override `name=value` (`+name` for a key the config lacks).
+    custom_search_space: str | None = None
     # Seconds between heartbeats of running trials: Optuna's on RDB storages, our own
     # (a trial system attribute) on journal storages; null disables it. Lets other workers,
     # on any host, fail the trials of a worker that died.

@@ -17,7 +17,7 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         sampler: Any,
-        direction: Any = "maximize",
+        direction: Any = None,
         storage: str | None = None,
         study_name: str | None = None,
         n_trials: int = 20,
@@ -27,6 +27,8 @@ class OptunaSweeper(Sweeper):
         grace_period: int | None = None,
         space: DictConfig | None = None,
         max_failure_rate: float = 1.0,
+        objectives: Any = None,
+        custom_search_space: str | None = None,
     ) -> None:
         """Create the sweeper from ``hydra.sweeper`` (keys documented in ``config.py``)."""
         from ._impl import OptunaSweeperImpl
@@ -43,6 +45,8 @@ class OptunaSweeper(Sweeper):
             grace_period=grace_period,
             max_failure_rate=max_failure_rate,
             space=space,
+            objectives=objectives,
+            custom_search_space=custom_search_space,
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:

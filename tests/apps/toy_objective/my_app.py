@@ -70,5 +70,10 @@ def my_app(cfg: DictConfig) -> float | None:
     return value
 
 
+# The app's own objective is maximised (as cl_sweep's entry point declares its accuracy); without this
+# line the Optuna sweeper would minimise it, upstream's default for an app that says nothing.
+my_app.__wrapped__.sweep_objective = {"direction": "maximize"}
+
+
 if __name__ == "__main__":
     my_app()
