@@ -29,14 +29,17 @@ def permuted(t, decay):
 def test_make_figures_writes_every_figure(tmp_path: Path, capsys):
     root = tmp_path / "results"
     split = [[0.99, 0, 0, 0, 0], [0.9, 0.95, 0, 0, 0], [0.8, 0.8, 0.9, 0, 0], [0.7, 0.7, 0.8, 0.9, 0], [0.6, 0.6, 0.7, 0.8, 0.9]]
-    write_result(result("hard_ash", {"activation.z_k": 2.3}, [split, split]), root / "split")
+    v2 = result("hard_ash", {"activation.z_k": 2.3}, [split, split])
+    v2.update(schema=2, average_accuracy=[[0.9] * 5] * 2, forgetting=[0.1, 0.1], backward_transfer=[-0.1, -0.1],
+              active_fraction=[[0.1] * 5] * 2)  # schema 2 measures sparsity: the Pareto figure has a point
+    write_result(v2, root / "split")
     for i, zk in enumerate((1.0, 2.0)):
         write_result(result("hard_ash", {"activation.z_k": zk}, [permuted(6, 0.05 * (i + 1))],
                             benchmark="permuted_mnist", preset="a10_zk"), root / f"zk{i}")
     write_result(result("relu", {}, [permuted(6, 0.1)], benchmark="permuted_mnist", preset="a10_zk"), root / "relu")
     out = tmp_path / "figures"
     assert figures.main([str(root), "--out", str(out)]) == 0
-    for name in ("table2_heatmap.png", "accuracy_matrices.png", "fig2_permuted_zk.png"):
+    for name in ("table2_heatmap.png", "accuracy_matrices.png", "fig2_permuted_zk.png", "pareto_accuracy_sparsity.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
     assert not (out / "fig3_permuted_alpha.png").exists()  # no +sweep=a10_alpha results: skipped, not drawn empty

@@ -646,3 +646,43 @@ def test_other_models_get_their_own_table_and_never_enter_table2(tmp_path: Path)
     finally:
         MODELS.unregister("tiny_net_t")
         STRATEGIES.unregister("pull_t")
+
+
+def test_pareto_front_rule() -> None:
+    points = pd.DataFrame({
+        "mean": [80.0, 78.0, 78.0, 70.0, 60.0, 75.0, np.nan, 79.0],
+        "active_mean": [10.0, 5.0, 5.0, 6.0, 2.0, 5.0, 1.0, np.nan],
+    })
+    on = tables.pareto_front(points)
+    # 80@10 and 60@2 are extremes; the two equal 78@5 dominate neither each other nor are dominated;
+    # 70@6 loses to 78@5, 75@5 too; a NaN in either column is never on the front
+    assert on.tolist() == [True, True, True, False, True, False, False, False]
+
+
+def test_pareto_table_and_sparsity_points(tmp_path: Path) -> None:
+    def put_v2(name: str, activation: str, accuracy: list[float], active: float, **kw: Any) -> None:
+        r = make_result(activation=activation, accuracy=accuracy, hyperparameters={"activation.k": name}, **kw)
+        r.update(schema=2, average_accuracy=[[a] for a in accuracy], forgetting=[None] * len(accuracy),
+                 backward_transfer=[None] * len(accuracy), active_fraction=[[0.5, active]] * len(accuracy))
+        write_result(r, tmp_path / name)
+
+    put_v2("dense", "relu", [0.8] * 5, 0.5)
+    put_v2("sparse", "topk_subtract", [0.7] * 5, 0.05)
+    put_v2("worse", "topk_mask", [0.6] * 5, 0.10)  # beaten by sparse on both
+    put_v2("partial", "lwta", [0.9] * 2, 0.01)  # 2 of 5 seeds, not early-stopped: not finished, left out
+    put_v2("stopped", "hard_ash", [0.5] * 2, 0.02, early_stopped=True)  # finished by the early-stop rule: in
+    write_result(make_result(activation="ash", hyperparameters={"activation.k": "v1"}), tmp_path / "v1")  # no active fraction
+    summary = tables.summarize(tables.load_results(tmp_path)[0])
+    assert summary.set_index("hp_key")["active_mean"].round(6).to_dict() == pytest.approx(
+        {"activation.k=dense": 50.0, "activation.k=sparse": 5.0, "activation.k=worse": 10.0, "activation.k=partial": 1.0,
+         "activation.k=stopped": 2.0, "activation.k=v1": math.nan}, nan_ok=True)
+    points = tables.sparsity_candidates(summary)
+    assert sorted(points["activation"]) == ["hard_ash", "relu", "topk_mask", "topk_subtract"]
+    t = tables.pareto_table(summary)
+    assert t.data["activation"].tolist() == ["relu", "topk_subtract", "hard_ash"]  # best accuracy first
+    assert t.data["active_percent"].tolist() == pytest.approx([50.0, 5.0, 2.0])
+    md = t.to_markdown()
+    assert "Pareto front of 4 grid points" in md and "80.0 ± 0.0" in md and "2 (early-stopped)" in md
+    assert "activation.k=sparse" in md
+    tables.write_tables(summary, tmp_path / "out")
+    assert (tmp_path / "out" / "pareto.md").read_text() == md

@@ -3,6 +3,8 @@
     python -m cl_sweep.analysis.figures [RESULTS ...] [--out figures]
 
 - ``table2_heatmap.png``: our Table 2 and its difference to the paper's;
+- ``pareto_accuracy_sparsity.png``: every Split-MNIST grid point's final accuracy against its share of
+  active hidden units, with the Pareto front (``tables/pareto.md`` lists it);
 - ``accuracy_matrices.png``: the mean accuracy matrix of the best Split-MNIST configuration of
   each activation;
 - ``fig2_permuted_zk.png`` / ``fig3_permuted_alpha.png``: the paper's A.10 figures, from the
@@ -88,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     best = tables.best_per_cell(summary)
     if (best["benchmark"] == paper.PAPER_BENCHMARK).any():
         written.append(plots.table2_heatmap(best[best["benchmark"] == paper.PAPER_BENCHMARK], out / "table2_heatmap.png"))
+        points = tables.sparsity_candidates(summary)
+        if not points.empty:
+            written.append(plots.pareto_scatter(
+                points, out / "pareto_accuracy_sparsity.png",
+                title=f"Split-MNIST: accuracy against sparsity, {len(points)} grid points and their Pareto front",
+            ))
         cells = best_matrices(summary)
         if cells:
             written.append(plots.accuracy_matrix_heatmaps(

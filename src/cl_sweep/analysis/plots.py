@@ -228,6 +228,33 @@ def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os
     return _save(fig, path, title, dpi=110)
 
 
+def pareto_scatter(points: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
+    """Every grid point's final accuracy against its share of active hidden units, one colour per
+    activation, with the Pareto front (the ``pareto`` column, e.g. `tables.sparsity_candidates`) joined.
+
+    Args:
+        points: rows with ``activation``, ``mean`` (%), ``active_mean`` (%) and ``pareto``.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+
+    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
+    ax = fig.subplots()
+    cmap = colormaps["tab10"]
+    for i, act in enumerate(paper.paper_order(points["activation"], paper.ACTIVATION_ORDER)):
+        mine = points[points["activation"] == act]
+        ax.scatter(mine["active_mean"], mine["mean"], s=10, alpha=0.55, color=cmap(i % 10), label=paper.activation_name(act))
+    front = points[points["pareto"]].sort_values("active_mean")
+    ax.plot(front["active_mean"], front["mean"], color="black", linewidth=1.2, marker="o", markersize=4,
+            drawstyle="steps-post", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("active hidden units after the last task (%, log scale)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path, title, dpi=120)
+
+
 def _save(fig: Figure, path: str | os.PathLike, title: str, *, dpi: int) -> Path:
     """Titles the figure (when a title is given) and writes it as PNG, creating the folder."""
     if title:

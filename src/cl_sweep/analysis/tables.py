@@ -43,6 +43,7 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "seeds",
     "diverged",
     "final_accuracy",
+    "active_fraction",
     "mean",
     "std",
     "wall_time_s",
@@ -70,6 +71,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "final_accuracy",
     "mean",
     "std",
+    "active_mean",
     "wall_time_s",
     "paths",
 )
@@ -168,6 +170,14 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
     def pct(v: float | None) -> float:
         return math.nan if v is None else 100.0 * float(v)
 
+    # per seed, percent of hidden units active after the last task (None: schema 1, diverged, not measured)
+    active: list[float | None] = [None] * len(seeds)
+    if result["schema"] >= 2:
+        for i, (per_task, diverged) in enumerate(zip(result["active_fraction"], result["diverged"], strict=True)):
+            last = per_task[-1] if per_task else None
+            if not diverged and _is_number(last) and math.isfinite(last):
+                active[i] = 100.0 * float(last)
+
     return {
         "benchmark": result["benchmark"],
         "activation": result["activation"],
@@ -181,6 +191,7 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "seeds": list(seeds),
         "diverged": list(result["diverged"]),
         "final_accuracy": accuracy,
+        "active_fraction": active,
         "mean": pct(result["final_accuracy_mean"]),
         "std": pct(result["final_accuracy_std"]),
         "wall_time_s": float(result["wall_time_s"]),
@@ -233,23 +244,26 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
 
 def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
     """Pools the seeds of the jobs of one grid point; a seed run twice is kept once (newest)."""
-    by_seed: dict[int, tuple[float | None, bool]] = {}
+    by_seed: dict[int, tuple[float | None, bool, float | None]] = {}
     duplicates: set[int] = set()
     # Newest last, so that a re-run of a seed supersedes the older run of it.
     ordered = jobs.sort_values(["created", "path"], key=lambda c: c.astype(str))
     for job in ordered.itertuples(index=False):
-        for seed, acc, div in zip(job.seeds, job.final_accuracy, job.diverged, strict=True):
+        for seed, acc, div, act in zip(job.seeds, job.final_accuracy, job.diverged, job.active_fraction, strict=True):
             if seed in by_seed:
                 duplicates.add(seed)
-            by_seed[seed] = (acc, div)
+            by_seed[seed] = (acc, div, act)
     seeds = sorted(by_seed)
     accuracy = [by_seed[s][0] for s in seeds]
+    active = [by_seed[s][2] for s in seeds]
     n_diverged = sum(by_seed[s][1] for s in seeds)
     if n_diverged:
-        status, mean, std = "diverged", math.nan, math.nan
+        status, mean, std, active_mean = "diverged", math.nan, math.nan, math.nan
     else:
         values = np.asarray(accuracy, dtype=float)
         status, mean, std = "ok", float(values.mean()), float(values.std(ddof=0))
+        # NaN unless every seed has it (a schema-1 seed pooled with newer ones does not count half)
+        active_mean = math.nan if any(a is None for a in active) else float(np.mean(active))
     n_requested = int(jobs["n_seeds_requested"].max())
     early_stopped = bool(jobs["early_stopped"].any())
     return {
@@ -266,6 +280,7 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         "final_accuracy": accuracy,
         "mean": mean,
         "std": std,
+        "active_mean": active_mean,
         "wall_time_s": float(jobs["wall_time_s"].sum()),
         "paths": [Path(p) for p in ordered["path"]],
     }
@@ -276,7 +291,9 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
 
     Jobs of the same grid point (e.g. different seed ranges) are pooled per seed; a seed present
     in several jobs is kept once (the newest by ``created``) and listed in ``duplicate_seeds``.
-    ``mean``/``std`` are over the pooled seeds, population std (ddof=0), in percent.
+    ``mean``/``std`` are over the pooled seeds, population std (ddof=0), in percent;
+    ``active_mean`` the mean share (percent) of active hidden units after the last task, NaN unless
+    every pooled seed measured it (schema 2).
 
     A grid point with any diverged seed gets status ``"diverged"`` and NaN mean/std, so it is
     never averaged into anything. It is ``complete`` when it has at least the requested number of
@@ -696,8 +713,7 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
         else:
             # The activation's and optimizer's own values; the fixed protocol keys (model.*,
             # benchmark.*) are the same in every cell and stay in the CSV.
-            own = [kv for kv in str(r["hp_key"]).split(", ") if kv.startswith(("activation.", "optimizer."))]
-            hps = ", ".join(own) or r["hp_key"] or DEFAULTS_KEY_LABEL
+            hps = _component_keys(r["hp_key"])
         display_rows.append(
             {
                 "Activation": paper.activation_name(r["activation"]),
@@ -736,6 +752,13 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
 def _missing(value: Any) -> bool:
     # pandas stores None in a string column as NaN, so both mean "no value" here.
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _component_keys(hp_key: Any) -> str:
+    """A grid point's activation and optimizer values (the fixed protocol keys, model.* and
+    benchmark.*, are the same in every cell of the paper's tables)."""
+    own = [kv for kv in str(hp_key).split(", ") if kv.startswith(("activation.", "optimizer."))]
+    return ", ".join(own) or str(hp_key or "") or DEFAULTS_KEY_LABEL
 
 
 def _grid_point_label(r: pd.Series) -> str:
@@ -1250,6 +1273,70 @@ def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) 
     )
 
 
+def pareto_front(points: pd.DataFrame, maximize: str = "mean", minimize: str = "active_mean") -> pd.Series:
+    """True for each row no other row dominates: none has ``maximize`` at least as high and
+    ``minimize`` at least as low, one of them strictly (rows with a NaN in either are never on it).
+
+    Args:
+        points: any frame with the two columns (e.g. `summarize`'s grid points).
+        maximize: the column to maximise (default: final accuracy, ``mean``).
+        minimize: the column to minimise (default: the active fraction, ``active_mean``).
+    """
+    y = points[maximize].to_numpy(float)
+    x = points[minimize].to_numpy(float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    on = np.zeros(len(points), bool)
+    yo, xo = y[ok], x[ok]
+    idx = np.flatnonzero(ok)
+    for k in range(len(yo)):
+        dominated = (yo >= yo[k]) & (xo <= xo[k]) & ((yo > yo[k]) | (xo < xo[k]))
+        on[idx[k]] = not dominated.any()
+    return pd.Series(on, index=points.index)
+
+
+def sparsity_candidates(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> pd.DataFrame:
+    """The grid points the accuracy-against-sparsity view compares: the paper's setting (`plain_runs`) on
+    ``benchmark``, finished (complete or early-stopped), not diverged, with a measured active fraction."""
+    points = plain_runs(summary)
+    if points.empty:
+        return points
+    points = points[
+        (points["benchmark"] == benchmark) & (points["status"] == "ok") & points["complete"] & points["active_mean"].notna()
+    ]
+    return points.assign(pareto=pareto_front(points)) if not points.empty else points.assign(pareto=pd.Series(dtype=bool))
+
+
+def pareto_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+    """Accuracy against sparsity (the paper's theme): the grid points no other beats on both final accuracy
+    (higher) and the share of active hidden units after the last task (lower); None without such points."""
+    points = sparsity_candidates(summary, benchmark)
+    if points.empty:
+        return None
+    front = points[points["pareto"]].sort_values(["mean", "active_mean"], ascending=[False, True], kind="stable")
+    display = pd.DataFrame(
+        {
+            "Activation": front["activation"].map(paper.activation_name),
+            "Optimizer": front["optimizer"].map(paper.optimizer_name),
+            "Grid point": front["hp_key"].map(_component_keys),
+            "Final accuracy": [_fmt(m, sd) for m, sd in zip(front["mean"], front["std"])],
+            "Active units (%)": front["active_mean"].map(lambda v: f"{v:.2f}"),
+            "Seeds": [f"{n}{' (early-stopped)' if e else ''}" for n, e in zip(front["n_seeds"], front["early_stopped"])],
+        }
+    )
+    data = front[["benchmark", "activation", "optimizer", "hp_key", "mean", "std", "active_mean", "n_seeds", "early_stopped"]]
+    return Table(
+        "pareto",
+        f"Accuracy against sparsity: the Pareto front of {len(points)} grid points ({benchmark})",
+        display.reset_index(drop=True),
+        data.rename(columns={"hp_key": "hyperparameters", "mean": "final_mean", "std": "final_std",
+                             "active_mean": "active_percent"}).reset_index(drop=True),
+        "Each row: a grid point that no other one beats on both final accuracy (higher) and active hidden "
+        "units after the last task (lower, mean over its seeds, measured on the test set). Best accuracy first"
+        + ("; `figures/pareto_accuracy_sparsity.png` draws every grid point with this front." if benchmark == paper.PAPER_BENCHMARK else "."),
+        [],
+    )
+
+
 def write_tables(
     summary: pd.DataFrame,
     out_dir: str | os.PathLike = "tables",
@@ -1286,6 +1373,8 @@ def write_tables(
         extra.append(models)
     if (comparison := comparison_table(full, benchmark)) is not None:
         extra.append(comparison)
+    if (pareto := pareto_table(full, benchmark)) is not None:
+        extra.append(pareto)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
         extra.append(appendix_table(full, jobs))
     for table in [*render_tables(best, benchmark), *extra]:
