@@ -70,19 +70,24 @@ def test_empty_search_space_is_refused_before_any_trial(tmp_path: Path) -> None:
     assert not (tmp_path / "multirun").exists()
 
 
+def optuna_sweep(tmp_path: Path, *overrides: str) -> str:
+    """An Optuna sweep of the real job on a one-seed, 64-example slice into ``<tmp_path>/sweep``; its output."""
+    proc = run_cli("--multirun", "hydra/sweeper=optuna", *overrides, "benchmark.limit_per_task=64", "n_seeds=1",
+                   "progress=false", "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
 @pytest.mark.slow
 def test_multi_objective_sweep_of_accuracy_against_sparsity(tmp_path: Path) -> None:
     """The issue's command: maximise accuracy, minimise the active fraction, read from each job's
     result by name; the Pareto front in optimization_results.yaml holds those numbers."""
-    proc = run_cli(
-        "--multirun", "hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.sampler.seed=0",
-        "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.objectives=[final_accuracy_mean,active_fraction_mean]",
-        "activation=hard_ash", "activation.alpha=interval(2.0,6.0)", "optimizer=adagrad",
-        "hydra.sweeper.n_trials=3", "benchmark.limit_per_task=64", "n_seeds=1", "progress=false",
-        "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600,
+    out = optuna_sweep(
+        tmp_path, "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.sampler.seed=0", "hydra.sweeper.direction=[maximize,minimize]",
+        "hydra.sweeper.objectives=[final_accuracy_mean,active_fraction_mean]", "activation=hard_ash",
+        "activation.alpha=interval(2.0,6.0)", "optimizer=adagrad", "hydra.sweeper.n_trials=3",
     )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
     assert "direction of final_accuracy_mean, active_fraction_mean: ['maximize', 'minimize'] (from hydra.sweeper.direction)" in out
     results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     assert list(results.objectives) == ["final_accuracy_mean", "active_fraction_mean"]
@@ -99,13 +104,7 @@ def test_multi_objective_sweep_of_accuracy_against_sparsity(tmp_path: Path) -> N
 def test_cl_sweep_maximises_accuracy_when_no_direction_is_given(tmp_path: Path) -> None:
     """The entry point declares its objective: with no hydra.sweeper.direction (upstream's default is
     minimize) a sweep of cl_sweep still maximises final accuracy, and says where that came from."""
-    proc = run_cli(
-        "--multirun", "hydra/sweeper=optuna", "optimizer.learning_rate=choice(1e-7,2e-4)", "hydra/sweeper/sampler=grid",
-        "hydra.sweeper.n_trials=2", "benchmark.limit_per_task=64", "n_seeds=1", "progress=false",
-        "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    out = optuna_sweep(tmp_path, "optimizer.learning_rate=choice(1e-7,2e-4)", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2")
     assert "direction: maximize (from the task's declared objective (final_accuracy_mean))" in out
     results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     values = {n: read_result(tmp_path / "sweep" / str(n) / "result.json")["final_accuracy_mean"] for n in (0, 1)}
@@ -132,3 +131,21 @@ def test_bad_objectives_are_refused_before_any_trial(tmp_path: Path, overrides: 
     assert "Traceback" not in out
     assert f"cl_sweep: invalid Optuna sweep: {needle}" in proc.stderr
     assert not (tmp_path / "multirun").exists()  # refused before the storage was opened
+
+
+@pytest.mark.slow
+def test_batched_trials_train_as_one_population(tmp_path: Path) -> None:
+    """hydra.sweeper.n_jobs=4 with the population launcher: the 4 trials asked together are one
+    structure, trained by one compiled program in calls that fill its populations."""
+    out = optuna_sweep(
+        tmp_path, "hydra/launcher=population", "+search=a6", "activation=hard_ash", "optimizer=adagrad",
+        "hydra.sweeper.n_jobs=4", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0",
+    )  # fmt: skip
+    assert out.count("Launching 4 jobs as populations") == 1  # one launcher call for the whole batch
+    assert "population 1/1: hard_ash + adagrad, 4 jobs" in out  # one structure: one program
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.sqlite3"
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for t in trials:  # each trial's value is its own job's result
+        assert t.value == pytest.approx(read_result(tmp_path / "sweep" / str(t.number) / "result.json")["final_accuracy_mean"])

@@ -344,6 +344,13 @@ EXCLUDED: dict[str, Excluded] = {
         "49 five-seed jobs end to end, several minutes; the check: one job of the Hard ASH + RMSprop slice",
         ".venv/bin/python benchmarks/grid_time.py --slice hard_ash_rmsprop --stride 150 --reference-steps 5",
         expect=r"per model", slow=True),
+    ".venv/bin/python benchmarks/optuna_batch.py --rounds 2": Excluded(
+        "32 full-data trials, about 4 minutes here; the check: the same script on 2 trials of 64 examples per task",
+        ".venv/bin/python benchmarks/optuna_batch.py --trials 2 --n-jobs 2 --limit-per-task 64",
+        expect=r"trials/hour", slow=True),
+    ".venv/bin/python benchmarks/optuna_batch.py": Excluded(
+        "16 full-data trials, about 2 minutes here; the check: the script's --help",
+        ".venv/bin/python benchmarks/optuna_batch.py --help", expect=r"--n-jobs"),
     ".venv/bin/python benchmarks/grid_time.py --whole-grid": Excluded(
         "the whole A.6 grid (hours on this CPU); the check: the script's --help", ".venv/bin/python benchmarks/grid_time.py --help",
         expect=r"--whole-grid"),
