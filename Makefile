@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 TEST_DEBS := dataset-fashion-mnist postgresql
 
 .DEFAULT_GOAL := help
-.PHONY: help setup mnist data fashion-mnist test-deps train test test-fast tables figures bench reproduce postgres postgres-stop soak bench-launchers clean
+.PHONY: help setup mnist data fashion-mnist test-deps train test test-fast tables figures dashboard bench reproduce postgres postgres-stop soak bench-launchers clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,15 @@ reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPT
 
 figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder, FIGURES=<folder> for another output)
 	$(PY) -m cl_sweep.analysis.figures $(RESULTS) --out $(FIGURES)
+
+# The Optuna sweeper's default study storage (hydra.sweeper.storage); STORAGE=<url> for another one,
+# e.g. the grid studies of `python -m cl_sweep.analysis.tables results/a6 --to-study sqlite:///$$PWD/grid.db`.
+STORAGE ?= sqlite:///$(CURDIR)/multirun/optuna.sqlite3
+PORT    ?= 8080
+dashboard:  ## serve Optuna's dashboard for the study storage (STORAGE=<url>, default multirun/optuna.sqlite3) on 127.0.0.1:PORT (8080)
+	@case "$(STORAGE)" in sqlite:///*) f="$(STORAGE)"; f="$${f#sqlite:///}"; \
+	  [ -f "$$f" ] || { echo "make dashboard: no study storage at $$f (run an Optuna sweep first, or give STORAGE=<url>)" >&2; exit 2; };; esac
+	$(VENV)/bin/optuna-dashboard "$(STORAGE)" --host 127.0.0.1 --port $(PORT)
 
 bench:  ## every CPU speed figure of the README's Performance section, each against a baseline timed in the same run
 	$(PY) benchmarks/step_time.py --ablation

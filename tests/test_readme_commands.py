@@ -334,6 +334,12 @@ EXCLUDED: dict[str, Excluded] = {
     "make postgres-stop": Excluded("would stop the server other test runs on this machine use",
                                    "make -n postgres-stop", expect=r"scripts/postgres\.sh stop"),
     # --- benchmarks: minutes of both cores --------------------------------------------------------
+    "make dashboard": Excluded("serves until stopped; the check: the recipe", "make -n dashboard",
+                               expect=r"optuna-dashboard \"sqlite:///.*multirun/optuna\.sqlite3\" --host 127\.0\.0\.1 --port 8080"),
+    "make dashboard STORAGE=sqlite:///grid.db": Excluded(
+        "serves until stopped (tests/test_dashboard.py starts the real server on a free loopback port and reads "
+        "the exported studies through its HTTP API); the check: the recipe",
+        "make -n dashboard STORAGE=sqlite:///grid.db", expect=r"optuna-dashboard \"sqlite:///grid\.db\" --host 127\.0\.0\.1"),
     "make bench": Excluded("about 5 minutes of both cores (the next three); the check: the recipe",
                            "make -n bench", expect=r"(?s)step_time\.py.*ops_bench\.py.*grid_time\.py"),
     ".venv/bin/python benchmarks/step_time.py --ablation": Excluded(
@@ -561,6 +567,13 @@ def seed_inputs(cmd: str, workdir: Path) -> None:
 def expected_outputs(cmd: str, workdir: Path) -> None:
     """Table and figure commands must leave their files behind."""
     last = last_program(cmd)
+    if m := re.search(r"--to-study\s+sqlite:///(\S+)", last):  # studies instead of tables: a study per cell
+        import optuna
+
+        path = Path(m.group(1)) if Path(m.group(1)).is_absolute() else workdir / m.group(1)
+        names = optuna.get_all_study_names(f"sqlite:///{path}")
+        assert names and all(n.startswith("grid|") for n in names), f"`{cmd}` wrote no grid study into {path}"
+        return
     if re.match(r"make\s+tables\b", last) or re.search(r"-m\s+cl_sweep\.analysis\.tables\s", last):
         out = named_dir(last.replace("--out ", "--out="), "--out") or "tables"
         assert list((workdir / out).rglob("*.md")), f"`{cmd}` wrote no Markdown table under {out}/"

@@ -1428,6 +1428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-plots", action="store_true", help="do not write tables/table2_heatmap.png"
     )
     parser.add_argument(
+        "--to-study", metavar="STORAGE", default=None,
+        help="instead of tables, write each (benchmark, activation, optimizer) cell's grid points as an Optuna "
+        "study into this storage URL (e.g. sqlite:///grid.db), for optuna-dashboard (make dashboard STORAGE=...)",
+    )
+    parser.add_argument(
         "--plugins", nargs="*", default=[],
         help="plugin modules or .py files whose components' labels name their rows (installed "
         "cl_sweep.plugins entry points are always loaded)",
@@ -1462,6 +1467,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets += [(b, Path(args.out) / b.replace(":", "_").replace("/", "_")) for b in found if b != paper.PAPER_BENCHMARK]
 
     summary = summarize(jobs)
+    if args.to_study is not None:
+        from cl_sweep.analysis.studies import export_to_study
+
+        chosen = summary if args.benchmark is None else summary[summary["benchmark"] == args.benchmark]
+        try:
+            written = export_to_study(chosen, args.to_study)
+        except Exception as e:  # a bad URL, an unreachable server: one paragraph, nothing half-said
+            return _error(f"--to-study {args.to_study!r}: cannot write the studies ({type(e).__name__}: {e})")
+        for name, n in written:
+            print(f"{name}: {n} trials")
+        print(f"cl_sweep.analysis.tables: wrote {len(written)} studies, {sum(n for _, n in written)} trials, into {args.to_study}",
+              file=sys.stderr)
+        return 0
     for benchmark, out in targets:
         text = write_tables(summary, out, benchmark=benchmark, bad_files=bad, jobs=jobs)
         print(text)
