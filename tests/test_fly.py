@@ -173,7 +173,7 @@ def test_divergence_is_reported_in_the_task_it_happens_by_the_shared_host_loop(d
     result, _ = _train(data, split, seeds=(0, 1), cfg=bad, progress=True)
     assert result.diverged.tolist() == [True, True]
     err = capsys.readouterr().err
-    assert "member 0 (seed 0) diverged (non-finite loss) in task 1" in err and "in task 2" not in err
+    assert "member 0 (seed 0) diverged (non-finite weights) in task 1" in err and "in task 2" not in err
 
 
 def test_permuted_benchmarks_are_refused(dataset, data):

@@ -125,7 +125,7 @@ def summary(result: dict, path: Path | None) -> str:
         )
     else:
         n = sum(result["diverged"])
-        lines.append(f"DIVERGED: {n} of {len(result['seeds'])} seeds hit a non-finite loss (recorded as such)")
+        lines.append(f"DIVERGED: {n} of {len(result['seeds'])} seeds: their loss or weights became non-finite (recorded as such)")
     ok = [m for m, d in zip(result["accuracy_matrix"], result["diverged"]) if not d]
     if ok:
         # None = not evaluated (permuted MNIST tracks only the first and the newest task)

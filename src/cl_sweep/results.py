@@ -10,7 +10,7 @@ below existed, are still read and have none of the four keys marked v2):
 key                         meaning
 ==========================  ==================================================================
 ``schema``                  2
-``status``                  ``"ok"`` or ``"diverged"`` (a seed hit a non-finite loss)
+``status``                  ``"ok"`` or ``"diverged"`` (a seed's loss or weights became non-finite)
 ``benchmark``               benchmark name, e.g. ``"split_mnist"``
 ``activation``              activation name (registry key), e.g. ``"hard_ash"``
 ``optimizer``               optimizer name (registry key), e.g. ``"adagrad"``

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1169,6 +1169,20 @@ def plain_runs(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["hyperparameters"].map(_paper_variant) & ~summary["optimizer"].isin(APPENDIX_OPTIMIZERS)]
 
 
+def _best_beside(cells: pd.DataFrame, plain: pd.DataFrame, by: list[str], own: str) -> Iterator[tuple]:
+    """The strategies' and models' tables' rows: for each group of ``cells`` by ``by`` (in sorted order),
+    ``(key, cell, its best grid point, the best of plain in the same activation and optimizer or None,
+    the best point's own keys that start with the prefix ``own`` but its name)``. Columns of ``cells``
+    that start with ``_`` are helpers, dropped before the best point is chosen."""
+    plain_best = {(r.activation, r.optimizer): r for _, r in best_per_cell(plain).iterrows()}
+    helpers = [c for c in cells.columns if c.startswith("_")]
+    for key, cell in cells.groupby(by, sort=True):
+        best = best_per_cell(cell.drop(columns=helpers)).iloc[0]
+        base = plain_best.get((best["activation"], best["optimizer"]))
+        keys = [kv for kv in str(best["hp_key"]).split(", ") if kv.startswith(own) and not kv.startswith(f"{own}name")]
+        yield key, cell, best, base, ", ".join(keys) or DEFAULTS_KEY_LABEL
+
+
 def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
     """Best grid point per (activation, optimizer, strategy) for runs with a strategy, beside the same
     cell without one; None when no run used a strategy."""
@@ -1180,12 +1194,9 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
     with_strategy = s[s["_strategy"] != "none"]
     if with_strategy.empty:
         return None
-    plain_best = {(r.activation, r.optimizer): r for _, r in best_per_cell(plain_runs(s.drop(columns="_strategy"))).iterrows()}
     display_rows, data_rows = [], []
-    for (act, opt, strat), cell in with_strategy.groupby(["activation", "optimizer", "_strategy"], sort=True):
-        best = best_per_cell(cell.drop(columns="_strategy")).iloc[0]
-        base = plain_best.get((act, opt))
-        own = ", ".join(kv for kv in str(best["hp_key"]).split(", ") if kv.startswith("strategy.") and not kv.startswith("strategy.name"))
+    plain = plain_runs(s.drop(columns="_strategy"))
+    for (act, opt, strat), cell, best, base, own in _best_beside(with_strategy, plain, ["activation", "optimizer", "_strategy"], "strategy."):
         display_rows.append(
             {
                 "Activation": paper.activation_name(act),
@@ -1193,7 +1204,7 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
                 "Strategy": paper.strategy_name(strat),
                 "Best": _ours(best),
                 "Without strategy": _ours(base),
-                "Strategy hyperparameters": own or DEFAULTS_KEY_LABEL,
+                "Strategy hyperparameters": own,
                 "Grid points": str(len(cell)),
             }
         )
@@ -1237,12 +1248,9 @@ def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) 
     if s.empty:
         return None
     s = s.assign(_arch=s["hyperparameters"].map(_architecture), _model=s["hyperparameters"].map(_model_of))
-    plain_best = {(r.activation, r.optimizer): r for _, r in best_per_cell(plain_runs(summary[summary["benchmark"] == benchmark])).iterrows()}
     display_rows, data_rows = [], []
-    for (arch, act, opt), cell in s.groupby(["_arch", "activation", "optimizer"], sort=True):
-        best = best_per_cell(cell.drop(columns=["_arch", "_model"])).iloc[0]
-        base = plain_best.get((act, opt))
-        own = ", ".join(kv for kv in str(best["hp_key"]).split(", ") if kv.startswith("model.") and not kv.startswith("model.name"))
+    plain = plain_runs(summary[summary["benchmark"] == benchmark])
+    for (arch, act, opt), cell, best, base, own in _best_beside(s, plain, ["_arch", "activation", "optimizer"], "model."):
         display_rows.append(
             {
                 "Model": paper.model_name(cell["_model"].iloc[0]),
@@ -1250,7 +1258,7 @@ def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) 
                 "Optimizer": paper.optimizer_name(opt),
                 "Best": _ours(best),
                 "Paper's MLP": _ours(base),
-                "Model hyperparameters": own or DEFAULTS_KEY_LABEL,
+                "Model hyperparameters": own,
                 "Grid points": str(len(cell)),
             }
         )

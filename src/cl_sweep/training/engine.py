@@ -574,7 +574,8 @@ def run_tasks(
     ``program`` does the device work: ``train(t, batch_idx, batch_mask, lo, hi) -> diverged [P]``
     runs steps lo..hi-1 of task t; ``end_task(t) -> diverged [P]`` after its last step;
     ``evaluate(j, test_task_onehot) -> (overall [P], per-task [P, T'], active fraction [P])`` on
-    the test set as task j sees it. ``seeds[p]`` is member p's seed (its example order); the
+    the test set as task j sees it; an optional ``divergence`` attribute names what diverging
+    means for it in the warning (default "non-finite loss"). ``seeds[p]`` is member p's seed (its example order); the
     first ``n_real`` members are reported (the rest pad the population).
     """
     start_time = time.perf_counter() if start_time is None else start_time
@@ -589,6 +590,7 @@ def run_tasks(
         orders = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
     orders, steps_per_task, padded = orders
 
+    what = getattr(program, "divergence", "non-finite loss")  # how the program's divergence shows
     accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
     overall = np.zeros((P, T), np.float64)
     active_fraction = np.zeros((P, T), np.float64)
@@ -605,7 +607,7 @@ def run_tasks(
                 diverged = program.train(t, batch_idx, batch_mask, lo, hi)
                 bar.update(hi - lo)
                 for p in np.flatnonzero(diverged[:n_real] & ~reported[:n_real]):
-                    tqdm.write(f"warning: member {p} (seed {seeds[p]}) diverged (non-finite loss) in task {t + 1}", file=sys.stderr)
+                    tqdm.write(f"warning: member {p} (seed {seeds[p]}) diverged ({what}) in task {t + 1}", file=sys.stderr)
                 reported |= diverged
         diverged = program.end_task(t)
         if permuted:

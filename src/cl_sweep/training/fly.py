@@ -298,6 +298,7 @@ def train_fly_population_with_state(
     wmax = jnp.float32(cfg.weight_max if cfg.weight_max is not None else np.inf)
 
     class Program:  # FlyModel's side of the engine's shared host task loop (`cl_sweep.training.engine.run_tasks`)
+        divergence = "non-finite weights"  # it trains without a loss: what run_tasks' warning names
         def __init__(self):
             self.state = state
 

@@ -85,14 +85,10 @@ class NSGAIISamplerConfig(SamplerConfig):
 
 
 @dataclass
-class NSGAIIISamplerConfig(SamplerConfig):
-    """``optuna.samplers.NSGAIIISampler`` (reference-point NSGA for many objectives)."""
+class NSGAIIISamplerConfig(NSGAIISamplerConfig):
+    """``optuna.samplers.NSGAIIISampler`` (reference-point NSGA for many objectives): NSGA-II's keys and one more."""
 
     _target_: str = "optuna.samplers.NSGAIIISampler"
-    population_size: int = 50
-    mutation_prob: float | None = None
-    crossover_prob: float = 0.9
-    swapping_prob: float = 0.5
     dividing_parameter: int = 3
 
 
