@@ -3,4 +3,16 @@
 `tables` (``make tables``) pools result files into the paper's mean ± std tables, `figures`
 (``make figures``) draws them with `plots`; `paper` holds the paper's reported numbers and display
 names; `metrics` computes average accuracy, forgetting and BWT from an accuracy matrix.
+
+The API for notebooks and scripts (`api`): ``load(*folders) -> (jobs, problems)``, ``summarize(jobs)``,
+``paper_setting(points)`` and ``best(points, per=...)``, importable from here; they load lazily, so ``cl_sweep.analysis.metrics``
+(which training imports) does not pull in pandas.
 """
+
+
+def __getattr__(name: str):
+    if name in ("load", "summarize", "paper_setting", "best", "CELL"):
+        from cl_sweep.analysis import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cl_sweep.analysis' has no attribute {name!r}")

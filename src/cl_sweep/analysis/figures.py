@@ -22,22 +22,16 @@ import numpy as np
 import pandas as pd
 
 from cl_sweep.analysis import paper, plots, tables
-from cl_sweep.results import read_result
 
 
-def _mean_matrix(paths) -> np.ndarray:
-    matrices = []
-    for p in paths:
-        r = read_result(p)
-        for m, d in zip(r["accuracy_matrix"], r["diverged"]):
-            if not d:
-                matrices.append([[np.nan if v is None else v for v in row] for row in m])
-    return np.nanmean(np.array(matrices, float), axis=0)
+def _mean_matrix(matrices) -> np.ndarray:
+    """The mean over seeds of their accuracy matrices (NaN where a task was not evaluated)."""
+    return np.nanmean(np.array(list(matrices), float), axis=0)
 
 
 def best_matrices(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> list[tuple[str, np.ndarray]]:
     """(title, mean accuracy matrix) of the best configuration of each activation on ``benchmark``."""
-    best = tables.best_per_cell(summary)
+    best = tables.best_per_cell(tables.plain_runs(summary))  # the paper's setting, as Table 2
     best = best[(best["benchmark"] == benchmark) & best["mean"].notna()]
     out = []
     for act in paper.paper_order(best["activation"], paper.ACTIVATION_ORDER):
@@ -47,7 +41,7 @@ def best_matrices(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK)
             & (summary["optimizer"] == row["optimizer"]) & (summary["hp_key"] == row["hp_key"])
         ].iloc[0]
         title = f"{paper.activation_name(act)} + {paper.optimizer_name(row['optimizer'])}: {row['mean']:.1f}%"
-        out.append((title, _mean_matrix(point["paths"])))
+        out.append((title, _mean_matrix(point["accuracy_matrix"])))
     return out
 
 
@@ -56,15 +50,14 @@ def permuted_runs(jobs: pd.DataFrame, preset: str, vary: str) -> list[tuple[str,
     runs = []
     chosen = jobs[(jobs["preset"] == preset) & (jobs["benchmark"] == "permuted_mnist")]
     for _, job in chosen.sort_values(["activation", "hp_key"]).iterrows():
-        r = read_result(job["path"])
         if job["activation"] == "relu":
             label = "ReLU"
         else:
-            hp = r["hyperparameters"]
+            hp = job["hyperparameters"]
             label = f"{paper.activation_name(job['activation'])} {vary}={hp.get(f'activation.{vary}')}"
             if vary == "alpha":
                 label += f", z_k={hp.get('activation.z_k')}"
-        runs.append((label, [m for m, d in zip(r["accuracy_matrix"], r["diverged"]) if not d]))
+        runs.append((label, [m for m, d in zip(job["accuracy_matrix"], job["diverged"]) if not d]))
     hard = [r for r in runs if r[0] != "ReLU"]
     return hard + [r for r in runs if r[0] == "ReLU"]
 
@@ -87,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = tables.summarize(jobs)
     out = Path(args.out)
     written = []
-    best = tables.best_per_cell(summary)
+    best = tables.best_per_cell(tables.plain_runs(summary))  # Table 2's cells, as make tables draws them
     if (best["benchmark"] == paper.PAPER_BENCHMARK).any():
         written.append(plots.table2_heatmap(best[best["benchmark"] == paper.PAPER_BENCHMARK], out / "table2_heatmap.png"))
         points = tables.sparsity_candidates(summary)

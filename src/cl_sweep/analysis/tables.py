@@ -44,6 +44,7 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "diverged",
     "final_accuracy",
     "active_fraction",
+    "accuracy_matrix",
     "mean",
     "std",
     "wall_time_s",
@@ -69,6 +70,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "duplicate_seeds",
     "seeds",
     "final_accuracy",
+    "active_fraction",
+    "accuracy_matrix",
     "mean",
     "std",
     "active_mean",
@@ -178,6 +181,15 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
             if not diverged and _is_number(last) and math.isfinite(last):
                 active[i] = 100.0 * float(last)
 
+    try:  # per seed, T x T in 0-1, NaN where a task was not evaluated
+        matrices = np.array(
+            [[[math.nan if v is None else float(v) for v in row] for row in m] for m in result["accuracy_matrix"]], float
+        )
+    except (TypeError, ValueError):
+        raise ResultError("'accuracy_matrix' is not one T x T matrix of numbers per seed") from None
+    if matrices.ndim != 3 or len(matrices) != len(seeds) or matrices.shape[1] != matrices.shape[2]:
+        raise ResultError(f"'accuracy_matrix' has shape {matrices.shape}, not one T x T matrix per seed ({len(seeds)} seeds)")
+
     return {
         "benchmark": result["benchmark"],
         "activation": result["activation"],
@@ -192,6 +204,7 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "diverged": list(result["diverged"]),
         "final_accuracy": accuracy,
         "active_fraction": active,
+        "accuracy_matrix": list(matrices),
         "mean": pct(result["final_accuracy_mean"]),
         "std": pct(result["final_accuracy_std"]),
         "wall_time_s": float(result["wall_time_s"]),
@@ -244,15 +257,17 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
 
 def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
     """Pools the seeds of the jobs of one grid point; a seed run twice is kept once (newest)."""
-    by_seed: dict[int, tuple[float | None, bool, float | None]] = {}
+    by_seed: dict[int, tuple[float | None, bool, float | None, np.ndarray]] = {}
     duplicates: set[int] = set()
     # Newest last, so that a re-run of a seed supersedes the older run of it.
     ordered = jobs.sort_values(["created", "path"], key=lambda c: c.astype(str))
     for job in ordered.itertuples(index=False):
-        for seed, acc, div, act in zip(job.seeds, job.final_accuracy, job.diverged, job.active_fraction, strict=True):
+        for seed, acc, div, act, matrix in zip(
+            job.seeds, job.final_accuracy, job.diverged, job.active_fraction, job.accuracy_matrix, strict=True
+        ):
             if seed in by_seed:
                 duplicates.add(seed)
-            by_seed[seed] = (acc, div, act)
+            by_seed[seed] = (acc, div, act, matrix)
     seeds = sorted(by_seed)
     accuracy = [by_seed[s][0] for s in seeds]
     active = [by_seed[s][2] for s in seeds]
@@ -278,6 +293,9 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         "duplicate_seeds": sorted(duplicates),
         "seeds": seeds,
         "final_accuracy": accuracy,
+        "active_fraction": active,
+        # the pooled seeds' matrices; a diverged seed's is left out (its accuracy is not a result)
+        "accuracy_matrix": [by_seed[s][3] for s in seeds if not by_seed[s][1]],
         "mean": mean,
         "std": std,
         "active_mean": active_mean,
@@ -990,14 +1008,8 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK)
             (summary["benchmark"] == benchmark) & (summary["activation"] == cell["activation"])
             & (summary["optimizer"] == cell["optimizer"]) & (summary["hp_key"] == cell["hp_key"])
         ]
-        seeds_m, active = [], []
-        for path in point.iloc[0]["paths"]:
-            r = read_result(path)
-            for i, (m, d) in enumerate(zip(r["accuracy_matrix"], r["diverged"])):
-                if not d:
-                    seeds_m.append(m)
-                    if r["schema"] >= 2:
-                        active.append(r["active_fraction"][i][-1])
+        seeds_m = point.iloc[0]["accuracy_matrix"]  # the pooled, non-diverged seeds
+        active = [a / 100 for a in point.iloc[0]["active_fraction"] if a is not None]
         avg = stat([metrics.average_accuracy(m)[-1] for m in seeds_m])
         fgt = stat([metrics.forgetting(m) for m in seeds_m])
         bwt = stat([metrics.backward_transfer(m) for m in seeds_m])
@@ -1395,7 +1407,7 @@ def write_tables(
     problems_md = problems_markdown(items)
     (out / "problems.md").write_text(problems_md)
     pd.DataFrame(items, columns=["kind", "message"]).to_csv(out / "problems.csv", index=False)
-    grid = full.drop(columns=["hyperparameters"]).assign(
+    grid = full.drop(columns=["hyperparameters", "accuracy_matrix"]).assign(
         paths=full["paths"].map(lambda ps: ";".join(map(str, ps)))
     )
     grid.to_csv(out / "grid_points.csv", index=False)

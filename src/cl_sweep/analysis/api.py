@@ -1,0 +1,77 @@
+"""The analysis API that notebooks and scripts use: result folders -> frames -> the best grid points.
+
+    from cl_sweep import analysis
+    jobs, problems = analysis.load("results")      # one row per result file (and the files it could not use)
+    points = analysis.summarize(jobs)              # one row per grid point, seeds pooled (mean ± std, %)
+    cells = analysis.best(analysis.paper_setting(points))  # Table 2's winners; per=("benchmark", "activation"): Table 1's
+
+Everything `make tables` and `make figures` show comes from these frames: the result files are read
+once, by `load` (accuracy matrices, active fractions and all), and nothing downstream re-reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cl_sweep.analysis import tables
+
+__all__ = ["CELL", "best", "load", "paper_setting", "summarize"]
+
+#: A cell of Table 2: the grid points of one benchmark, activation and optimizer.
+CELL = ("benchmark", "activation", "optimizer")
+
+
+def load(*folders: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every ``result.json`` under ``folders`` (any nesting; default ``results``).
+
+    Returns:
+        ``(jobs, problems)``: ``jobs`` has one row per usable file, the columns
+        `tables.LOAD_COLUMNS` (accuracies in percent, each seed's accuracy matrix in 0-1 with NaN
+        where a task was not evaluated, its active fraction after the last task in percent);
+        ``problems`` one row per file that could not be used, with its ``path`` and ``reason``.
+    """
+    jobs, bad = tables.load_results(*(folders or ("results",)))
+    return jobs, pd.DataFrame([(str(p), why) for p, why in bad], columns=["path", "reason"])
+
+
+def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point (benchmark, activation, optimizer, hyperparameters): its jobs' seeds pooled,
+    a seed run twice kept once (the newest), mean ± population std in percent; see `tables.summarize`."""
+    return tables.summarize(jobs)
+
+
+def paper_setting(points: pd.DataFrame) -> pd.DataFrame:
+    """The grid points of the paper's setting, the ones Tables 1 and 2 compare: the paper's MLP, one epoch
+    per task, no strategy, the standard optimizers (`tables.plain_runs`)."""
+    return tables.plain_runs(points)
+
+
+def best(points: pd.DataFrame, per: Sequence[str] = CELL) -> pd.DataFrame:
+    """The best grid point of each group of ``per``.
+
+    ``per`` = (benchmark, activation, optimizer), the default: each cell's winner as Table 2 picks
+    it (`tables.best_per_cell`: finished grid points first, then the highest mean, then the smaller
+    std). A coarser ``per`` (e.g. ``("benchmark", "activation")``, Table 1; ``("benchmark",
+    "optimizer")``, the optimizer table) takes, among those cells' winners, the highest mean (ties:
+    the smaller std), as those tables do.
+
+    Raises:
+        ValueError: ``per`` names a column the frame lacks or leaves out ``benchmark``.
+    """
+    per = list(per)
+    unknown = [c for c in per if c not in points.columns]
+    if unknown or "benchmark" not in per:
+        raise ValueError(
+            f"best(per={per}): {'unknown column(s) ' + ', '.join(unknown) if unknown else 'per must include benchmark'}; "
+            f"allowed: a subset of {list(CELL)} with benchmark, or other columns of the frame"
+        )
+    cells = tables.best_per_cell(points)
+    if set(per) == set(CELL):
+        return cells
+    finite = cells[np.isfinite(cells["mean"].astype(float))]
+    ranked = finite.sort_values(["mean", "std"], ascending=[False, True], kind="stable")
+    return ranked.groupby(per, sort=False).head(1).reset_index(drop=True)
