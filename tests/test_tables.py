@@ -392,8 +392,8 @@ def test_cli_good_data_nested_folders(tmp_path: Path, capsys: pytest.CaptureFixt
     stdout = capsys.readouterr().out
     assert "Table 2" in stdout and "Hard ASH" in stdout and "## Problems" in stdout
     assert "78.0 ± 0.0 ✓ [1/18] (78.3 ± 1.4)" in stdout and "76.0 ± 0.0 ✓ [1/18] (76.4 ± 1.4)" in stdout
-    assert (out / "table2.md").is_file()
-    assert (out / "table2_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "split_mnist" / "table2.md").is_file()
+    assert (out / "split_mnist" / "table2_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_reports_bad_files_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -582,16 +582,32 @@ def test_comparison_rows_per_method_and_epoch_budget_stay_out_of_the_paper_table
 
 
 def test_cli_tabulates_every_benchmark_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --benchmark: the paper's benchmark at the top of --out, every other in its own folder."""
+    """Without --benchmark: every benchmark in its own folder, the paper's included, each with only its own
+    rows and problems; an index page lists them and the unreadable files (once)."""
     put(tmp_path / "r", "a", accuracy=[0.78] * 5)
+    put(tmp_path / "r", "a2", accuracy=[0.7] * 2, hyperparameters={"optimizer.lr": 0.02})  # incomplete: split_mnist's problem
     put(tmp_path / "r", "b", benchmark="split_fashion_mnist", accuracy=[0.61] * 5)
     put(tmp_path / "r", "c", benchmark="split_tfds:kmnist", accuracy=[0.55] * 5)
+    (tmp_path / "r" / "bad").mkdir()
+    (tmp_path / "r" / "bad" / "result.json").write_text("{")
     assert tables.main([str(tmp_path / "r"), "--out", str(tmp_path / "t")]) == 0
     out = tmp_path / "t"
-    assert "78.0" in (out / "table2.md").read_text()
+    assert not (out / "table2.md").exists() and not (out / "grid_points.csv").exists()  # nothing at the top but the index
+    assert "78.0" in (out / "split_mnist" / "table2.md").read_text()
     assert "61.0" in (out / "split_fashion_mnist" / "table2.md").read_text()
     assert "55.0" in (out / "split_tfds_kmnist" / "table2.md").read_text()
     assert (out / "split_fashion_mnist" / "table2_heatmap.png").is_file()
+    for folder, n_points in (("split_mnist", 2), ("split_fashion_mnist", 1), ("split_tfds_kmnist", 1)):
+        grid = pd.read_csv(out / folder / "grid_points.csv")
+        assert len(grid) == n_points and set(grid["benchmark"]) == {folder.replace("split_tfds_", "split_tfds:")}
+    assert "Incomplete grid points (fewer seeds than requested) (1)" in (out / "split_mnist" / "problems.md").read_text()
+    for folder in ("split_fashion_mnist", "split_tfds_kmnist"):  # not the other benchmark's problem, nor the bad file
+        assert (out / folder / "problems.md").read_text().strip().endswith("None.")
+        assert "[k/N]" not in (out / folder / "table2.md").read_text()  # A.6 is Split-MNIST's grid only
+    assert "[k/N]" in (out / "split_mnist" / "table2.md").read_text()
+    index = (out / "README.md").read_text()
+    assert index.index("[split_mnist](split_mnist/tables.md)") < index.index("[split_fashion_mnist]")
+    assert "Hard ASH + Adagrad: 78.0 ± 0.0" in index and "Unreadable result files (skipped) (1)" in index
 
 
 def test_a9_decaying_sgd_fills_the_appendix_not_a_table2_column(tmp_path: Path) -> None:

@@ -544,8 +544,9 @@ def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     )
     notes = [
         f"{MISSING} = not run; diverged = every grid point of the cell diverged; "
-        f"{INCOMPLETE_MARK} = best grid point has fewer seeds than requested; "
-        "[k/N] = only k of the cell's N A.6 grid points have been run (the best so far is shown)."
+        f"{INCOMPLETE_MARK} = best grid point has fewer seeds than requested"
+        + ("; [k/N] = only k of the cell's N A.6 grid points have been run (the best so far is shown)."
+           if benchmark == paper.PAPER_BENCHMARK else ".")  # A.6 defines Split-MNIST's grid only
     ]
     return Table(
         "table2",
@@ -1368,7 +1369,8 @@ def write_tables(
     """Writes every table as ``NAME.md``, ``NAME.csv`` and ``NAME.tex`` under ``out_dir``.
 
     Files: ``table2``, ``table1``, ``optimizers``, ``details``, plus ``problems.md``/``.csv``,
-    ``grid_points.csv`` (every grid point of the summary) and ``tables.md`` (everything in one).
+    ``grid_points.csv`` (every grid point of ``benchmark``; the problems too are this benchmark's
+    only) and ``tables.md`` (everything in one).
     The CSVs hold the numbers (ours, paper, difference, within-std flag), not the display text.
 
     Args:
@@ -1382,8 +1384,9 @@ def write_tables(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    full = summary
-    summary = plain_runs(summary)  # the paper's tables compare activations and optimizers alone
+    everything = summary  # the appendix table (A.7 runs on i.i.d. MNIST) spans benchmarks
+    full = summary[summary["benchmark"] == benchmark] if not summary.empty else summary  # this benchmark's rows only
+    summary = plain_runs(full)  # the paper's tables compare activations and optimizers alone
     best = best_per_cell(summary)
     sections = [f"# Results: {benchmark}", ""]
     extra = [metrics_table(summary, benchmark)]
@@ -1396,7 +1399,7 @@ def write_tables(
     if (pareto := pareto_table(full, benchmark)) is not None:
         extra.append(pareto)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
-        extra.append(appendix_table(full, jobs))
+        extra.append(appendix_table(everything, jobs))
     for table in [*render_tables(best, benchmark), *extra]:
         md = table.to_markdown()
         (out / f"{table.name}.md").write_text(md)
@@ -1415,6 +1418,35 @@ def write_tables(
     text = "\n".join(sections)
     (out / "tables.md").write_text(text)
     return text
+
+
+def benchmark_folder(benchmark: str) -> str:
+    """The folder of a benchmark's tables under the output folder: its name, path-safe."""
+    return benchmark.replace(":", "_").replace("/", "_")
+
+
+def write_index(summary: pd.DataFrame, out_dir: Path, benchmarks: Sequence[str], bad_files: Iterable[tuple[Path, str]]) -> Path:
+    """``README.md`` of the output folder: one line per benchmark folder (grid points, seeds, its Table 2's
+    best cell) and the result files that could not be read (listed here only)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["# Tables", "", "One folder per benchmark, written by `make tables` from the stored results "
+             "(`table2`, `table1`, `optimizers`, `details`, `metrics`, `pareto` and the rest, each as `.md`, `.csv` "
+             "and `.tex`; `tables.md` holds them all, `problems.md` what is missing or wrong, `grid_points.csv` every "
+             "grid point).", "", "| benchmark | grid points | seeds run | best cell of Table 2 |", "|---|---|---|---|"]
+    for b in benchmarks:
+        rows = summary[summary["benchmark"] == b]
+        best = best_per_cell(plain_runs(rows))
+        best = best[np.isfinite(best["mean"].astype(float))] if not best.empty else best
+        top = MISSING
+        if not best.empty:
+            r = best.sort_values(["mean", "std"], ascending=[False, True], kind="stable").iloc[0]
+            top = f"{paper.activation_name(r['activation'])} + {paper.optimizer_name(r['optimizer'])}: {_fmt(r['mean'], r['std'])}"
+        lines.append(f"| [{b}]({benchmark_folder(b)}/tables.md) | {len(rows)} | {int(rows['n_seeds'].sum())} | {top} |")
+    bad = [("unreadable", f"`{p}`: {reason}") for p, reason in bad_files]
+    lines += ["", problems_markdown(bad) if bad else "No unreadable result files."]
+    path = out_dir / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _error(message: str) -> int:
@@ -1441,11 +1473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="tables", help="output folder (default: tables/)")
     parser.add_argument(
         "--benchmark", default=None,
-        help=f"benchmark to tabulate into --out (default: {paper.PAPER_BENCHMARK} into --out, and every "
-        "other benchmark found into --out/<benchmark>/)",
+        help="benchmark to tabulate into --out itself (default: every benchmark found, each into "
+        "--out/<benchmark>/, with an index --out/README.md)",
     )
     parser.add_argument(
-        "--no-plots", action="store_true", help="do not write tables/table2_heatmap.png"
+        "--no-plots", action="store_true", help="do not write the table2_heatmap.png of each benchmark folder"
     )
     parser.add_argument(
         "--to-study", metavar="STORAGE", default=None,
@@ -1482,11 +1514,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"no results for benchmark {args.benchmark!r} (found: {', '.join(found)})")
     if args.benchmark is not None:
         targets = [(args.benchmark, Path(args.out))]
-    else:  # the paper's benchmark at the top, every other one in a folder of its own
-        targets = [(paper.PAPER_BENCHMARK, Path(args.out))] if paper.PAPER_BENCHMARK in found else []
-        targets += [(b, Path(args.out) / b.replace(":", "_").replace("/", "_")) for b in found if b != paper.PAPER_BENCHMARK]
+    else:  # every benchmark in a folder of its own, the paper's first; an index page beside them
+        order = sorted(found, key=lambda b: (b != paper.PAPER_BENCHMARK, b))
+        targets = [(b, Path(args.out) / benchmark_folder(b)) for b in order]
 
     summary = summarize(jobs)
+    if args.to_study is None and args.benchmark is None:
+        print(write_index(summary, Path(args.out), [b for b, _ in targets], bad).read_text())
     if args.to_study is not None:
         from cl_sweep.analysis.studies import export_to_study
 
@@ -1500,8 +1534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cl_sweep.analysis.tables: wrote {len(written)} studies, {sum(n for _, n in written)} trials, into {args.to_study}",
               file=sys.stderr)
         return 0
-    for benchmark, out in targets:
-        text = write_tables(summary, out, benchmark=benchmark, bad_files=bad, jobs=jobs)
+    for benchmark, out in targets:  # unreadable files are listed once: in the index, or with the one benchmark
+        text = write_tables(summary, out, benchmark=benchmark, bad_files=bad if args.benchmark else (), jobs=jobs)
         print(text)
     if bad:
         print(
