@@ -666,18 +666,8 @@ def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
             "Paper values as printed in its Table 1; one std there differs from its Table 2 "
             "(ReLU/Adam 7.9 vs 9.7)."
         )
-    return Table(
-        "table1",
-        f"Table 1: best optimizer per activation ({benchmark})",
-        pd.DataFrame(
-            display_rows,
-            columns=["Activation", "Ours", "Optimizer", "Paper", "Paper optimizer", "Within", "A.6 grid run"],
-        ),
-        pd.DataFrame(data_rows),
-        f"Final accuracy (%) of the best optimizer for each activation. Within: {WITHIN} = ours "
-        f"within paper mean ± paper std, {OUTSIDE} = outside.",
-        notes,
-    )
+    return _view_table("table1", f"Table 1: best optimizer per activation ({benchmark})", "Activation", "Optimizer",
+                       display_rows, data_rows, notes)
 
 
 def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
@@ -700,15 +690,18 @@ def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) 
             "Paper values as printed in its optimizer table; two stds differ from its Table 2 "
             "(SGDM/Top-K subtract 3.4 vs 3.5, SGD/Hard ASH 5.3 vs 7.6)."
         )
+    return _view_table("optimizers", f"Best activation per optimizer ({benchmark})", "Optimizer", "Activation",
+                       display_rows, data_rows, notes)
+
+
+def _view_table(name: str, title: str, per: str, other: str, display_rows: list, data_rows: list, notes: list[str]) -> Table:
+    """Table 1 and the optimizer table: for each ``per`` (activation, optimizer), the best ``other``, ours beside the paper's."""
     return Table(
-        "optimizers",
-        f"Best activation per optimizer ({benchmark})",
-        pd.DataFrame(
-            display_rows,
-            columns=["Optimizer", "Ours", "Activation", "Paper", "Paper activation", "Within", "A.6 grid run"],
-        ),
+        name,
+        title,
+        pd.DataFrame(display_rows, columns=[per, "Ours", other, "Paper", f"Paper {other.lower()}", "Within", "A.6 grid run"]),
         pd.DataFrame(data_rows),
-        f"Final accuracy (%) of the best activation for each optimizer. Within: {WITHIN} = ours "
+        f"Final accuracy (%) of the best {other.lower()} for each {per.lower()}. Within: {WITHIN} = ours "
         f"within paper mean ± paper std, {OUTSIDE} = outside.",
         notes,
     )
