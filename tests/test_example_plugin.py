@@ -52,7 +52,7 @@ def test_installed_plugin_sweeps_through_the_population_launcher_and_reaches_the
         env=installed, capture_output=True, text=True, timeout=300,
     )
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
-    details = (tmp_path / "tables" / "details.md").read_text()
+    details = (tmp_path / "tables" / "split_mnist" / "details.md").read_text()
     assert "shifted_relu" in details and "adagrad_wd" in details
     best = max(results, key=lambda r: r["final_accuracy_mean"])
     assert f"{100 * best['final_accuracy_mean']:.1f}" in details

@@ -95,16 +95,16 @@ def test_real_grid_multirun_writes_one_result_per_job_and_aggregates(tmp_path):
     # tiny slices land far below 65%: the early-stop rule of the A.6 preset keeps 2 of 2 seeds here
     assert all(r["seeds"] == [0, 1] for r in results)
 
-    tables = tmp_path / "tables"
+    tables = tmp_path / "tables"  # every benchmark in its own folder: split_mnist here
     agg = subprocess.run(
         [sys.executable, "-m", "cl_sweep.analysis.tables", str(tmp_path), "--out", str(tables), "--no-plots"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert agg.returncode == 0, agg.stderr
     assert "ReLU" in agg.stdout and "Hard Sigmoid" in agg.stdout
-    assert (tables / "table2.md").is_file() and (tables / "table2.csv").is_file() and (tables / "table2.tex").is_file()
+    assert (tables / "split_mnist" / "table2.md").is_file() and (tables / "split_mnist" / "table2.csv").is_file() and (tables / "split_mnist" / "table2.tex").is_file()
     best_relu = max(r["final_accuracy_mean"] for r in results if r["activation"] == "relu")
-    assert f"{100 * best_relu:.1f}" in (tables / "table2.md").read_text()
+    assert f"{100 * best_relu:.1f}" in (tables / "split_mnist" / "table2.md").read_text()
 
 
 @pytest.mark.slow
