@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from cl_sweep.analysis import tables
@@ -70,8 +69,4 @@ def best(points: pd.DataFrame, per: Sequence[str] = CELL) -> pd.DataFrame:
             f"allowed: a subset of {list(CELL)} with benchmark, or other columns of the frame"
         )
     cells = tables.best_per_cell(points)
-    if set(per) == set(CELL):
-        return cells
-    finite = cells[np.isfinite(cells["mean"].astype(float))]
-    ranked = finite.sort_values(["mean", "std"], ascending=[False, True], kind="stable")
-    return ranked.groupby(per, sort=False).head(1).reset_index(drop=True)
+    return cells if set(per) == set(CELL) else tables.best_over(cells, per)

@@ -558,13 +558,17 @@ def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     )
 
 
-def _best_over(best: pd.DataFrame, by: str) -> dict[str, pd.Series]:
-    """For each value of ``by``, the cell with the highest mean (ties: smaller std)."""
+def best_over(best: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
+    """Among `best_per_cell`'s cells, the one with the highest mean (ties: smaller std) for each group of
+    ``by`` (Table 1: by activation; the optimizer table: by optimizer); cells without a mean are left out."""
     ok = best[np.isfinite(best["mean"].astype(float))]
-    out: dict[str, pd.Series] = {}
-    for key, group in ok.groupby(by, sort=False):
-        out[key] = group.sort_values(["mean", "std"], ascending=[False, True], kind="stable").iloc[0]
-    return out
+    ranked = ok.sort_values(["mean", "std"], ascending=[False, True], kind="stable")
+    return ranked.groupby(by if isinstance(by, str) else list(by), sort=False).head(1).reset_index(drop=True)
+
+
+def _best_over(best: pd.DataFrame, by: str) -> dict[str, pd.Series]:
+    """`best_over` as a mapping: value of ``by`` -> its winning cell."""
+    return {row[by]: row for _, row in best_over(best, by).iterrows()}
 
 
 def _paper_row_best(activation: str) -> PaperBest | None:
