@@ -145,13 +145,15 @@ def completed(output_dir: str | Path, overrides: Sequence[str], cfg) -> dict | N
 
 
 def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Sequence[str | Path], *,
-             max_population: int | None = None, desc: str = "") -> list[tuple[dict, Path]]:
+             max_population: int | None = None, desc: str = "", listeners: Sequence = ()) -> list[tuple[dict, Path]]:
     """The one job path: trains jobs of one population together and writes each one's result.json
     into its folder; returns (result, path) per job. A single job is a population of one
-    (`run_job`); the population launcher calls this for each of its populations."""
+    (`run_job`); the population launcher calls this for each of its populations. ``listeners``
+    hear every task's end (`cl_sweep.training.train.train_jobs`)."""
     from cl_sweep.training.train import train_jobs
 
-    results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc)
+    results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc,
+                         listeners=listeners)
     return [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
 
 

@@ -64,6 +64,7 @@ class Model:
     fused: FusedInputLayer | None = None
     # A model trained by its own rule, not by gradients (FlyModel): called as
     # trainer(seeds, data, split, **schedule) -> engine.PopulationResult; init/apply are then unused.
+    # ``schedule`` may hold ``on_task_end``, which the trainer passes on to engine.run_tasks.
     trainer: Callable[..., Any] | None = None
 
 

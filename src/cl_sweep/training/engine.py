@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -143,6 +143,26 @@ class PopulationResult:
     @property
     def final_accuracy(self) -> np.ndarray:
         return self.overall_accuracy[:, -1]
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """What the host loop knows after a task, handed to an ``on_task_end`` listener (trackers, pruners).
+
+    Arrays hold the population's real members (``seeds[p]`` is member p's seed); rows after
+    ``task`` are still NaN/0. Built on the host from numbers the loop already fetched: listening
+    adds no device sync.
+    """
+
+    task: int  # 0-based index of the task just trained and evaluated
+    num_tasks: int
+    seeds: tuple[int, ...]  # [P]
+    accuracy_matrix: np.ndarray  # [P, T, T] as in PopulationResult, filled up to row ``task``
+    overall_accuracy: np.ndarray  # [P, T]
+    active_fraction: np.ndarray  # [P, T]
+    diverged: np.ndarray  # [P] bool, as of the end of this task
+    steps: int  # optimizer steps each member took in this task
+    elapsed_s: float  # since the population's call started, compilation included
 
 
 @dataclass(frozen=True)
@@ -470,13 +490,15 @@ def train_population(
     desc: str = "",
     pad_to: int | None = None,
     compile_only: bool = False,
+    on_task_end: Callable[[TaskEnd], None] | None = None,
 ) -> PopulationResult | None:
     """Trains every member on the tasks in order, evaluating on the full test set after each task.
 
     ``pad_to`` (see `padded_population`) adds copies of the last member up to that population size
     so that the call reuses a compiled program; the result holds the real members only.
     ``compile_only`` compiles this call's programs (init, train, evaluate, the strategy's) with
-    the exact shapes the training would use, runs no step, and returns None.
+    the exact shapes the training would use, runs no step, and returns None. ``on_task_end`` is
+    called after each task's evaluation (see `run_tasks`).
     """
     start_time = time.perf_counter()
     n_real = len(members)
@@ -547,9 +569,8 @@ def train_population(
             return evaluate(self.state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j], self.state[3])
 
     program = Program()
-    result = run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
-                       progress=progress, desc=desc, n_real=n_real, start_time=start_time)
-    return result
+    return run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
+                     progress=progress, desc=desc, n_real=n_real, start_time=start_time, on_task_end=on_task_end)
 
 
 def run_tasks(
@@ -565,6 +586,7 @@ def run_tasks(
     n_real: int | None = None,
     start_time: float | None = None,
     orders: tuple | None = None,
+    on_task_end: Callable[[TaskEnd], None] | None = None,
 ) -> PopulationResult:
     """The host task loop every trainer shares: the tasks in order, each as `CHUNKS_PER_TASK`
     device calls under a progress bar, divergence reported when it happens, then the evaluation
@@ -576,7 +598,8 @@ def run_tasks(
     ``evaluate(j, test_task_onehot) -> (overall [P], per-task [P, T'], active fraction [P])`` on
     the test set as task j sees it; an optional ``divergence`` attribute names what diverging
     means for it in the warning (default "non-finite loss"). ``seeds[p]`` is member p's seed (its example order); the
-    first ``n_real`` members are reported (the rest pad the population).
+    first ``n_real`` members are reported (the rest pad the population). ``on_task_end``, if
+    given, receives a `TaskEnd` of the real members after each task's evaluation.
     """
     start_time = time.perf_counter() if start_time is None else start_time
     T, P = split.num_tasks, len(seeds)
@@ -630,6 +653,13 @@ def run_tasks(
                 f"(tasks so far: {' '.join(f'{100 * a:.0f}' for a in seen)})",
                 file=sys.stderr,
             )
+        if on_task_end is not None:
+            on_task_end(TaskEnd(
+                task=t, num_tasks=T, seeds=tuple(int(s) for s in seeds[:n_real]),
+                accuracy_matrix=accuracy_matrix[:n_real].copy(), overall_accuracy=overall[:n_real].copy(),
+                active_fraction=active_fraction[:n_real].copy(), diverged=np.asarray(diverged)[:n_real].copy(),
+                steps=int(steps), elapsed_s=time.perf_counter() - start_time,
+            ))
 
     return PopulationResult(
         accuracy_matrix[:n_real], overall[:n_real], np.asarray(diverged)[:n_real].copy(),

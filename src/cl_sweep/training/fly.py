@@ -76,14 +76,14 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cl_sweep.training.engine import DeviceData, PopulationResult, run_tasks, task_accuracies
+from cl_sweep.training.engine import DeviceData, PopulationResult, TaskEnd, run_tasks, task_accuracies
 from cl_sweep.data.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
@@ -276,6 +276,7 @@ def train_fly_population_with_state(
     limit_per_task: int | None = None,
     progress: bool = True,
     desc: str = "",
+    on_task_end: Callable[[TaskEnd], None] | None = None,
 ) -> tuple[PopulationResult, FlyState]:
     """`train_fly_population`, also returning the trained circuits (for inspection and tests)."""
     if split.permutations is not None:
@@ -320,7 +321,8 @@ def train_fly_population_with_state(
 
     program = Program()
     result = run_tasks(program, split, seeds, batch_size=batch_size, epochs_per_task=epochs_per_task,
-                       limit_per_task=limit_per_task, progress=progress, desc=desc, start_time=start_time)
+                       limit_per_task=limit_per_task, progress=progress, desc=desc, start_time=start_time,
+                       on_task_end=on_task_end)
     state = program.state
     return result, state
 
@@ -336,6 +338,7 @@ def train_fly_population(
     limit_per_task: int | None = None,
     progress: bool = True,
     desc: str = "",
+    on_task_end: Callable[[TaskEnd], None] | None = None,
 ) -> PopulationResult:
     """Trains one FlyModel per seed on the tasks in order; evaluates on the full test set after each.
 
@@ -351,6 +354,6 @@ def train_fly_population(
     """
     result, _ = train_fly_population_with_state(
         cfg, seeds, data, split, batch_size=batch_size, epochs_per_task=epochs_per_task,
-        limit_per_task=limit_per_task, progress=progress, desc=desc,
+        limit_per_task=limit_per_task, progress=progress, desc=desc, on_task_end=on_task_end,
     )
     return result

@@ -9,7 +9,7 @@ import dataclasses
 import datetime as _dt
 import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +19,8 @@ from cl_sweep.analysis import metrics
 from cl_sweep.components.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.training.engine import (
-    DeviceData, Member, Structure, default_max_population, model_of, padded_population, to_device, train_population,
+    DeviceData, Member, Structure, TaskEnd, default_max_population, model_of, padded_population, to_device,
+    train_population,
 )
 from cl_sweep.components.optimizers import get_optimizer
 from cl_sweep.components.strategies import get_strategy
@@ -194,6 +195,7 @@ def train_jobs(
     max_population: int | None = None,
     desc: str = "",
     compile_only: bool = False,
+    listeners: Sequence[Callable[[int, TaskEnd], None]] = (),
 ) -> list[dict[str, Any]]:
     """Trains several jobs (grid points) of one `population_key` as one population; one result per job.
 
@@ -209,6 +211,10 @@ def train_jobs(
     compilation, not training, is most of a big sweep's time on a GPU, so the population launcher
     does this for every structure in parallel threads before training them one after the other.
     FlyModel's trainer compiles as it goes, so there it does nothing.
+
+    ``listeners`` are called after every task of every call as ``listener(job, event)``, once per
+    job with members in the call: ``event`` is the engine's `TaskEnd` narrowed to that job's seeds
+    (trackers log it per seed; a pruner reads the job's running accuracy).
     """
     cfgs = [_plain(c) for c in cfgs]
     for c in cfgs:
@@ -242,6 +248,8 @@ def train_jobs(
                 batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
+            if listeners and not compile_only:
+                schedule["on_task_end"] = _per_job(chunk, listeners)
             trainer = model_of(structure).trainer  # a model with its own rule (FlyModel), same result layout
             if compile_only:
                 if trainer is None:
@@ -284,6 +292,26 @@ def train_jobs(
         _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share)
         for j, ss in enumerate(seeds)
     ]
+
+
+def _per_job(chunk: Sequence[tuple[int, int]], listeners) -> Callable[[TaskEnd], None]:
+    """The engine's per-population `TaskEnd` split into one event per job of ``chunk`` ((job, seed) per member)."""
+    jobs: dict[int, list[int]] = {}
+    for member, (j, _) in enumerate(chunk):
+        jobs.setdefault(j, []).append(member)
+
+    def on_task_end(event: TaskEnd) -> None:
+        for j, members in jobs.items():
+            idx = np.asarray(members)
+            part = dataclasses.replace(
+                event, seeds=tuple(event.seeds[m] for m in members), accuracy_matrix=event.accuracy_matrix[idx],
+                overall_accuracy=event.overall_accuracy[idx], active_fraction=event.active_fraction[idx],
+                diverged=event.diverged[idx],
+            )
+            for listener in listeners:
+                listener(j, part)
+
+    return on_task_end
 
 
 def first_phase_seeds(cfg: Mapping) -> int:
