@@ -83,3 +83,21 @@ def test_the_readme_lines_rebuild_table2(monkeypatch: pytest.MonkeyPatch) -> Non
     ours = cells[cells["benchmark"] == "split_mnist"].set_index(["activation", "optimizer"])
     for _, cell in stored.iterrows():
         assert ours.loc[(cell["activation"], cell["optimizer"]), "mean"] == pytest.approx(cell["mean"])
+
+
+def test_presets_that_share_grid_points_pool_only_by_choice() -> None:
+    """`+sweep=ewc_baselines strategy=none` re-ran three ReLU + SGD points of A.6: pooled by default, and said."""
+    relu_sgd = REPO / "results" / "a6" / "split_mnist" / "relu" / "sgd"
+    jobs, _ = analysis.load(relu_sgd, REPO / "results" / "ewc_baselines")
+    pooled = analysis.summarize(jobs)
+    shared = pooled[pooled["sources"].map(len) > 1]
+    assert len(shared) == 3 and set(shared["sources"]) == {("a6", "ewc_baselines")}
+    apart = analysis.summarize(jobs, pool="none")
+    assert len(apart) == len(pooled) + 3 and set(apart["sources"].map(len)) == {1}
+    for hp_key in shared["hp_key"]:
+        a6, ewc = (apart[(apart["hp_key"] == hp_key) & (apart["sources"] == (s,))] for s in ("a6", "ewc_baselines"))
+        assert len(a6) == len(ewc) == 1
+        together = shared[shared["hp_key"] == hp_key].iloc[0]
+        assert together["n_seeds"] == len(set(a6.iloc[0]["seeds"]) | set(ewc.iloc[0]["seeds"]))
+    with pytest.raises(ValueError, match="no result comes from 'a7'"):
+        analysis.summarize(jobs, pool=["a6", "a7"])

@@ -142,6 +142,8 @@ def test_mistyped_value_fails_at_compose_time(compose):
         (["model.update_clip=-1"], "model.update_clip"),
         (["optimizer=sgd_exp_decay", "optimizer.decay_rate=0"], "optimizer.decay_rate"),
         (["optimizer=sgd_exp_decay", "optimizer.transition_steps=0"], "optimizer.transition_steps"),
+        (["tag='a,b'"], "tag"),
+        (["tag=' wide'"], "tag"),
     ],
 )
 def test_out_of_range_values_raise_config_error(compose, overrides, key):
@@ -151,6 +153,15 @@ def test_out_of_range_values_raise_config_error(compose, overrides, key):
     message = str(info.value)
     assert key in message and "\n" not in message
     assert "nothing was trained" in message
+
+
+def test_a_tag_is_a_label_of_the_results_not_of_the_grid_point(compose):
+    from cl_sweep.training.train import hyperparameters_of
+
+    tagged, plain = compose(["tag=wide_lr"]), compose([])
+    validate(tagged)
+    assert tagged.tag == "wide_lr" and plain.tag is None
+    assert hyperparameters_of(tagged) == hyperparameters_of(plain)  # the same grid point, told apart by its source
 
 
 def test_topk_k_bound_follows_hidden_size(compose):

@@ -28,8 +28,11 @@ def make_result(
     early_stopped: bool = False,
     benchmark: str = "split_mnist",
     created: str = "2025-01-01T00:00:00+00:00",
+    overrides: list[str] = (),
+    tag: str | None = None,
 ) -> dict[str, Any]:
-    """A valid schema-1 result; ``accuracy`` per seed as a fraction, None for a diverged seed."""
+    """A valid schema-1 result; ``accuracy`` per seed as a fraction, None for a diverged seed;
+    ``overrides`` are added to the job's own (e.g. ``+sweep=a6``), ``tag`` goes into its config."""
     accuracy = [0.7] * 5 if accuracy is None else accuracy
     seeds = list(range(len(accuracy))) if seeds is None else seeds
     diverged = [a is None for a in accuracy]
@@ -42,8 +45,8 @@ def make_result(
         "activation": activation,
         "optimizer": optimizer,
         "hyperparameters": {"optimizer.lr": 0.01} if hyperparameters is None else hyperparameters,
-        "config": {},
-        "overrides": [f"activation={activation}", f"optimizer={optimizer}"],
+        "config": {} if tag is None else {"tag": tag},
+        "overrides": [*overrides, f"activation={activation}", f"optimizer={optimizer}"],
         "seeds": seeds,
         "n_seeds_requested": n_seeds_requested,
         "early_stopped": early_stopped,
@@ -151,6 +154,56 @@ def test_jobs_of_one_grid_point_are_pooled_and_duplicate_seeds_kept_once(tmp_pat
     assert point["mean"] == pytest.approx(np.mean([60, 62, 64, 66, 68]))
     assert point["complete"]
     assert kinds(tables.problems(summary), "duplicate_seeds")
+
+
+def test_sources_pool_only_when_asked_and_always_say_so(tmp_path: Path) -> None:
+    put(tmp_path, "a", accuracy=[0.60, 0.62], seeds=[0, 1], n_seeds_requested=2, overrides=["+sweep=a6"])
+    put(tmp_path, "b", accuracy=[0.70, 0.72], seeds=[1, 2], n_seeds_requested=2, overrides=["+sweep=extra"],
+        created="2025-01-02T00:00:00+00:00")
+    put(tmp_path, "c", accuracy=[0.50], seeds=[3], n_seeds_requested=1, overrides=["+sweep=extra"], tag="mine")
+    put(tmp_path, "d", accuracy=[0.40], seeds=[4], n_seeds_requested=1, overrides=["+search=a6"])
+    jobs, _ = tables.load_results(tmp_path)
+    assert sorted(jobs["source"]) == ["a6", "extra", "mine", "search/a6"]  # a tag wins over the preset
+
+    pooled = tables.summarize(jobs)  # the default: every source, as the stored tables
+    (point,) = pooled.itertuples()
+    assert point.sources == ("a6", "extra", "mine", "search/a6") and point.seeds == [0, 1, 2, 3, 4]
+    assert point.duplicate_seeds == [1]
+    said = kinds(tables.problems(pooled), "pooled")
+    assert len(said) == 1 and "a6 + extra + mine + search/a6" in said[0]
+    best = tables.best_per_cell(pooled)
+    assert cell(best, "hard_ash", "adagrad")["sources"] == ("a6", "extra", "mine", "search/a6")
+    assert "a6 + extra + mine + search/a6" in tables.details_table(best).to_markdown()
+
+    apart = tables.summarize(jobs, pool="none")
+    assert sorted(apart["sources"]) == [("a6",), ("extra",), ("mine",), ("search/a6",)]
+    assert apart.set_index("sources").loc[[("a6",)], "mean"].item() == pytest.approx(61.0)
+    assert not any(apart["duplicate_seeds"].map(len)) and not kinds(tables.problems(apart), "pooled")
+    assert cell(tables.best_per_cell(apart), "hard_ash", "adagrad")["sources"] == ("extra",)  # 71 ± 1 wins
+
+    two = tables.summarize(jobs, pool=["a6", "extra"])
+    assert sorted(two["sources"]) == [("a6", "extra"), ("mine",), ("search/a6",)]
+    assert two.set_index("sources").loc[[("a6", "extra")], "seeds"].item() == [0, 1, 2]
+    assert tables.summarize(jobs, pool="a6,extra")["sources"].tolist() == two["sources"].tolist()
+
+    for bad, why in (("a6,nope", r"no result comes from 'nope'"), ("a6", "a list needs two sources or more")):
+        with pytest.raises(ValueError, match=rf"pool='{bad}' is not allowed: {why}; allowed: 'all' .* a6, extra, mine, search/a6"):
+            tables.summarize(jobs, pool=bad)
+
+
+def test_cli_pool_choice_and_bad_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    put(tmp_path, "r/a", accuracy=[0.60, 0.62], seeds=[0, 1], n_seeds_requested=2, overrides=["+sweep=a6"])
+    put(tmp_path, "r/b", accuracy=[0.70, 0.72], seeds=[2, 3], n_seeds_requested=2, overrides=["+sweep=extra"])
+    assert tables.main([str(tmp_path / "r"), "--out", str(tmp_path / "all"), "--no-plots"]) == 0
+    assert "a6 + extra" in (tmp_path / "all" / "split_mnist" / "details.md").read_text()
+    assert tables.main([str(tmp_path / "r"), "--out", str(tmp_path / "none"), "--no-plots", "--pool", "none"]) == 0
+    grid = pd.read_csv(tmp_path / "none" / "split_mnist" / "grid_points.csv")
+    assert sorted(grid["sources"]) == ["a6", "extra"] and sorted(grid["n_seeds"]) == [2, 2]
+    capsys.readouterr()
+    assert tables.main([str(tmp_path / "r"), "--out", str(tmp_path / "x"), "--pool", "a6,b7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pool: pool='a6,b7' is not allowed: no result comes from 'b7'" in err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
 
 
 def test_diverged_grid_point_is_reported_and_never_chosen(tmp_path: Path) -> None:

@@ -58,6 +58,9 @@ class Config:
     data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
     progress: bool = True  # progress bars
     skip_completed: bool = True  # a job whose result.json is complete for the same overrides is not re-run
+    # A label for this run's results: the analysis keys results by it (else by their +sweep=/+search=
+    # preset), so runs of two tags or presets pool into one grid point only when asked (make tables POOL=).
+    tag: Optional[str] = None
     # Write into the checkout's results/ from code with uncommitted changes (refused by default:
     # see cl_sweep.results.check_results_folder).
     allow_dirty_results: bool = False
@@ -168,6 +171,9 @@ def validate(cfg: DictConfig | dict) -> None:
         _fail("n_seeds", cfg["n_seeds"], "it must be a positive integer")
     if not (isinstance(cfg["seed"], int) and cfg["seed"] >= 0):
         _fail("seed", cfg["seed"], "it must be an integer >= 0")
+    tag = cfg.get("tag")
+    if tag is not None and not (isinstance(tag, str) and tag.strip() and tag == tag.strip() and "," not in tag):
+        _fail("tag", tag, "it must be null or a non-empty label without commas or surrounding spaces, e.g. tag=wide_lr")
     threads = cfg.get("cpu_threads")
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         _fail("cpu_threads", threads, "it must be null (follow the launcher) or a positive integer (threads per job)")

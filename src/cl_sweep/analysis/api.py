@@ -37,10 +37,18 @@ def load(*folders: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     return jobs, pd.DataFrame([(str(p), why) for p, why in bad], columns=["path", "reason"])
 
 
-def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
+def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = "all") -> pd.DataFrame:
     """One row per grid point (benchmark, activation, optimizer, hyperparameters): its jobs' seeds pooled,
-    a seed run twice kept once (the newest), mean ± population std in percent; see `tables.summarize`."""
-    return tables.summarize(jobs)
+    a seed run twice kept once (the newest), mean ± population std in percent; see `tables.summarize`.
+
+    ``pool`` chooses which sources (a result's ``tag=``, else its ``+sweep=``/``+search=`` preset; the
+    ``source`` column of `load`) share grid points: ``"all"`` (default), ``"none"``, or a list of
+    sources pooled together; each row's ``sources`` says what it pooled.
+
+    Raises:
+        ValueError: ``pool`` names a source no job has, or is not "all", "none" or a list.
+    """
+    return tables.summarize(jobs, pool=pool)
 
 
 def paper_setting(points: pd.DataFrame) -> pd.DataFrame:

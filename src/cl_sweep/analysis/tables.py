@@ -51,6 +51,7 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "created",
     "path",
     "preset",
+    "source",
 )
 
 #: Columns of `summarize`' frame (one row per grid point).
@@ -77,6 +78,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "active_mean",
     "wall_time_s",
     "paths",
+    "sources",
 )
 
 #: Columns of `best_per_cell`' frame (one row per benchmark x activation x optimizer).
@@ -96,6 +98,7 @@ BEST_COLUMNS: tuple[str, ...] = (
     "n_diverged",
     "n_early_stopped",
     "n_incomplete",
+    "sources",
 )
 
 WITHIN = "✓"
@@ -211,15 +214,33 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "created": result["created"],
         "path": path,
         "preset": _preset(result["overrides"]),
+        "source": _source(result),
     }
 
 
-def _preset(overrides: list) -> str | None:
-    """The sweep preset a job came from (``+sweep=a7`` -> ``"a7"``), None for other jobs."""
+def _preset(overrides: list, group: str = "sweep") -> str | None:
+    """The preset of ``group`` a job came from (``+sweep=a7`` -> ``"a7"``), None for other jobs."""
     for o in overrides:
-        if isinstance(o, str) and o.lstrip("+").startswith("sweep="):
+        if isinstance(o, str) and o.lstrip("+").startswith(f"{group}="):
             return o.split("=", 1)[1]
     return None
+
+
+#: The source of a result that has neither a ``tag`` nor a preset (a plain job, or a sweep given on the command line).
+NO_SOURCE = "(no preset)"
+
+
+def _source(result: dict[str, Any]) -> str:
+    """What produced a result, for pooling: its ``tag=``, else its ``+sweep=`` preset, else its ``+search=``
+    preset (as ``search/<name>``), else `NO_SOURCE`."""
+    tag = result["config"].get("tag") if isinstance(result.get("config"), dict) else None
+    if isinstance(tag, str) and tag:
+        return tag
+    if (preset := _preset(result["overrides"])) is not None:
+        return preset
+    if (search := _preset(result["overrides"], "search")) is not None:
+        return f"search/{search}"
+    return NO_SOURCE
 
 
 def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
@@ -304,11 +325,42 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
+#: ``summarize(pool=...)``'s words: every source into one grid point, or none.
+POOL_ALL, POOL_NONE = "all", "none"
+
+
+def pool_groups(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Series:
+    """Per job, the label of the sources its seeds may pool with (see `summarize`).
+
+    Raises:
+        ValueError: ``pool`` is not ``"all"``, ``"none"`` or a list of sources the jobs have.
+    """
+    if isinstance(pool, str) and pool in (POOL_ALL, POOL_NONE):
+        return pd.Series("*" if pool == POOL_ALL else jobs["source"], index=jobs.index, dtype=object)
+    chosen = [p.strip() for p in (pool.split(",") if isinstance(pool, str) else pool)]
+    found = sorted(set(jobs["source"]))
+    unknown = [p for p in chosen if p not in found]
+    if unknown or len(chosen) < 2:
+        raise ValueError(
+            f"pool={','.join(map(str, chosen))!r} is not allowed: "
+            + (f"no result comes from {', '.join(map(repr, unknown))}; " if unknown else "a list needs two sources or more; ")
+            + f"allowed: {POOL_ALL!r} (every source into one grid point), {POOL_NONE!r} (each source on its own), "
+            f"or a comma-separated list of two or more of the sources found: {', '.join(found)}"
+        )
+    together = "+".join(chosen)
+    return jobs["source"].map(lambda s: together if s in chosen else s).astype(object)
+
+
+def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.DataFrame:
     """One row per grid point (benchmark, activation, optimizer, hyperparameter key).
 
     Jobs of the same grid point (e.g. different seed ranges) are pooled per seed; a seed present
     in several jobs is kept once (the newest by ``created``) and listed in ``duplicate_seeds``.
+    ``pool`` says which jobs' sources (a ``tag=``, else the ``+sweep=``/``+search=`` preset: the
+    ``source`` column) may pool: ``"all"`` (the default: any source, as the stored tables do),
+    ``"none"`` (each source's runs are grid points of their own) or a list of sources pooled together
+    (the rest on their own). Each row's ``sources`` lists the sources it pooled, and the tables show
+    it, so pooling across presets is never silent.
     ``mean``/``std`` are over the pooled seeds, population std (ddof=0), in percent;
     ``active_mean`` the mean share (percent) of active hidden units after the last task, NaN unless
     every pooled seed measured it (schema 2).
@@ -323,9 +375,11 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
     Returns:
         A frame with the columns `SUMMARY_COLUMNS`, sorted in paper order.
     """
-    keys = ["benchmark", "activation", "optimizer", "hp_key"]
+    keys = ["benchmark", "activation", "optimizer", "hp_key", "_pool"]
     rows = []
-    for (benchmark, activation, optimizer, hp_key), group in jobs.groupby(keys, sort=False):
+    for (benchmark, activation, optimizer, hp_key, _), group in jobs.assign(_pool=pool_groups(jobs, pool)).groupby(
+        keys, sort=False
+    ):
         rows.append(
             {
                 "benchmark": benchmark,
@@ -334,9 +388,10 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
                 "hp_key": hp_key,
                 "hyperparameters": group["hyperparameters"].iloc[0],
                 **_pooled(group),
+                "sources": tuple(sorted(set(group["source"]))),
             }
         )
-    return _paper_sorted(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)), extra=["hp_key"])
+    return _paper_sorted(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)), extra=["hp_key", "sources"])
 
 
 def _paper_sorted(df: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
@@ -391,6 +446,7 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
             "n_seeds": 0,
             "complete": False,
             "early_stopped": False,
+            "sources": (),
         }
         if not ranked.empty:
             win = ranked.iloc[0]
@@ -402,6 +458,7 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
                 n_seeds=int(win["n_seeds"]),
                 complete=bool(win["complete"]),
                 early_stopped=bool(win["early_stopped"]),
+                sources=tuple(win["sources"]),
             )
         row.update(
             n_grid_points=len(cell),
@@ -746,9 +803,12 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
                 "Diverged": str(r["n_diverged"]),
                 "Early-stopped": str(r["n_early_stopped"]),
                 "Incomplete": str(r["n_incomplete"]),
+                "Runs from": " + ".join(r["sources"]) or MISSING,
             }
         )
-    data = best.drop(columns=["hyperparameters"]).rename(columns={"hp_key": "hyperparameters"})
+    data = best.drop(columns=["hyperparameters"]).rename(columns={"hp_key": "hyperparameters"}).assign(
+        sources=best["sources"].map(lambda s: ";".join(s))
+    )
     return Table(
         "details",
         f"Details: winning hyperparameters and grid coverage ({benchmark})",
@@ -756,12 +816,14 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
             display_rows,
             columns=[
                 "Activation", "Optimizer", "Best", "Seeds (best)", "Winning hyperparameters",
-                "Grid points", "Seeds run", "Diverged", "Early-stopped", "Incomplete",
+                "Grid points", "Seeds run", "Diverged", "Early-stopped", "Incomplete", "Runs from",
             ],
         ),
         data,
         "Grid points: distinct hyperparameter settings run for the cell; seeds run: over all of "
-        "them; diverged/early-stopped/incomplete: how many grid points.",
+        "them; diverged/early-stopped/incomplete: how many grid points. Runs from: the presets (or tag=) whose "
+        "runs the winning grid point pools (A + B: seeds of both, see Problems; make tables POOL=none keeps "
+        "each source apart).",
     )
 
 
@@ -794,8 +856,8 @@ def problems(
         bad_files: the ``(path, reason)`` list from `load_results`.
 
     Returns:
-        ``(kind, message)`` pairs; kinds are ``unreadable``, ``incomplete``, ``diverged`` and
-        ``duplicate_seeds``.
+        ``(kind, message)`` pairs; kinds are ``unreadable``, ``incomplete``, ``diverged``,
+        ``duplicate_seeds`` and ``pooled``.
     """
     out = [("unreadable", f"`{p}`: {reason}") for p, reason in bad_files]
     for _, r in summary.iterrows():
@@ -808,6 +870,8 @@ def problems(
             out.append(
                 ("diverged", f"{label}: {r['n_diverged_seeds']} of {r['n_seeds']} seeds diverged")
             )
+        if len(r["sources"]) > 1:
+            out.append(("pooled", f"{label}: seeds of {' + '.join(r['sources'])} pooled (make tables POOL=none keeps them apart)"))
         if r["duplicate_seeds"]:
             out.append(
                 (
@@ -824,6 +888,7 @@ _PROBLEM_TITLES = {
     "incomplete": "Incomplete grid points (fewer seeds than requested)",
     "diverged": "Diverged grid points (excluded from every mean)",
     "duplicate_seeds": "Seeds run more than once",
+    "pooled": "Grid points pooled across presets or tags",
 }
 
 
@@ -1408,7 +1473,7 @@ def write_tables(
     (out / "problems.md").write_text(problems_md)
     pd.DataFrame(items, columns=["kind", "message"]).to_csv(out / "problems.csv", index=False)
     grid = full.drop(columns=["hyperparameters", "accuracy_matrix"]).assign(
-        paths=full["paths"].map(lambda ps: ";".join(map(str, ps)))
+        paths=full["paths"].map(lambda ps: ";".join(map(str, ps))), sources=full["sources"].map(";".join)
     )
     grid.to_csv(out / "grid_points.csv", index=False)
     sections.append(problems_md)
@@ -1482,6 +1547,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "study into this storage URL (e.g. sqlite:///grid.db), for optuna-dashboard (make dashboard STORAGE=...)",
     )
     parser.add_argument(
+        "--pool", default=POOL_ALL, metavar="all|none|A,B",
+        help="which sources (a result's tag=, else its +sweep=/+search= preset) pool their seeds into one grid point: "
+        "all (default), none (each source apart), or a comma-separated list pooled together (the rest apart); "
+        "the details table and Problems say what was pooled",
+    )
+    parser.add_argument(
         "--plugins", nargs="*", default=[],
         help="plugin modules or .py files whose components' labels name their rows (installed "
         "cl_sweep.plugins entry points are always loaded)",
@@ -1515,7 +1586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = sorted(found, key=lambda b: (b != paper.PAPER_BENCHMARK, b))
         targets = [(b, Path(args.out) / benchmark_folder(b)) for b in order]
 
-    summary = summarize(jobs)
+    try:
+        summary = summarize(jobs, pool=args.pool)
+    except ValueError as e:
+        return _error(f"--pool: {e}")
     if args.to_study is None and args.benchmark is None:
         print(write_index(summary, Path(args.out), [b for b, _ in targets], bad).read_text())
     if args.to_study is not None:
