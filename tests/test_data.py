@@ -1,4 +1,4 @@
-"""Tests for cl_sweep.data.datasets: IDX parsing, checksums, cache resolution, acquisition fallbacks."""
+"""Tests for cl_sweep.data.datasets and .sources: IDX parsing, checksums, cache resolution, acquisition fallbacks."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from cl_sweep.data import datasets as data
+from cl_sweep.data import sources
 from cl_sweep.data.datasets import (
     DATA_DIR_ENV,
     DataUnavailableError,
@@ -23,12 +24,12 @@ from cl_sweep.data.datasets import (
     DebianPackage,
     FileSpec,
     NpmPackage,
-    Source,
     cache_dir,
     load_dataset,
     read_idx,
     verify_sha256,
 )
+from cl_sweep.data.sources import Source
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -84,7 +85,7 @@ def serving(contents: dict[str, bytes], calls: list[list[str]], *, corrupt: bool
             payload = contents[f.name]
             if corrupt:
                 payload = payload[:-1] + bytes([payload[-1] ^ 0xFF])
-            data._install_stream(io.BytesIO(payload), dest / f.name, f.sha256)
+            sources._install_stream(io.BytesIO(payload), dest / f.name, f.sha256)
 
     return Source("fake" + (" corrupt" if corrupt else ""), fetch)
 
@@ -182,7 +183,7 @@ def test_unknown_dataset_names_allowed_values(tmp_path: Path) -> None:
 def test_fetch_then_cache_hit(tiny, tmp_path, monkeypatch, capsys) -> None:
     _, contents = tiny
     calls: list[list[str]] = []
-    monkeypatch.setattr(data, "SOURCES", [serving(contents, calls)])
+    monkeypatch.setattr(sources, "SOURCES", [serving(contents, calls)])
 
     ds = load_dataset("tiny", tmp_path)
 
@@ -222,7 +223,7 @@ def test_corrupt_and_truncated_cache_files_are_refetched(
     corrupt_calls: list[list[str]] = []
     good_calls: list[list[str]] = []
     monkeypatch.setattr(
-        data,
+        sources,
         "SOURCES",
         [serving(contents, corrupt_calls, corrupt=True), serving(contents, good_calls)],
     )
@@ -244,12 +245,12 @@ def test_corrupt_and_truncated_cache_files_are_refetched(
 
 def test_all_sources_fail_single_paragraph(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(
-        data,
+        sources,
         "SOURCES",
         [
             failing("mirror a", urllib.error.URLError(OSError(-2, "Name or service not known"))),
             failing("slow one", TimeoutError("timed out")),
-            failing("npm pack", data._SourceSkipped("npm CLI not found")),
+            failing("npm pack", sources._SourceSkipped("npm CLI not found")),
         ],
     )
     with pytest.raises(DataUnavailableError) as info:
@@ -273,8 +274,8 @@ def test_default_sources_offline(tmp_path, monkeypatch) -> None:
     def no_network(url: str):
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
-    monkeypatch.setattr(data, "_urlopen", no_network)
-    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sources, "_urlopen", no_network)
+    monkeypatch.setattr(sources.shutil, "which", lambda name: None)
     with pytest.raises(DataUnavailableError) as info:
         load_dataset("mnist", tmp_path, progress=False)
     msg = str(info.value)
@@ -294,8 +295,8 @@ def test_mirror_source_gz(tiny, tmp_path, monkeypatch) -> None:
         name = url.rsplit("/", 1)[-1].removesuffix(".gz")
         return io.BytesIO(gzip.compress(contents[name]))
 
-    monkeypatch.setattr(data, "_urlopen", fake_urlopen)
-    monkeypatch.setattr(data, "SOURCES", [data._mirror_source(spec.mirrors[0])])
+    monkeypatch.setattr(sources, "_urlopen", fake_urlopen)
+    monkeypatch.setattr(sources, "SOURCES", [sources._mirror_source(spec.mirrors[0])])
     ds = load_dataset("tiny", tmp_path, progress=False)
     assert requested == [f"https://mirror.invalid/tiny/{n}.gz" for n in contents]
     assert ds.train_images.shape == (5, 784)
@@ -307,7 +308,7 @@ def test_local_gz_files_in_cache_are_accepted(tiny, tmp_path, monkeypatch) -> No
     dest.mkdir()
     for name, payload in contents.items():
         (dest / f"{name}.gz").write_bytes(gzip.compress(payload))
-    monkeypatch.setattr(data, "SOURCES", data._default_sources()[:1])
+    monkeypatch.setattr(sources, "SOURCES", sources._default_sources()[:1])
     load_dataset("tiny", tmp_path)
     assert sorted(p.name for p in dest.iterdir()) == sorted(contents)
 
@@ -335,8 +336,8 @@ def test_npm_registry_tarball(tiny, tmp_path, monkeypatch) -> None:
         requested.append(url)
         return io.BytesIO(tgz)
 
-    monkeypatch.setattr(data, "_urlopen", fake_urlopen)
-    monkeypatch.setattr(data, "SOURCES", [data.Source("npm", data._fetch_npm_http)])
+    monkeypatch.setattr(sources, "_urlopen", fake_urlopen)
+    monkeypatch.setattr(sources, "SOURCES", [sources.Source("npm", sources._fetch_npm_http)])
     ds = load_dataset("tiny", tmp_path, progress=False)
     assert requested == ["https://npm.example.test/reg/tiny-data/-/tiny-data-0.0.1.tgz"]
     np.testing.assert_array_equal(ds.train_labels, [0, 1, 2, 1, 0])
@@ -348,8 +349,8 @@ def test_npm_registry_tarball_integrity_mismatch(tiny, tmp_path, monkeypatch) ->
     tgz = _tarball({f"package/data/{n}": b for n, b in contents.items()})
     bad = NpmPackage("tiny-data", "0.0.1", "package/data/", "sha512-AAAA")
     monkeypatch.setitem(data.DATASETS, "tiny", DatasetSpec(**{**spec.__dict__, "npm": bad}))
-    monkeypatch.setattr(data, "_urlopen", lambda url: io.BytesIO(tgz))
-    monkeypatch.setattr(data, "SOURCES", [data.Source("npm", data._fetch_npm_http)])
+    monkeypatch.setattr(sources, "_urlopen", lambda url: io.BytesIO(tgz))
+    monkeypatch.setattr(sources, "SOURCES", [sources.Source("npm", sources._fetch_npm_http)])
     with pytest.raises(DataUnavailableError, match="npm \\(tarball sha512 integrity mismatch\\)"):
         load_dataset("tiny", tmp_path, progress=False)
     assert not any(p.name in contents for p in (tmp_path / "tiny").iterdir())
@@ -366,8 +367,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(url: str):
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
-    monkeypatch.setattr(data, "_urlopen", no_network)
-    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sources, "_urlopen", no_network)
+    monkeypatch.setattr(sources.shutil, "which", lambda name: None)
 
 
 def test_fashion_mnist_registry_entry() -> None:
@@ -394,7 +395,7 @@ def test_fashion_mnist_registry_entry() -> None:
         "dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"
     )
     # Acquisition order: cache, mirrors, TFDS, then the Debian package.
-    names = [s.name for s in data._default_sources()]
+    names = [s.name for s in sources._default_sources()]
     debian = names.index("Debian package")
     assert names.index("TFDS") < debian
     for m in spec.mirrors:
@@ -416,7 +417,7 @@ def test_debian_source_used_when_files_exist(
     deb = DebianPackage("dataset-tiny", str(pkg_dir))
     monkeypatch.setitem(data.DATASETS, "tiny", DatasetSpec(**{**spec.__dict__, "debian": deb}))
     _offline(monkeypatch)
-    monkeypatch.setattr(data, "SOURCES", data._default_sources())
+    monkeypatch.setattr(sources, "SOURCES", sources._default_sources())
 
     ds = load_dataset("tiny", tmp_path / "cache")
 
@@ -437,7 +438,7 @@ def test_debian_source_rejects_corrupt_files(tiny, tmp_path, monkeypatch) -> Non
     (pkg_dir / "te-lab.gz").write_bytes(gzip.compress(contents["te-lab"])[:-5])  # broken gzip
     deb = DebianPackage("dataset-tiny", str(pkg_dir))
     monkeypatch.setitem(data.DATASETS, "tiny", DatasetSpec(**{**spec.__dict__, "debian": deb}))
-    monkeypatch.setattr(data, "SOURCES", [data.Source("Debian package", data._fetch_debian)])
+    monkeypatch.setattr(sources, "SOURCES", [sources.Source("Debian package", sources._fetch_debian)])
 
     with pytest.raises(DataUnavailableError) as info:
         load_dataset("tiny", tmp_path / "cache", progress=False)
@@ -456,7 +457,7 @@ def test_fashion_mnist_error_names_package_and_cache(tmp_path, monkeypatch) -> N
         data.DATASETS, "fashion_mnist", DatasetSpec(**{**spec.__dict__, "debian": deb})
     )
     _offline(monkeypatch)
-    monkeypatch.setattr(data, "SOURCES", data._default_sources())
+    monkeypatch.setattr(sources, "SOURCES", sources._default_sources())
 
     with pytest.raises(DataUnavailableError) as info:
         load_dataset("fashion_mnist", tmp_path / "cache", progress=False)
@@ -480,7 +481,7 @@ def test_fashion_mnist_error_names_package_and_cache(tmp_path, monkeypatch) -> N
 
 def test_mnist_error_does_not_mention_a_debian_package(tmp_path, monkeypatch) -> None:
     _offline(monkeypatch)
-    monkeypatch.setattr(data, "SOURCES", data._default_sources())
+    monkeypatch.setattr(sources, "SOURCES", sources._default_sources())
     with pytest.raises(DataUnavailableError) as info:
         load_dataset("mnist", tmp_path, progress=False)
     msg = str(info.value)

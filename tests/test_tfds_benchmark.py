@@ -25,8 +25,10 @@ import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
 from cl_sweep.data import datasets as data
+from cl_sweep.data import tfds as tfds_loader
 from cl_sweep.config import ConfigError, validate
-from cl_sweep.data.datasets import TFDSUnavailableError, load_dataset, parse_tfds_dataset, tfds_dataset_name
+from cl_sweep.data.datasets import load_dataset
+from cl_sweep.data.tfds import TFDSUnavailableError, parse_tfds_dataset, tfds_dataset_name
 from cl_sweep.data.tasks import class_incremental_split
 
 from conftest import run_cli
@@ -187,7 +189,7 @@ def test_tfrecord_data_sets_need_tensorflow_to_read(tmp_path: Path, mnist, monke
     assert np.array_equal(rows(ds.train_images, ds.train_labels), rows(*train))
     assert np.array_equal(rows(ds.test_images, ds.test_labels), rows(*test))
     data.clear_memory_cache()
-    monkeypatch.setattr(data, "_tensorflow_available", lambda: False)
+    monkeypatch.setattr(tfds_loader, "_tensorflow_available", lambda: False)
     with pytest.raises(TFDSUnavailableError) as info:
         load_dataset(f"tfds:cl_sweep_mnist_tfrecord@{tmp_path}", progress=False)
     one_paragraph(str(info.value))
@@ -318,7 +320,7 @@ def test_tensorflow_datasets_not_installed(compose, monkeypatch) -> None:
 
 
 def test_not_prepared_and_no_tensorflow_to_prepare_it(compose, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(data, "_tensorflow_available", lambda: False)
+    monkeypatch.setattr(tfds_loader, "_tensorflow_available", lambda: False)
     with pytest.raises(TFDSUnavailableError) as info:
         load_dataset(f"tfds:kmnist@{tmp_path}", progress=False)
     msg = str(info.value)
@@ -348,7 +350,7 @@ def test_not_prepared_and_no_network(tmp_path: Path, monkeypatch) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(downloader, "MAX_RETRIES", 0)  # TFDS retries for minutes otherwise
     # Let the loader go as far as asking TFDS to prepare (TensorFlow is needed only after the download).
-    monkeypatch.setattr(data, "_tensorflow_available", lambda: True)
+    monkeypatch.setattr(tfds_loader, "_tensorflow_available", lambda: True)
     with pytest.raises(TFDSUnavailableError) as info:
         load_dataset(f"tfds:kmnist@{tmp_path}", progress=False)
     msg = str(info.value)

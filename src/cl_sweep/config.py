@@ -205,7 +205,7 @@ def _check_model_builds(model: Any, bench: Any) -> None:
 def validate_tfds(bench: Any) -> None:
     """benchmark=split_tfds: the TFDS data set exists here, is image classification, can be read or
     prepared, and has enough classes for the task split; raises `ConfigError` otherwise."""
-    from cl_sweep.data.datasets import TFDSUnavailableError, tfds_num_classes
+    from cl_sweep.data.tfds import TFDSUnavailableError, tfds_num_classes
 
     key, name, data_dir = "benchmark.tfds_name", bench["tfds_name"], bench.get("tfds_data_dir")
     value = name

@@ -129,11 +129,11 @@ def split_tfds(*, tfds_name: Optional[str] = None, tfds_data_dir: Optional[str] 
     ``tfds_data_dir`` (null: TFDS's default, $TFDS_DATA_DIR, else ~/tensorflow_datasets). Task t
     holds the labels t*classes_per_task .. (t+1)*classes_per_task - 1 (labels past
     num_tasks*classes_per_task are not used). Loaded through tensorflow-datasets
-    (cl_sweep.data.datasets.load_tfds): a copy prepared in the array_record format is read without
+    (cl_sweep.data.tfds.load_tfds): a copy prepared in the array_record format is read without
     TensorFlow; a data set not prepared yet is prepared by TFDS (download + conversion), which
     needs TensorFlow and the network. Images are flattened (H*W*C inputs) and normalised with
     MNIST's mean/std like every benchmark (cl_sweep.models.base.standard_preprocess)."""
-    from cl_sweep.data.datasets import tfds_dataset_name
+    from cl_sweep.data.tfds import tfds_dataset_name
 
     return Benchmark(tfds_dataset_name(tfds_name, tfds_data_dir), class_incremental(num_tasks, classes_per_task),
                      name=f"split_tfds:{tfds_name}")
