@@ -136,7 +136,8 @@ def summary(result: dict, path: Path | None) -> str:
         # None = not evaluated (permuted MNIST tracks only the first and the newest task)
         last = np.array([[np.nan if a is None else a for a in m[-1]] for m in ok], dtype=float).mean(axis=0)
         shown = [(j, a) for j, a in enumerate(last) if np.isfinite(a)]
-        lines.append("per-task accuracy after the last task: " + "  ".join(f"T{j + 1} {100 * a:.1f}" for j, a in shown))
+        if shown:  # a pruned job has no row after the last task
+            lines.append("per-task accuracy after the last task: " + "  ".join(f"T{j + 1} {100 * a:.1f}" for j, a in shown))
     lines.append(f"wall time: {result['wall_time_s']:.1f} s")
     if path is not None:
         lines.append(f"result: {path}")
