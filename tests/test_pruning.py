@@ -6,7 +6,6 @@ Real MNIST slices (64 examples per task, one seed); the sweeps run ``python -m c
 
 from __future__ import annotations
 
-import copy
 import pickle
 from pathlib import Path
 
