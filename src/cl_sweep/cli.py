@@ -123,6 +123,11 @@ def summary(result: dict, path: Path | None) -> str:
             f"final accuracy: {100 * result['final_accuracy_mean']:.1f} ± {100 * result['final_accuracy_std']:.1f} %"
             f"  (per seed: {', '.join(f'{100 * a:.1f}' for a in result['final_accuracy'])})"
         )
+    elif result["status"] == "pruned":
+        lines.append(
+            f"PRUNED by the sweeper after {max(result['tasks_trained'])} of {len(result['accuracy_matrix'][0])} tasks "
+            "(its trial is PRUNED; no final accuracy)"
+        )
     else:
         n = sum(result["diverged"])
         lines.append(f"DIVERGED: {n} of {len(result['seeds'])} seeds: their loss or weights became non-finite (recorded as such)")
@@ -131,7 +136,8 @@ def summary(result: dict, path: Path | None) -> str:
         # None = not evaluated (permuted MNIST tracks only the first and the newest task)
         last = np.array([[np.nan if a is None else a for a in m[-1]] for m in ok], dtype=float).mean(axis=0)
         shown = [(j, a) for j, a in enumerate(last) if np.isfinite(a)]
-        lines.append("per-task accuracy after the last task: " + "  ".join(f"T{j + 1} {100 * a:.1f}" for j, a in shown))
+        if shown:  # a pruned job has no row after the last task
+            lines.append("per-task accuracy after the last task: " + "  ".join(f"T{j + 1} {100 * a:.1f}" for j, a in shown))
     lines.append(f"wall time: {result['wall_time_s']:.1f} s")
     if path is not None:
         lines.append(f"result: {path}")
@@ -142,6 +148,46 @@ def completed(output_dir: str | Path, overrides: Sequence[str], cfg) -> dict | N
     """The stored result of a job already complete in ``output_dir`` for the same overrides (with
     ``skip_completed``), else None: such a job is not trained again."""
     return is_complete(Path(output_dir), list(overrides)) if cfg.get("skip_completed", True) else None
+
+
+def task_reporter():
+    """In a job of a sweep whose sweeper prunes: the callable that hears the job's task ends and
+    says when to stop (``reporter(event) -> bool``), else None.
+
+    Any sweeper can offer one: its class (``hydra.sweeper._target_``) has a static
+    ``job_reporter(hydra_config)`` (cl_sweep's Optuna sweeper does). Called inside the job's
+    Hydra context, in whatever process the launcher runs the job.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        target = hc.sweeper.get("_target_")
+    except Exception:  # not inside a Hydra job
+        return None
+    if not target:
+        return None
+    from hydra.utils import get_class
+
+    try:
+        factory = getattr(get_class(str(target)), "job_reporter", None)
+    except Exception:  # a sweeper we cannot import here offers nothing
+        return None
+    return factory(hc) if factory is not None else None
+
+
+def pruning_listeners(reporters: Sequence) -> list:
+    """The ``listeners`` of `run_jobs` for jobs with these reporters (None: that job reports nothing)."""
+    if not any(r is not None for r in reporters):
+        return []
+
+    def listener(job: int, event) -> bool:
+        reporter = reporters[job]
+        return bool(reporter(event)) if reporter is not None else False
+
+    return [listener]
 
 
 def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Sequence[str | Path], *,
@@ -178,7 +224,7 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
         print(f"already complete, not re-run: {Path(output_dir) / RESULT_FILENAME}", file=sys.stderr)
         return objective(done)
     try:
-        [(result, path)] = run_jobs([cfg], [overrides], [output_dir])
+        [(result, path)] = run_jobs([cfg], [overrides], [output_dir], listeners=pruning_listeners([task_reporter()]))
     except DataUnavailableError as e:
         _error(str(e), code=3)
     print(summary(result, path))

@@ -10,7 +10,8 @@ below existed, are still read and have none of the four keys marked v2):
 key                         meaning
 ==========================  ==================================================================
 ``schema``                  2
-``status``                  ``"ok"`` or ``"diverged"`` (a seed's loss or weights became non-finite)
+``status``                  ``"ok"``, ``"diverged"`` (a seed's loss or weights became non-finite)
+                            or ``"pruned"`` (a sweeper's pruner stopped it at a task boundary)
 ``benchmark``               benchmark name, e.g. ``"split_mnist"``
 ``activation``              activation name (registry key), e.g. ``"hard_ash"``
 ``optimizer``               optimizer name (registry key), e.g. ``"adagrad"``
@@ -39,6 +40,16 @@ key                         meaning
 ``wall_time_s``             wall-clock seconds of the job (compilation included)
 ``versions``                versions of cl_sweep, jax and jaxlib that produced the file
 ``created``                 UTC timestamp (ISO 8601)
+==========================  ==================================================================
+
+Optional keys of schema 2 (present only where they apply):
+
+==========================  ==================================================================
+``tasks_trained``           status ``"pruned"`` only, and there required: per seed, the tasks it
+                            trained before the pruner stopped it (1 to T-1). Its accuracy matrix
+                            has rows up to that task (null after); its ``final_accuracy`` and
+                            the means are null (it never finished the last task); ``diverged``
+                            may hold true (a diverged run is pruned like a hopeless one).
 ==========================  ==================================================================
 """
 
@@ -104,7 +115,7 @@ def check_results_folder(output_dir: str | os.PathLike, *, allow_dirty: bool) ->
             "add allow_dirty_results=true to store it anyway (the file then records the +dirty revision). "
             "Nothing was trained"
         )
-STATUSES = ("ok", "diverged")
+STATUSES = ("ok", "diverged", "pruned")
 
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema": int,
@@ -210,8 +221,12 @@ def validate_result(result: Any) -> None:
             raise ResultError(f"{key!r} has {len(result[key])} entries for {n} seeds")
     if n == 0:
         raise ResultError("no seeds were trained")
-    if any(result["diverged"]) != (result["status"] == "diverged"):
+    if result["status"] == "pruned":
+        _validate_pruned(result)
+    elif any(result["diverged"]) != (result["status"] == "diverged"):
         raise ResultError("status does not agree with the per-seed 'diverged' flags")
+    elif "tasks_trained" in result:
+        raise ResultError(f"'tasks_trained' is only for status 'pruned', not {result['status']!r}")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in result["seeds"]):
         raise ResultError("'seeds' must be integers")
     for a in result["final_accuracy"]:
@@ -222,6 +237,19 @@ def validate_result(result: Any) -> None:
             v = result[key]
             if v is None or not math.isfinite(v):
                 raise ResultError(f"status is ok but {key!r} is {v!r}")
+
+
+def _validate_pruned(result: dict[str, Any]) -> None:
+    """The rules of a pruned job: ``tasks_trained`` per seed, fewer than its tasks; no final accuracy."""
+    trained = result.get("tasks_trained")
+    n = len(result["seeds"])
+    if not isinstance(trained, list) or len(trained) != n:
+        raise ResultError(f"status is 'pruned' but 'tasks_trained' is {trained!r}, not one count per seed ({n} seeds)")
+    for count, matrix in zip(trained, result["accuracy_matrix"]):
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count < max(2, len(matrix)):
+            raise ResultError(f"'tasks_trained' holds {count!r}; a pruned seed trained 1 to T-1 of its {len(matrix)} tasks")
+    if any(a is not None for a in result["final_accuracy"]) or result["final_accuracy_mean"] is not None:
+        raise ResultError("status is 'pruned' but a final accuracy is given (a pruned job never finished its last task)")
 
 
 def is_complete(directory: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any] | None:
@@ -285,19 +313,22 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
 
 class Objective(float):
     """What a job returns to its sweeper: ``final_accuracy_mean`` as a float (NaN for a diverged
-    job), carrying the job's other :func:`metrics` in ``.metrics`` for a sweep that names its
-    objectives (``hydra.sweeper.objectives=[final_accuracy_mean, active_fraction_mean]``).
+    or pruned job), carrying the job's other :func:`metrics` in ``.metrics`` for a sweep that names
+    its objectives (``hydra.sweeper.objectives=[final_accuracy_mean, active_fraction_mean]``), and
+    ``.pruned`` (the sweeper's pruner stopped the job: its trial is PRUNED, not FAIL).
     Everything that wants a float (Hydra's sweepers, ``float(...)``) sees one."""
 
     metrics: dict[str, float | None]
+    pruned: bool
 
-    def __new__(cls, value: float, metrics: dict[str, float | None] | None = None) -> "Objective":
+    def __new__(cls, value: float, metrics: dict[str, float | None] | None = None, pruned: bool = False) -> "Objective":
         obj = super().__new__(cls, value)
         obj.metrics = dict(metrics or {})
+        obj.pruned = bool(pruned)
         return obj
 
     def __reduce__(self) -> tuple:  # a job's return crosses process boundaries (joblib)
-        return (Objective, (float(self), self.metrics))
+        return (Objective, (float(self), self.metrics, self.pruned))
 
     def __repr__(self) -> str:
-        return f"Objective({float(self)!r})"
+        return f"Objective({float(self)!r}{', pruned' if self.pruned else ''})"

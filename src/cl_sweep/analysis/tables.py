@@ -68,6 +68,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "n_seeds",
     "n_seeds_requested",
     "n_diverged_seeds",
+    "n_pruned_jobs",
     "duplicate_seeds",
     "seeds",
     "final_accuracy",
@@ -96,6 +97,7 @@ BEST_COLUMNS: tuple[str, ...] = (
     "n_grid_points",
     "n_seeds_total",
     "n_diverged",
+    "n_pruned",
     "n_early_stopped",
     "n_incomplete",
     "sources",
@@ -157,9 +159,10 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
     if not all(isinstance(d, bool) for d in result["diverged"]):
         raise ResultError("'diverged' holds a non-boolean")
     accuracy: list[float | None] = []
+    pruned = result["status"] == "pruned"  # stopped by a sweeper's pruner: no final accuracy
     for acc, diverged in zip(result["final_accuracy"], result["diverged"], strict=True):
         if acc is None:
-            if not diverged:
+            if not diverged and not pruned:
                 raise ResultError("'final_accuracy' is null for a seed that did not diverge")
             accuracy.append(None)
             continue
@@ -366,7 +369,9 @@ def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Da
     every pooled seed measured it (schema 2).
 
     A grid point with any diverged seed gets status ``"diverged"`` and NaN mean/std, so it is
-    never averaged into anything. It is ``complete`` when it has at least the requested number of
+    never averaged into anything. A job a sweeper's pruner stopped (status ``"pruned"``) is never
+    pooled either: it is counted in ``n_pruned_jobs``, and a grid point with nothing but pruned
+    jobs gets status ``"pruned"``, NaN mean/std, and is complete (final, like a diverged one). It is ``complete`` when it has at least the requested number of
     seeds (the largest request among its jobs), was early-stopped, or diverged.
 
     Args:
@@ -380,6 +385,12 @@ def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Da
     for (benchmark, activation, optimizer, hp_key, _), group in jobs.assign(_pool=pool_groups(jobs, pool)).groupby(
         keys, sort=False
     ):
+        is_pruned = group["status"] == "pruned"
+        if is_pruned.all():
+            pooled = {**_pooled(group), "status": "pruned", "complete": True, "mean": math.nan, "std": math.nan,
+                      "active_mean": math.nan, "accuracy_matrix": []}
+        else:
+            pooled = _pooled(group[~is_pruned])
         rows.append(
             {
                 "benchmark": benchmark,
@@ -387,7 +398,8 @@ def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Da
                 "optimizer": optimizer,
                 "hp_key": hp_key,
                 "hyperparameters": group["hyperparameters"].iloc[0],
-                **_pooled(group),
+                **pooled,
+                "n_pruned_jobs": int(is_pruned.sum()),
                 "sources": tuple(sorted(set(group["source"]))),
             }
         )
@@ -464,6 +476,7 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
             n_grid_points=len(cell),
             n_seeds_total=int(cell["n_seeds"].sum()),
             n_diverged=int((cell["status"] == "diverged").sum()),
+            n_pruned=int((cell["status"] == "pruned").sum()),
             n_early_stopped=int(cell["early_stopped"].sum()),
             n_incomplete=int((~cell["complete"]).sum()),
         )
@@ -857,7 +870,7 @@ def problems(
 
     Returns:
         ``(kind, message)`` pairs; kinds are ``unreadable``, ``incomplete``, ``diverged``,
-        ``duplicate_seeds`` and ``pooled``.
+        ``pruned``, ``duplicate_seeds`` and ``pooled``.
     """
     out = [("unreadable", f"`{p}`: {reason}") for p, reason in bad_files]
     for _, r in summary.iterrows():
@@ -870,6 +883,8 @@ def problems(
             out.append(
                 ("diverged", f"{label}: {r['n_diverged_seeds']} of {r['n_seeds']} seeds diverged")
             )
+        if r["n_pruned_jobs"]:
+            out.append(("pruned", f"{label}: {r['n_pruned_jobs']} job(s) pruned by the sweeper"))
         if len(r["sources"]) > 1:
             out.append(("pooled", f"{label}: seeds of {' + '.join(r['sources'])} pooled (make tables POOL=none keeps them apart)"))
         if r["duplicate_seeds"]:
@@ -887,6 +902,7 @@ _PROBLEM_TITLES = {
     "unreadable": "Unreadable result files (skipped)",
     "incomplete": "Incomplete grid points (fewer seeds than requested)",
     "diverged": "Diverged grid points (excluded from every mean)",
+    "pruned": "Jobs pruned by a sweeper at a task boundary (excluded from every mean)",
     "duplicate_seeds": "Seeds run more than once",
     "pooled": "Grid points pooled across presets or tags",
 }

@@ -139,6 +139,7 @@ class PopulationResult:
     diverged: np.ndarray  # [P] bool; loss became NaN/inf at some step
     wall_time_s: float
     active_fraction: np.ndarray | None = None  # [P, T]; share of non-zero hidden units on the test set
+    tasks_trained: np.ndarray | None = None  # [P] int; T unless a listener stopped the member earlier
 
     @property
     def final_accuracy(self) -> np.ndarray:
@@ -163,6 +164,7 @@ class TaskEnd:
     diverged: np.ndarray  # [P] bool, as of the end of this task
     steps: int  # optimizer steps each member took in this task
     elapsed_s: float  # since the population's call started, compilation included
+    stopped: np.ndarray | None = None  # [P] bool: stopped at an earlier boundary (its rows stay NaN)
 
 
 @dataclass(frozen=True)
@@ -527,7 +529,7 @@ def train_population(
     seeds = [m.seed for m in members]
     orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
 
-    def consolidate(t, state, reg):
+    def consolidate(t, state, reg, members=members, act_hp=act_hp, s_hp=s_hp):
         """The strategy's state after task t, from its importance on a sample of that task (each seed's first examples)."""
         n = min(dict(structure.strategy_static).get("samples", 256), len(orders[(members[0].seed, t)]))
         sample_idx = jnp.asarray(np.stack([orders[(m.seed, t)][:n] for m in members]))
@@ -547,12 +549,14 @@ def train_population(
 
     class Program:  # the engine's side of the shared host task loop (`run_tasks`)
         def __init__(self):
-            self.state, self.reg = state, reg
+            self.state, self.reg, self.members = state, reg, list(members)
+            self.act_hp, self.opt_hp, self.s_hp = act_hp, opt_hp, s_hp
 
         def train(self, t, batch_idx, batch_mask, lo, hi):
             self.state = train_steps(
                 self.state, data.train_images, data.train_labels, batch_idx, batch_mask,
-                jnp.int32(lo), jnp.int32(hi), act_hp, opt_hp, perms[t], self.reg, s_hp if regulariser else None,
+                jnp.int32(lo), jnp.int32(hi), self.act_hp, self.opt_hp, perms[t], self.reg,
+                self.s_hp if regulariser else None,
             )
             return np.asarray(self.state[2])  # the host sync that paces the bar
 
@@ -562,11 +566,25 @@ def train_population(
             finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), params)
             self.state = (params, opt_state, diverged | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)), aux)
             if regulariser:  # end of the task
-                self.reg = consolidate(t, self.state, self.reg)
+                self.reg = consolidate(t, self.state, self.reg, self.members, self.act_hp, self.s_hp)
             return np.asarray(self.state[2])
 
         def evaluate(self, j, test_onehot):
-            return evaluate(self.state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j], self.state[3])
+            return evaluate(self.state[0], data.test_images, data.test_labels, test_onehot, self.act_hp, perms[j], self.state[3])
+
+        def keep(self, rows):
+            """Go on with the members at ``rows`` only: every array with a member axis is sliced.
+
+            The smaller population is a new static shape, so its first task compiles the
+            programs again (once per size and structure in a process); the steps of the members
+            left out are saved from here on.
+            """
+            idx = jnp.asarray(np.asarray(rows, np.int32))
+            take = functools.partial(jax.tree_util.tree_map, lambda x: x[idx])
+            self.state, self.reg = take(self.state), (take(self.reg) if self.reg is not None else None)
+            self.act_hp, self.opt_hp, self.s_hp = take(self.act_hp), take(self.opt_hp), take(self.s_hp)
+            self.members = [self.members[r] for r in rows]
+            _COMPILED_SIZES.setdefault((structure, permuted), set()).add(len(rows))
 
     program = Program()
     return run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
@@ -600,6 +618,13 @@ def run_tasks(
     means for it in the warning (default "non-finite loss"). ``seeds[p]`` is member p's seed (its example order); the
     first ``n_real`` members are reported (the rest pad the population). ``on_task_end``, if
     given, receives a `TaskEnd` of the real members after each task's evaluation.
+
+    ``on_task_end`` may return the indices (into ``seeds``) of real members to stop at this
+    boundary (a pruner's verdict). A stopped member trains no further task: its rows after this
+    task stay NaN and its ``tasks_trained`` is ``task + 1``. When every real member has stopped
+    the loop ends; otherwise a program with a ``keep(rows)`` method (the engine's own) goes on
+    with the other members only, so the stopped ones cost no more steps. A program without it
+    (FlyModel's trainer) keeps computing them until its call ends, their numbers discarded.
     """
     start_time = time.perf_counter() if start_time is None else start_time
     T, P = split.num_tasks, len(seeds)
@@ -615,53 +640,72 @@ def run_tasks(
 
     what = getattr(program, "divergence", "non-finite loss")  # how the program's divergence shows
     accuracy_matrix = np.full((P, T, T), np.nan, np.float64)
-    overall = np.zeros((P, T), np.float64)
-    active_fraction = np.zeros((P, T), np.float64)
+    overall = np.full((P, T), np.nan, np.float64)
+    active_fraction = np.full((P, T), np.nan, np.float64)
     reported = np.zeros(P, bool)
     diverged = np.zeros(P, bool)
+    tasks_trained = np.full(P, T, np.int64)
+    stopped = np.zeros(P, bool)
+    rows = np.arange(P)  # the members the program still trains, in its order
     for t in range(T):
-        batch_idx, batch_mask = task_batches(orders, seeds, t, batch_size, padded)
+        batch_idx, batch_mask = task_batches(orders, [seeds[r] for r in rows], t, batch_size, padded)
         steps = steps_per_task[t]
         chunk = max(1, math.ceil(steps / CHUNKS_PER_TASK))
         label = f"{desc}task {t + 1}/{T}".strip()
         with tqdm(total=steps, desc=label, unit="step", disable=not progress, leave=False, file=sys.stderr) as bar:
             for lo in range(0, steps, chunk):
                 hi = min(steps, lo + chunk)
-                diverged = program.train(t, batch_idx, batch_mask, lo, hi)
+                diverged[rows] = program.train(t, batch_idx, batch_mask, lo, hi)
                 bar.update(hi - lo)
-                for p in np.flatnonzero(diverged[:n_real] & ~reported[:n_real]):
+                for p in np.flatnonzero(diverged[:n_real] & ~reported[:n_real] & ~stopped[:n_real]):
                     tqdm.write(f"warning: member {p} (seed {seeds[p]}) diverged ({what}) in task {t + 1}", file=sys.stderr)
                 reported |= diverged
-        diverged = program.end_task(t)
+        diverged[rows] = program.end_task(t)
         if permuted:
             evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
             for j in evaluated:
                 acc, _, active = program.evaluate(j, test_onehot)
-                accuracy_matrix[:, t, j] = np.asarray(acc)
-            active_fraction[:, t] = np.asarray(active)  # measured on the newest task's inputs
-            overall[:, t] = np.nanmean(accuracy_matrix[:, t, : t + 1], axis=1)  # mean over the evaluated tasks
+                accuracy_matrix[rows, t, j] = np.asarray(acc)
+            active_fraction[rows, t] = np.asarray(active)  # measured on the newest task's inputs
+            overall[rows, t] = np.nanmean(accuracy_matrix[rows, t, : t + 1], axis=1)  # mean over the evaluated tasks
         else:
             acc, per_task, active = program.evaluate(t, test_onehot)
-            overall[:, t] = np.asarray(acc)
-            accuracy_matrix[:, t, :] = np.asarray(per_task)
-            active_fraction[:, t] = np.asarray(active)
-        if progress:
-            row = accuracy_matrix[:n_real, t, : t + 1]
+            overall[rows, t] = np.asarray(acc)
+            accuracy_matrix[rows, t, :] = np.asarray(per_task)
+            active_fraction[rows, t] = np.asarray(active)
+        # A member stopped earlier but still computed (a program without `keep`) reports nothing more.
+        accuracy_matrix[stopped, t], overall[stopped, t], active_fraction[stopped, t] = np.nan, np.nan, np.nan
+        live = ~stopped[:n_real]
+        if progress and live.any():
+            row = accuracy_matrix[:n_real][live, t, : t + 1]
             seen = [row[:, j].mean() for j in range(t + 1) if np.isfinite(row[:, j]).all()]
             tqdm.write(
-                f"{label}: test accuracy {100 * overall[:n_real, t].mean():.1f}% "
+                f"{label}: test accuracy {100 * overall[:n_real][live, t].mean():.1f}% "
                 f"(tasks so far: {' '.join(f'{100 * a:.0f}' for a in seen)})",
                 file=sys.stderr,
             )
-        if on_task_end is not None:
-            on_task_end(TaskEnd(
-                task=t, num_tasks=T, seeds=tuple(int(s) for s in seeds[:n_real]),
-                accuracy_matrix=accuracy_matrix[:n_real].copy(), overall_accuracy=overall[:n_real].copy(),
-                active_fraction=active_fraction[:n_real].copy(), diverged=np.asarray(diverged)[:n_real].copy(),
-                steps=int(steps), elapsed_s=time.perf_counter() - start_time,
-            ))
+        if on_task_end is None:
+            continue
+        stop = on_task_end(TaskEnd(
+            task=t, num_tasks=T, seeds=tuple(int(s) for s in seeds[:n_real]),
+            accuracy_matrix=accuracy_matrix[:n_real].copy(), overall_accuracy=overall[:n_real].copy(),
+            active_fraction=active_fraction[:n_real].copy(), diverged=diverged[:n_real].copy(),
+            steps=int(steps), elapsed_s=time.perf_counter() - start_time, stopped=stopped[:n_real].copy(),
+        ))
+        new = [int(p) for p in sorted(set(stop or ())) if 0 <= p < n_real and not stopped[p]]
+        if not new or t == T - 1:
+            continue
+        stopped[new] = True
+        tasks_trained[new] = t + 1
+        if stopped[:n_real].all():
+            tqdm.write(f"{desc}every model of this call stopped after task {t + 1}/{T}".strip(), file=sys.stderr)
+            break
+        if hasattr(program, "keep"):
+            kept = [i for i, r in enumerate(rows) if r < n_real and not stopped[r]]
+            program.keep(kept)
+            rows = rows[kept]
 
     return PopulationResult(
-        accuracy_matrix[:n_real], overall[:n_real], np.asarray(diverged)[:n_real].copy(),
-        time.perf_counter() - start_time, active_fraction[:n_real],
+        accuracy_matrix[:n_real], overall[:n_real], diverged[:n_real].copy(),
+        time.perf_counter() - start_time, active_fraction[:n_real], tasks_trained[:n_real].copy(),
     )

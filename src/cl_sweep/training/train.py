@@ -214,7 +214,11 @@ def train_jobs(
 
     ``listeners`` are called after every task of every call as ``listener(job, event)``, once per
     job with members in the call: ``event`` is the engine's `TaskEnd` narrowed to that job's seeds
-    (trackers log it per seed; a pruner reads the job's running accuracy).
+    (trackers log it per seed; a pruner reads the job's running accuracy). A listener that returns
+    True prunes the job at that task boundary: its members in the call stop there (the engine
+    drops them from the population), its seeds not yet trained are never trained (neither in a
+    later call of this phase nor in the early-stop rule's second phase), and its result has
+    ``status: "pruned"`` and the ``tasks_trained`` of every seed it trained (see `_result`).
     """
     cfgs = [_plain(c) for c in cfgs]
     for c in cfgs:
@@ -229,8 +233,9 @@ def train_jobs(
     bench, es = common["benchmark"], common["early_stop"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
-    # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task
-    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray]] = {}
+    # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task, tasks trained
+    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray, int]] = {}
+    pruned: set[int] = set()  # jobs a listener pruned
 
     cap = max_population or default_max_population()
     # The largest call either phase can make: padding the first call to it (on an accelerator)
@@ -239,7 +244,10 @@ def train_jobs(
 
     def run(pairs: list[tuple[int, int]]) -> None:
         for lo in range(0, len(pairs), cap):
-            chunk = pairs[lo : lo + cap]
+            # A job pruned in an earlier call trains no more seeds (the calls keep their places).
+            chunk = [pair for pair in pairs[lo : lo + cap] if pair[0] not in pruned]
+            if not chunk:
+                continue
             if len(cfgs) == 1:
                 label = f"seeds {chunk[0][1]}-{chunk[-1][1]} " if len(chunk) > 1 else f"seed {chunk[0][1]} "
             else:
@@ -249,7 +257,7 @@ def train_jobs(
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
             if listeners and not compile_only:
-                schedule["on_task_end"] = _per_job(chunk, listeners)
+                schedule["on_task_end"] = _per_job(chunk, listeners, pruned)
             trainer = model_of(structure).trainer  # a model with its own rule (FlyModel), same result layout
             if compile_only:
                 if trainer is None:
@@ -264,8 +272,10 @@ def train_jobs(
                 pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
                 res = train_population(structure, members, device_data, split, pad_to=pad_to, **schedule)
             for i, key in enumerate(chunk):
+                trained = int(res.tasks_trained[i]) if res.tasks_trained is not None else split.num_tasks
                 outcome[key] = (
-                    float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i]
+                    float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i],
+                    trained,
                 )
 
     split_jobs = es["enabled"]
@@ -276,10 +286,10 @@ def train_jobs(
     early_stopped = [False] * len(cfgs)
     rest = []
     for j, ss in enumerate(seeds):
-        if not split_jobs or len(ss) <= es["after_seeds"]:
+        if not split_jobs or len(ss) <= es["after_seeds"] or j in pruned:
             continue
         done = [outcome[(j, s)] for s in ss[: es["after_seeds"]]]
-        ok = [f for f, _, d, _ in done if not d]
+        ok = [f for f, _, d, _, _ in done if not d]
         mean = float(np.mean(ok)) if ok else float("nan")
         if mean >= es["threshold"]:
             rest += [(j, s) for s in ss[es["after_seeds"] :]]
@@ -289,27 +299,38 @@ def train_jobs(
         run(rest)
     share = (time.perf_counter() - start) / len(cfgs)
     return [
-        _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share)
+        _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share,
+                pruned=j in pruned)
         for j, ss in enumerate(seeds)
     ]
 
 
-def _per_job(chunk: Sequence[tuple[int, int]], listeners) -> Callable[[TaskEnd], None]:
-    """The engine's per-population `TaskEnd` split into one event per job of ``chunk`` ((job, seed) per member)."""
+def _per_job(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int]) -> Callable[[TaskEnd], list[int]]:
+    """The engine's per-population `TaskEnd` split into one event per job of ``chunk`` ((job, seed) per member).
+
+    Returns the engine's stop list: the members of the jobs a listener pruned at this task
+    (added to ``pruned``). A pruned job is not heard again.
+    """
     jobs: dict[int, list[int]] = {}
     for member, (j, _) in enumerate(chunk):
         jobs.setdefault(j, []).append(member)
 
-    def on_task_end(event: TaskEnd) -> None:
+    def on_task_end(event: TaskEnd) -> list[int]:
+        stop: list[int] = []
         for j, members in jobs.items():
+            if j in pruned:
+                continue
             idx = np.asarray(members)
             part = dataclasses.replace(
                 event, seeds=tuple(event.seeds[m] for m in members), accuracy_matrix=event.accuracy_matrix[idx],
                 overall_accuracy=event.overall_accuracy[idx], active_fraction=event.active_fraction[idx],
-                diverged=event.diverged[idx],
+                diverged=event.diverged[idx], stopped=None if event.stopped is None else event.stopped[idx],
             )
-            for listener in listeners:
-                listener(j, part)
+            verdicts = [listener(j, part) for listener in listeners]  # every listener hears every task
+            if any(v is True for v in verdicts) and event.task < event.num_tasks - 1:  # the last task ends it anyway
+                pruned.add(j)
+                stop += members
+        return stop
 
     return on_task_end
 
@@ -326,17 +347,23 @@ def _largest_phase(cfgs: Sequence[Mapping]) -> int:
     return max(first, sum(c["n_seeds"] for c in cfgs) - first)
 
 
-def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall) -> dict[str, Any]:
-    """The schema-1 result dict of one job."""
+def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall, *, pruned=False) -> dict[str, Any]:
+    """The result dict of one job (schema 2; a pruned job adds the optional ``tasks_trained``).
+
+    A pruned job (a listener stopped it at a task boundary) has ``status: "pruned"``, null final
+    accuracies and means (it has no final accuracy: it never finished the last task), its
+    matrix rows and active fractions up to the task it stopped after (null later), and
+    ``tasks_trained`` per seed. Its ``diverged`` flags are kept as they were.
+    """
     import jax
     import jaxlib
 
     final = [outcome[(j, s)][0] for s in trained]
     matrix = [[[None if not math.isfinite(v) else float(v) for v in row] for row in outcome[(j, s)][1]] for s in trained]
     diverged = [outcome[(j, s)][2] for s in trained]
-    active = [[float(a) for a in outcome[(j, s)][3]] for s in trained]
-    final_list = [None if d else float(a) for a, d in zip(final, diverged)]
-    status = "diverged" if any(diverged) else "ok"
+    active = [[float(a) if math.isfinite(a) else None for a in outcome[(j, s)][3]] for s in trained]
+    final_list = [None if d or pruned else float(a) for a, d in zip(final, diverged)]
+    status = "pruned" if pruned else "diverged" if any(diverged) else "ok"
     if status == "ok":
         mean, std = _mean_std(final_list)
     else:
@@ -366,6 +393,7 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         "wall_time_s": round(wall, 3),
         "versions": {"cl_sweep": __version__, "git": source_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"tasks_trained": [outcome[(j, s)][4] for s in trained]} if pruned else {}),
     }
 
 
@@ -375,4 +403,5 @@ def objective(result: Mapping[str, Any]) -> float:
     from cl_sweep.results import Objective, metrics
 
     mean = result["final_accuracy_mean"]
-    return Objective(float("nan") if mean is None or not math.isfinite(mean) else float(mean), metrics(dict(result)))
+    value = float("nan") if mean is None or not math.isfinite(mean) else float(mean)
+    return Objective(value, metrics(dict(result)), pruned=result["status"] == "pruned")

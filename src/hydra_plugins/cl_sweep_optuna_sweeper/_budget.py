@@ -3,7 +3,7 @@
 Every storage numbers a study's trials atomically (RDB: under a row lock on the study;
 journal: by the order of the log; in-memory: under a lock), so trial numbers order the
 asks of all workers. A just-asked trial ``k`` may run only while fewer than ``n_trials``
-trials numbered below ``k`` are COMPLETE or RUNNING (and not stale). Otherwise it is
+trials numbered below ``k`` are COMPLETE, PRUNED or RUNNING (and not stale). Otherwise it is
 told FAIL with the user attribute ``budget_exceeded=True`` before any parameter is
 sampled, and its worker stops asking.
 """
@@ -32,6 +32,8 @@ from ._storage import (
 log = logging.getLogger(__name__)
 
 BUDGET_ATTR = "budget_exceeded"
+#: Trials that used their slot of the budget for good: a PRUNED trial counts like a COMPLETE one.
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def held_trials(
@@ -40,7 +42,7 @@ def held_trials(
     below: int | None = None,
     is_stale: Callable[[FrozenTrial], bool] = lambda t: False,
 ) -> int:
-    """Count the trials that hold a slot of the budget: COMPLETE, or RUNNING and not stale.
+    """Count the trials that hold a slot of the budget: COMPLETE or PRUNED, or RUNNING and not stale.
 
     Args:
         trials: The study's trials (any states).
@@ -51,7 +53,7 @@ def held_trials(
         1
         for t in trials
         if (below is None or t.number < below)
-        and (t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and not is_stale(t)))
+        and (t.state in FINISHED_STATES or (t.state == TrialState.RUNNING and not is_stale(t)))
     )
 
 

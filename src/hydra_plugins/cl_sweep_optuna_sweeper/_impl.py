@@ -9,6 +9,14 @@ returned None, NaN/inf or a non-number) are not COMPLETE, so the next invocation
 replacements. Within one invocation at most ``n_trials - complete - running`` trials
 (counted when it starts) are launched, so an always-failing job cannot loop forever.
 
+Pruning (``hydra/sweeper/pruner=median|successive_halving|hyperband|wilcoxon``, see
+``_pruning``): each job reports its running mean accuracy after every task to its trial and
+stops at the task boundary where the pruner says so; its result says ``status: "pruned"``
+and the trial is told PRUNED. A PRUNED trial is finished, like a COMPLETE one: it counts
+towards ``n_trials`` (so ``n_trials`` is the number of COMPLETE + PRUNED trials; Optuna's own
+``study.optimize(n_trials=...)`` counts it the same way), it is not replaced on resume, and
+it is no failure for ``max_failure_rate``. Read "COMPLETE" below as "COMPLETE or PRUNED".
+
 Budget rule (exact with any number of concurrent workers, i.e. sweeper processes on one
 study, on one machine or several): every storage numbers trials atomically, so trial
 numbers order the asks of all workers. Before every ask a worker fails stale trials
@@ -94,7 +102,8 @@ from optuna.storages import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ._budget import ask_within_budget
+from ._budget import FINISHED_STATES, ask_within_budget
+from ._pruning import make_pruner, prunes, publish, withdraw
 from ._search_space import SearchSpace, build_search_space, default_study_name, describe_distribution, format_value
 from ._storage import (
     HeartbeatThread,
@@ -493,8 +502,10 @@ class OptunaSweeperImpl(Sweeper):
         max_failure_rate: float = 1.0,
         objectives: Any = None,
         custom_search_space: str | None = None,
+        pruner: Any = None,
     ) -> None:
         """Store the config; validation happens in :meth:`sweep` so errors surface unwrapped."""
+        self.pruner_cfg = pruner
         self.sampler_cfg = sampler
         self.direction = direction
         self.storage_url = storage
@@ -557,6 +568,7 @@ class OptunaSweeperImpl(Sweeper):
             study_name=name,
             storage=storage,
             sampler=optuna.samplers.RandomSampler(),
+            pruner=make_pruner(self.pruner_cfg),
             directions=self.directions,
             load_if_exists=True,
         )
@@ -593,8 +605,9 @@ class OptunaSweeperImpl(Sweeper):
         return extra
 
     def _counts(self, study: optuna.Study) -> tuple[int, int]:
-        states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
-        return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+        """Finished (COMPLETE or PRUNED) and RUNNING trials."""
+        states = [t.state for t in study.get_trials(deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING))]
+        return len(states) - states.count(TrialState.RUNNING), states.count(TrialState.RUNNING)
 
     def _heartbeat_grace(self, storage: Any) -> float | None:
         """Grace period of our own heartbeat: journal storages with ``heartbeat_interval`` only."""
@@ -648,6 +661,11 @@ class OptunaSweeperImpl(Sweeper):
         """Tell one job's outcome; True when the trial failed."""
         values, reason = job_outcome(ret, self.objectives, len(self.directions))
         try:
+            if ret.status == JobStatus.COMPLETED and getattr(ret._return_value, "pruned", False):
+                # Optuna keeps the last reported intermediate value as the PRUNED trial's value.
+                log.info(f"Trial {trial.number} PRUNED at a task boundary (its result says pruned)")
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                return False
             if values is None:
                 log.warning(f"Trial {trial.number} FAIL: {reason}")
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
@@ -729,6 +747,7 @@ class OptunaSweeperImpl(Sweeper):
             if self.extender is None:  # an extender may be the whole space
                 check_space_not_empty(space, self.n_trials)
             make_sampler(self.sampler_cfg, distributions=space.distributions)  # fail on a bad sampler before touching the storage
+            make_pruner(self.pruner_cfg)  # and on a bad pruner
             study, storage = self._open_study(space)
         except ValueError as e:  # a bad hydra.sweeper value or search space: one paragraph, no traceback
             refuse(str(e))
@@ -749,6 +768,16 @@ class OptunaSweeperImpl(Sweeper):
         log.info(f"Sampler: {type(study.sampler).__name__}, direction{what}: {direction} (from {source}), n_trials: {self.n_trials}")
         log.info(f"Search space: {space.distributions}")
 
+        if prunes(self.pruner_cfg):
+            log.info(f"Pruner: {type(study.pruner).__name__}; jobs report their accuracy after every task")
+            publish(str(self.config.hydra.sweep.dir), self.storage_url, study)
+        try:
+            self._run(study, storage, space, where)
+        finally:
+            withdraw(str(self.config.hydra.sweep.dir))
+
+    def _run(self, study: optuna.Study, storage: Any, space: SearchSpace, where: str) -> None:
+        """Ask, launch and tell batches until the budget is used (see the module docstring)."""
         heartbeat_grace = self._heartbeat_grace(storage)
         fail_stale_trials(study, heartbeat_grace=heartbeat_grace)
         self._check_stored_space(study, space, where)
@@ -756,12 +785,12 @@ class OptunaSweeperImpl(Sweeper):
         # At most this many launches in this run: failures are replaced by the next run, not this one.
         cap = self.n_trials - complete - running
         if complete >= self.n_trials:
-            log.info(f"Study already complete: {complete} COMPLETE trial(s) >= n_trials={self.n_trials}; nothing to run")
+            log.info(f"Study already complete: {complete} COMPLETE or PRUNED trial(s) >= n_trials={self.n_trials}; nothing to run")
         elif cap <= 0:
             log.info(f"{complete} COMPLETE and {running} RUNNING elsewhere cover n_trials={self.n_trials}; nothing to run")
         else:
             others = f" ({running} RUNNING elsewhere)" if running else ""
-            log.info(f"{complete} COMPLETE trial(s) in the study{others}; running up to {cap} more")
+            log.info(f"{complete} COMPLETE or PRUNED trial(s) in the study{others}; running up to {cap} more")
 
         launched = 0
         while launched < cap:
@@ -798,9 +827,10 @@ class OptunaSweeperImpl(Sweeper):
     def _report(self, study: optuna.Study, where: str) -> None:
         assert self.config is not None
         complete, running = self._counts(study)
+        n_pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
         if complete + running < self.n_trials:
             log.warning(
-                f"Study holds {complete} COMPLETE trial(s) < n_trials={self.n_trials} (some failed); "
+                f"Study holds {complete} COMPLETE or PRUNED trial(s) < n_trials={self.n_trials} (some failed); "
                 "run the same command again to fill it up"
             )
         elif complete < self.n_trials:
@@ -809,7 +839,8 @@ class OptunaSweeperImpl(Sweeper):
             "name": "optuna",
             "study_name": study.study_name,
             "storage": describe_storage(self.storage_url),
-            "n_complete": complete,
+            "n_complete": complete - n_pruned,
+            "n_pruned": n_pruned,
             "best_params": None,
             "best_value": None,
         }
@@ -824,14 +855,14 @@ class OptunaSweeperImpl(Sweeper):
             log.info(f"Pareto front: {len(front)} trial(s)")
             for t in front:
                 log.info(f"    values {list(t.values)} (trial {t.number}): {t.params}")
-        elif complete:
+        elif complete > n_pruned:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info(f"Best value: {best.value} (trial {best.number})")
             log.info(f"Best parameters: {best.params}")
         else:
             log.warning("No COMPLETE trial in the study; no best value")
-        log.info(f"Results in {where} ({complete} COMPLETE trial(s))")
+        log.info(f"Results in {where} ({complete - n_pruned} COMPLETE, {n_pruned} PRUNED trial(s))")
         sweep_dir = str(self.config.hydra.sweep.dir)
         os.makedirs(sweep_dir, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), os.path.join(sweep_dir, "optimization_results.yaml"))

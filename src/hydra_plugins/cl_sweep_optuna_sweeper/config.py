@@ -121,6 +121,67 @@ class MOTPESamplerConfig(SamplerConfig):
 
 
 @dataclass
+class PrunerConfig:
+    """Base of the pruner nodes: an ``optuna.pruners.BasePruner`` built from the node's keys.
+
+    Each node's keys are its Optuna constructor's own keyword names and defaults. A job of a
+    pruning sweep reports its running mean accuracy after every task (step = task index) and
+    stops at the task boundary where the pruner says so (see ``_pruning``).
+    """
+
+    _target_: str = MISSING
+
+
+@dataclass
+class NopPrunerConfig(PrunerConfig):
+    """``optuna.pruners.NopPruner``: nothing is pruned (the default); jobs report nothing."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConfig(PrunerConfig):
+    """``optuna.pruners.MedianPruner``: stop below the median of earlier trials at the same task."""
+
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class SuccessiveHalvingPrunerConfig(PrunerConfig):
+    """``optuna.pruners.SuccessiveHalvingPruner`` (asynchronous successive halving)."""
+
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = "auto"  # "auto" or an int
+    reduction_factor: int = 4
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class HyperbandPrunerConfig(PrunerConfig):
+    """``optuna.pruners.HyperbandPruner``."""
+
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"  # "auto" or an int (the number of tasks is the natural one)
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class WilcoxonPrunerConfig(PrunerConfig):
+    """``optuna.pruners.WilcoxonPruner``: a Wilcoxon signed-rank test against the best trial's per-task values."""
+
+    _target_: str = "optuna.pruners.WilcoxonPruner"
+    p_threshold: float = 0.1
+    n_startup_steps: int = 2
+
+
+@dataclass
 class OptunaSweeperConf:
     """Config of :class:`~hydra_plugins.cl_sweep_optuna_sweeper.optuna_sweeper.OptunaSweeper`.
 
@@ -132,9 +193,12 @@ class OptunaSweeperConf:
     # The sweeper instantiates the sampler itself so a bad `_target_` gets a message that
     # names hydra.sweeper.sampler instead of Hydra's generic InstantiationException.
     _recursive_: bool = False
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
 
     sampler: SamplerConfig = MISSING
+    # hydra/sweeper/pruner=none|median|successive_halving|hyperband|wilcoxon. A PRUNED trial is
+    # finished: it counts towards n_trials like a COMPLETE one (see the `_impl` docstring).
+    pruner: PrunerConfig = MISSING
     # maximize | minimize, or a list of them for several objectives ([maximize, minimize]). `Any`
     # so a wrong value reaches our own validation. null (the default): the task's declared direction
     # (cl_sweep's entry point declares maximize for final_accuracy_mean), else minimize, upstream's
@@ -150,7 +214,7 @@ class OptunaSweeperConf:
     storage: str | None = "sqlite:///${hydra.runtime.cwd}/multirun/optuna.sqlite3"
     # null: derived from the job name, the fixed overrides and the search space.
     study_name: str | None = None
-    # Target number of COMPLETE trials in the study (not trials per invocation); exact even
+    # Target number of finished (COMPLETE or PRUNED) trials in the study (not trials per invocation); exact even
     # with several sweeper processes on one study (see the `_impl` docstring).
     n_trials: int = 20
     # Trials asked and launched together per launcher call.
@@ -195,6 +259,14 @@ def _register() -> None:
         ("motpe", MOTPESamplerConfig),
     ):
         cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="cl_sweep")
+    for name, node in (
+        ("none", NopPrunerConfig),
+        ("median", MedianPrunerConfig),
+        ("successive_halving", SuccessiveHalvingPrunerConfig),
+        ("hyperband", HyperbandPrunerConfig),
+        ("wilcoxon", WilcoxonPrunerConfig),
+    ):
+        cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="cl_sweep")
 
 
 _register()

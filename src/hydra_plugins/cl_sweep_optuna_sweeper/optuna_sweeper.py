@@ -29,6 +29,7 @@ class OptunaSweeper(Sweeper):
         max_failure_rate: float = 1.0,
         objectives: Any = None,
         custom_search_space: str | None = None,
+        pruner: Any = None,
     ) -> None:
         """Create the sweeper from ``hydra.sweeper`` (keys documented in ``config.py``)."""
         from ._impl import OptunaSweeperImpl
@@ -47,7 +48,19 @@ class OptunaSweeper(Sweeper):
             space=space,
             objectives=objectives,
             custom_search_space=custom_search_space,
+            pruner=pruner,
         )
+
+    @staticmethod
+    def job_reporter(hydra_config: Any) -> Any:
+        """The reporter a job of this sweeper hands its task ends to (None: this sweep prunes nothing).
+
+        Called by cl_sweep's job (`cl_sweep.cli.task_reporter`) inside the job, in whatever
+        process the launcher runs it; see ``_pruning``.
+        """
+        from ._pruning import job_reporter
+
+        return job_reporter(hydra_config)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Forward to the implementation, which creates the launcher."""

@@ -26,21 +26,22 @@ log = logging.getLogger(__name__)
 class _Pending:
     """What the collector learned about one job inside Hydra's job context."""
 
-    def __init__(self, cfg: dict, overrides: list[str], output_dir: str, done: Optional[dict]):
+    def __init__(self, cfg: dict, overrides: list[str], output_dir: str, done: Optional[dict], reporter: Any = None):
         self.cfg, self.overrides, self.output_dir, self.done = cfg, overrides, output_dir, done
+        self.reporter = reporter  # the sweeper's pruning link of this job (`cl_sweep.cli.task_reporter`), or None
 
 
 def _collect(cfg: DictConfig) -> _Pending:
     """Stand-in task function: records the job's resolved config and folder, trains nothing."""
     from hydra.core.hydra_config import HydraConfig
 
-    from cl_sweep.cli import completed
+    from cl_sweep.cli import completed, task_reporter
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     plain = OmegaConf.to_container(cfg, resolve=True)
     done = completed(hc.runtime.output_dir, overrides, plain)
-    return _Pending(plain, overrides, hc.runtime.output_dir, done)
+    return _Pending(plain, overrides, hc.runtime.output_dir, done, None if done is not None else task_reporter())
 
 
 class PopulationLauncher(Launcher):
@@ -66,7 +67,7 @@ class PopulationLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from cl_sweep.cli import run_jobs, summary
+        from cl_sweep.cli import pruning_listeners, run_jobs, summary
         from cl_sweep.config import ConfigError, validate
         from cl_sweep.results import check_results_folder
         from cl_sweep.training.train import objective, population_key
@@ -142,6 +143,8 @@ class PopulationLauncher(Launcher):
                     written = run_jobs(
                         [p.cfg for _, p in part], [p.overrides for _, p in part], [p.output_dir for _, p in part],
                         max_population=self.max_population, desc=f"pop {g + 1}/{len(groups)} ",
+                        # a pruned job stops at its task boundary and leaves the population
+                        listeners=pruning_listeners([p.reporter for _, p in part]),
                     )
                 except Exception as e:  # this sub-population fails; the sweep goes on
                     log.error(f"population {g + 1}, jobs {lo + 1}-{lo + len(part)} failed: {type(e).__name__}: {e}")
