@@ -782,15 +782,8 @@ def _view_table(name: str, title: str, per: str, other: str, display_rows: list,
 
 
 def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
-    """Per cell: the winning hyperparameters and how much of the grid was run.
-
-    Args:
-        best: the frame from `best_per_cell`.
-        benchmark: which benchmark to tabulate.
-
-    Returns:
-        The `Table`; one row per cell in our data, in paper order.
-    """
+    """Per cell of ``benchmark`` in ``best`` (`best_per_cell`'s frame), in paper order: the winning
+    hyperparameters, how much of the grid was run, and which sources the winner's runs came from."""
     best = _for_benchmark(best, benchmark)
     display_rows = []
     for _, r in best.iterrows():
