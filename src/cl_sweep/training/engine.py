@@ -139,10 +139,18 @@ class PopulationResult:
     diverged: np.ndarray  # [P] bool; loss became NaN/inf at some step
     wall_time_s: float
     active_fraction: np.ndarray | None = None  # [P, T]; share of non-zero hidden units on the test set
+    # The same two on the held-out validation examples (`TaskSplit.validation_indices`); None without them.
+    validation_matrix: np.ndarray | None = None  # [P, T, T]
+    validation_overall: np.ndarray | None = None  # [P, T]
 
     @property
     def final_accuracy(self) -> np.ndarray:
         return self.overall_accuracy[:, -1]
+
+    @property
+    def validation_accuracy(self) -> np.ndarray | None:
+        """[P] validation accuracy after the last task, or None without a validation set."""
+        return None if self.validation_overall is None else self.validation_overall[:, -1]
 
 
 @dataclass(frozen=True)
@@ -543,13 +551,39 @@ def train_population(
                 self.reg = consolidate(t, self.state, self.reg)
             return np.asarray(self.state[2])
 
-        def evaluate(self, j, test_onehot):
-            return evaluate(self.state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[j], self.state[3])
+        def evaluate(self, j, task_onehot, examples=None):
+            images, labels = examples_of(data, examples)
+            return evaluate(self.state[0], images, labels, task_onehot, act_hp, perms[j], self.state[3])
 
     program = Program()
     result = run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
                        progress=progress, desc=desc, n_real=n_real, start_time=start_time)
     return result
+
+
+def examples_of(data: DeviceData, examples: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The images and labels a program evaluates on: the test set (``examples`` None), else the
+    training examples at those indices (the held-out validation examples; a gather on the device)."""
+    if examples is None:
+        return data.test_images, data.test_labels
+    return data.train_images[examples], data.train_labels[examples]
+
+
+def validation_sets(split: TaskSplit) -> list[tuple[jax.Array, jax.Array]] | None:
+    """Per task j, what `run_tasks` evaluates the held-out validation examples of task j's input
+    with: (indices into the train set, their task one-hot). Class-incremental tasks share one set,
+    every task's held-out examples with its id, so the overall validation accuracy covers all tasks,
+    as the test accuracy does; a permuted task is its own held-out examples under its permutation.
+    None when the split holds nothing out."""
+    if not split.has_validation:
+        return None
+    if split.permutations is not None:
+        return [(jnp.asarray(idx), jnp.ones((len(idx), 1), jnp.float32)) for idx in split.validation_indices]
+    T = split.num_tasks
+    idx = np.concatenate(split.validation_indices).astype(np.int32)
+    task = np.concatenate([np.full(len(v), t) for t, v in enumerate(split.validation_indices)])
+    one = (jnp.asarray(idx), jnp.asarray((task[:, None] == np.arange(T)[None, :]).astype(np.float32)))
+    return [one] * T
 
 
 def run_tasks(
@@ -573,10 +607,14 @@ def run_tasks(
 
     ``program`` does the device work: ``train(t, batch_idx, batch_mask, lo, hi) -> diverged [P]``
     runs steps lo..hi-1 of task t; ``end_task(t) -> diverged [P]`` after its last step;
-    ``evaluate(j, test_task_onehot) -> (overall [P], per-task [P, T'], active fraction [P])`` on
-    the test set as task j sees it; an optional ``divergence`` attribute names what diverging
-    means for it in the warning (default "non-finite loss"). ``seeds[p]`` is member p's seed (its example order); the
-    first ``n_real`` members are reported (the rest pad the population).
+    ``evaluate(j, task_onehot, examples=None) -> (overall [P], per-task [P, T'], active fraction [P])``
+    on the test set as task j sees it, or, given ``examples`` (indices into the train set), on
+    those training examples: with a validation set (``split.validation_indices``) they are
+    evaluated after every task beside the test set, the same way (no extra host sync: the
+    results are read at the task boundary with the test accuracies); an optional ``divergence``
+    attribute names what diverging means for it in the warning (default "non-finite loss").
+    ``seeds[p]`` is member p's seed (its example order); the first ``n_real`` members are
+    reported (the rest pad the population).
     """
     start_time = time.perf_counter() if start_time is None else start_time
     T, P = split.num_tasks, len(seeds)
@@ -596,6 +634,9 @@ def run_tasks(
     active_fraction = np.zeros((P, T), np.float64)
     reported = np.zeros(P, bool)
     diverged = np.zeros(P, bool)
+    validation = validation_sets(split)
+    validation_matrix = np.full((P, T, T), np.nan, np.float64) if validation else None
+    validation_overall = np.zeros((P, T), np.float64) if validation else None
     for t in range(T):
         batch_idx, batch_mask = task_batches(orders, seeds, t, batch_size, padded)
         steps = steps_per_task[t]
@@ -615,13 +656,21 @@ def run_tasks(
             for j in evaluated:
                 acc, _, active = program.evaluate(j, test_onehot)
                 accuracy_matrix[:, t, j] = np.asarray(acc)
+                if validation:
+                    validation_matrix[:, t, j] = np.asarray(program.evaluate(j, validation[j][1], validation[j][0])[0])
             active_fraction[:, t] = np.asarray(active)  # measured on the newest task's inputs
             overall[:, t] = np.nanmean(accuracy_matrix[:, t, : t + 1], axis=1)  # mean over the evaluated tasks
+            if validation:
+                validation_overall[:, t] = np.nanmean(validation_matrix[:, t, : t + 1], axis=1)
         else:
             acc, per_task, active = program.evaluate(t, test_onehot)
             overall[:, t] = np.asarray(acc)
             accuracy_matrix[:, t, :] = np.asarray(per_task)
             active_fraction[:, t] = np.asarray(active)
+            if validation:
+                v_acc, v_per_task, _ = program.evaluate(t, validation[t][1], validation[t][0])
+                validation_overall[:, t] = np.asarray(v_acc)
+                validation_matrix[:, t, :] = np.asarray(v_per_task)
         if progress:
             row = accuracy_matrix[:n_real, t, : t + 1]
             seen = [row[:, j].mean() for j in range(t + 1) if np.isfinite(row[:, j]).all()]
@@ -634,4 +683,6 @@ def run_tasks(
     return PopulationResult(
         accuracy_matrix[:n_real], overall[:n_real], np.asarray(diverged)[:n_real].copy(),
         time.perf_counter() - start_time, active_fraction[:n_real],
+        None if validation is None else validation_matrix[:n_real],
+        None if validation is None else validation_overall[:n_real],
     )
