@@ -55,8 +55,8 @@ test-fast:  ## only the fast tests
 
 TABLES  ?= tables
 FIGURES ?= figures
-tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder, TABLES=<folder> for another output)
-	$(PY) -m cl_sweep.analysis.tables $(RESULTS) --out $(TABLES)
+tables:  ## rebuild every table from stored results (RESULTS=<folder> for another folder, TABLES=<folder> for another output, SELECT=validation to pick by validation accuracy)
+	$(PY) -m cl_sweep.analysis.tables $(RESULTS) --out $(TABLES)$(if $(SELECT), --select $(SELECT))
 
 # The A.6 preset's own activations and optimizers (conf/sweep/a6.yaml), read when reproduce runs.
 A6_KEYS = $(shell $(PY) -c "import yaml; g = yaml.safe_load(open('conf/sweep/a6.yaml'))['hydra']['sweeper']['grid']; print('$(1)'.join(g['$(2)']))")
