@@ -3,7 +3,8 @@ accuracy in the result file, and picking grid points by it (`cl_sweep.analysis.b
 
 from __future__ import annotations
 
-import json
+import hashlib
+import re
 import subprocess
 import sys
 
@@ -67,8 +68,6 @@ def test_held_out_examples_are_the_same_in_another_process(compose, mnist):
         "print(hashlib.sha256(np.concatenate(s.validation_indices).tobytes()).hexdigest())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    import hashlib
-
     assert out == hashlib.sha256(np.concatenate(split.validation_indices).tobytes()).hexdigest()
 
 
@@ -164,7 +163,7 @@ def test_the_entry_point_refuses_a_bad_fraction_in_one_paragraph(tmp_path, value
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     [paragraph] = [line for line in proc.stderr.splitlines() if line.startswith("cl_sweep: ")]
-    assert f"benchmark.validation_fraction={value}" in paragraph and __import__("re").search(why, paragraph)
+    assert f"benchmark.validation_fraction={value}" in paragraph and re.search(why, paragraph)
     assert not (tmp_path / "result.json").exists()
 
 
@@ -257,3 +256,24 @@ def test_an_optuna_search_optimises_validation_accuracy(tmp_path):
     [trial] = optuna.load_study(study_name=name, storage=storage).get_trials()
     assert trial.value == pytest.approx(metrics(result)["validation_accuracy_mean"])
     assert trial.value == pytest.approx(result["validation_accuracy"][0]) != result["final_accuracy_mean"]
+
+
+def test_the_validation_keys_are_optional_and_checked_when_present():
+    from cl_sweep.results import ResultError, validate_result
+
+    result = {
+        "schema": 2, "status": "ok", "benchmark": "split_mnist", "activation": "relu", "optimizer": "adam",
+        "hyperparameters": {}, "config": {}, "overrides": [], "seeds": [0, 1], "n_seeds_requested": 2,
+        "early_stopped": False, "diverged": [False, False], "final_accuracy": [0.5, 0.6], "final_accuracy_mean": 0.55,
+        "final_accuracy_std": 0.05, "accuracy_matrix": [[[0.5]], [[0.6]]], "average_accuracy": [[0.5], [0.6]],
+        "forgetting": [None, None], "backward_transfer": [None, None], "active_fraction": [[0.1], [0.1]],
+        "wall_time_s": 1.0, "versions": {}, "created": "2024-01-01T00:00:00+00:00",
+    }
+    validate_result(result)  # without them: a result of a job without a validation set, as before
+    validate_result({**result, "validation_accuracy": [0.4, 0.7], "validation_accuracy_matrix": [[[0.4]], [[0.7]]]})
+    with pytest.raises(ResultError, match="'validation_accuracy' has 1 entries for 2 seeds"):
+        validate_result({**result, "validation_accuracy": [0.4]})
+    with pytest.raises(ResultError, match=r"validation accuracy 1.5 is not a fraction in \[0, 1\]"):
+        validate_result({**result, "validation_accuracy": [0.4, 1.5]})
+    with pytest.raises(ResultError, match="'validation_accuracy' has type dict"):
+        validate_result({**result, "validation_accuracy": {}})

@@ -483,7 +483,8 @@ def train_population(
 
     ``pad_to`` (see `padded_population`) adds copies of the last member up to that population size
     so that the call reuses a compiled program; the result holds the real members only.
-    ``compile_only`` compiles this call's programs (init, train, evaluate, the strategy's) with
+    ``compile_only`` compiles this call's programs (init, train, evaluate on the test set and on any
+    held-out validation examples, the strategy's) with
     the exact shapes the training would use, runs no step, and returns None.
     """
     start_time = time.perf_counter()
@@ -526,6 +527,9 @@ def train_population(
             act_hp, opt_hp, perms[0], reg, s_hp if regulariser else None,
         )
         out = [evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[0], state[3])]
+        if (validation := validation_sets(split)) is not None:  # the held-out examples' shape is a program of its own
+            images, labels = examples_of(data, validation[0][0])
+            out.append(evaluate(state[0], images, labels, validation[0][1], act_hp, perms[0], state[3]))
         if regulariser:
             out.append(consolidate(0, state, reg))
         jax.block_until_ready(out)
