@@ -56,8 +56,8 @@ test-fast:  ## only the fast tests
 TABLES  ?= tables
 FIGURES ?= figures
 POOL    ?= all
-tables:  ## rebuild every table from stored results (RESULTS=<folder>, TABLES=<output folder>, POOL=all|none|A,B: which presets/tags pool)
-	$(PY) -m cl_sweep.analysis.tables $(RESULTS) --out $(TABLES) --pool $(POOL)
+tables:  ## rebuild every table from stored results (RESULTS=<folder>, TABLES=<output folder>, POOL=all|none|A,B: which presets/tags pool, SELECT=validation to pick by validation accuracy)
+	$(PY) -m cl_sweep.analysis.tables $(RESULTS) --out $(TABLES) --pool $(POOL)$(if $(SELECT), --select $(SELECT))
 
 # The A.6 preset's own activations and optimizers (conf/sweep/a6.yaml), read when reproduce runs.
 A6_KEYS = $(shell $(PY) -c "import yaml; g = yaml.safe_load(open('conf/sweep/a6.yaml'))['hydra']['sweeper']['grid']; print('$(1)'.join(g['$(2)']))")

@@ -80,7 +80,7 @@ def test_misspelt_key_fails_before_training(compose):
     assert "activation.alphaa=3" in str(info.value) and "alpha, z_k, beta" in str(info.value)
     with pytest.raises(ConfigError, match="model.alphaa=3.*hidden_size, weight_norm, update_clip"):  # models alike
         validate(compose(["model.alphaa=3"]))
-    with pytest.raises(ConfigError, match="benchmark.alphaa=3.*num_tasks, classes_per_task, batch_size"):
+    with pytest.raises(ConfigError, match="benchmark.alphaa=3.*num_tasks, classes_per_task, validation_fraction, batch_size"):
         validate(compose(["benchmark.alphaa=3"]))
     with pytest.raises(Exception, match="alphaa"):  # the top level's dataclass still stops it at compose time
         compose(["early_stop.alphaa=3"])

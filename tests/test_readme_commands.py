@@ -274,6 +274,22 @@ def _rerun_stored_overrides(workdir: Path, env: dict) -> None:
     assert len(results) == 1, f"{cmd}: expected one result.json under outputs/, found {results}"
 
 
+HONEST_SWEEP = ("python -m cl_sweep --multirun activation=relu,hard_ash benchmark.validation_fraction=0.1 "
+                "hydra.sweep.dir=multirun/honest")
+HONEST_TABLES = "python -m cl_sweep.analysis.tables multirun/honest --select validation --out tables_honest"
+
+
+def _honest_selection(workdir: Path, env: dict) -> None:
+    """The tables command of "Honest model selection" reads the sweep of the line above it (stored results
+    have no validation accuracy, and are refused): the sweep on the slice, then the command as written."""
+    sweep = f"{HONEST_SWEEP} {' '.join(SLICE)}"
+    assert_ran(run_bash(sweep, workdir, env), sweep)
+    assert len(result_files(workdir / "multirun" / "honest")) == 2
+    assert_ran(run_bash(HONEST_TABLES, workdir, env), HONEST_TABLES)
+    table2 = (workdir / "tables_honest" / "split_mnist" / "table2.md").read_text()
+    assert "by validation accuracy; test accuracy reported" in table2, table2
+
+
 _TFDS_REASON = (
     "needs a TFDS data set prepared by TensorFlow (not installed: the `tfds` extra is a 274 MB wheel) "
     "and the network; the check runs the command itself on the slice and demands the documented "
@@ -401,6 +417,11 @@ EXCLUDED: dict[str, Excluded] = {
         "test); tests/test_example_plugin.py pip-installs it into a folder of its own and sweeps it. The check: "
         "the package declares its cl_sweep.plugins entry point",
         "grep -A1 'entry-points.\"cl_sweep.plugins\"' examples/plugin/pyproject.toml", expect=r"example = \"cl_sweep_example_plugin\""),
+    # --- a command that reads the output of the one before it ------------------------------------
+    HONEST_TABLES: Excluded(
+        "reads the validation sweep of the line above it in the README (the stored results, which a table command "
+        "is otherwise given, have no validation accuracy and are refused); the check runs that sweep on the slice "
+        "and then this command as written", _honest_selection, slow=True),
     # --- usage synopses in the prose (placeholders) ------------------------------------------------
     "python -m cl_sweep <overrides>": Excluded(
         "synopsis: <overrides> stands for a result's `overrides`; the check re-runs a stored result's overrides",

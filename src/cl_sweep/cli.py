@@ -131,6 +131,9 @@ def summary(result: dict, path: Path | None) -> str:
     else:
         n = sum(result["diverged"])
         lines.append(f"DIVERGED: {n} of {len(result['seeds'])} seeds: their loss or weights became non-finite (recorded as such)")
+    held_out = [a for a in result.get("validation_accuracy") or () if a is not None]
+    if held_out:
+        lines.append(f"validation accuracy (held-out training examples): {100 * np.mean(held_out):.1f} ± {100 * np.std(held_out):.1f} %")
     ok = [m for m, d in zip(result["accuracy_matrix"], result["diverged"]) if not d]
     if ok:
         # None = not evaluated (permuted MNIST tracks only the first and the newest task)
@@ -206,6 +209,7 @@ def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Se
 def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> float:
     """Validates, skips a job already complete in ``output_dir``, trains, writes result.json, returns the metric."""
     from cl_sweep.data.datasets import DataUnavailableError
+    from cl_sweep.data.tasks import TaskSplitError
 
     try:
         validate(cfg)  # imports the config's plugins first: a launcher's worker process has not seen them
@@ -227,5 +231,7 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
         [(result, path)] = run_jobs([cfg], [overrides], [output_dir], listeners=pruning_listeners([task_reporter()]))
     except DataUnavailableError as e:
         _error(str(e), code=3)
+    except TaskSplitError as e:  # e.g. a validation fraction that leaves a task nothing to train on
+        _error(str(e))
     print(summary(result, path))
     return objective(result)

@@ -3,8 +3,9 @@
 This module is plain data on purpose: the aggregator, the notebooks and other tools read results
 through it without importing JAX or the training engine.
 
-Schema version 2 (every key is always present; version 1 files, written before the metrics
-below existed, are still read and have none of the four keys marked v2):
+Schema version 2 (every key is always present, except the optional keys marked opt.; version 1
+files, written before the metrics below existed, are still read and have none of the four keys
+marked v2):
 
 ==========================  ==================================================================
 key                         meaning
@@ -37,6 +38,11 @@ key                         meaning
                             training it); null likewise
 ``active_fraction``   (v2)  per seed, after each task: the fraction of hidden units that are
                             non-zero, averaged over the test set (the measured sparsity)
+``validation_accuracy``     (opt.) per seed: accuracy (0-1) on the held-out validation examples
+                            of every task after the last task, null for a diverged seed; only
+                            in jobs with ``benchmark.validation_fraction`` > 0 (absent otherwise)
+``validation_accuracy_matrix``  (opt.) per seed, T x T, like ``accuracy_matrix`` on the
+                            held-out validation examples; present with ``validation_accuracy``
 ``wall_time_s``             wall-clock seconds of the job (compilation included)
 ``versions``                versions of cl_sweep, jax and jaxlib that produced the file
 ``created``                 UTC timestamp (ISO 8601)
@@ -146,6 +152,13 @@ V2_KEYS: dict[str, type] = {
 }
 
 
+#: Keys a version 2 file may lack (checked when present): the held-out validation accuracies.
+OPTIONAL_KEYS: dict[str, type] = {
+    "validation_accuracy": list,
+    "validation_accuracy_matrix": list,
+}
+
+
 class ResultError(ValueError):
     """A result file that is missing, unreadable, truncated or not of this schema."""
 
@@ -215,7 +228,11 @@ def validate_result(result: Any) -> None:
     if result["status"] not in STATUSES:
         raise ResultError(f"status {result['status']!r} is not one of {STATUSES}")
     n = len(result["seeds"])
-    per_seed = ("diverged", "final_accuracy", "accuracy_matrix") + (tuple(V2_KEYS) if result["schema"] >= 2 else ())
+    for key, types in OPTIONAL_KEYS.items():
+        if result.get(key) is not None and not isinstance(result[key], types):
+            raise ResultError(f"key {key!r} has type {type(result[key]).__name__}")
+    optional = tuple(k for k in OPTIONAL_KEYS if result.get(k) is not None)
+    per_seed = ("diverged", "final_accuracy", "accuracy_matrix") + (tuple(V2_KEYS) if result["schema"] >= 2 else ()) + optional
     for key in per_seed:
         if len(result[key]) != n:
             raise ResultError(f"{key!r} has {len(result[key])} entries for {n} seeds")
@@ -229,9 +246,10 @@ def validate_result(result: Any) -> None:
         raise ResultError(f"'tasks_trained' is only for status 'pruned', not {result['status']!r}")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in result["seeds"]):
         raise ResultError("'seeds' must be integers")
-    for a in result["final_accuracy"]:
-        if a is not None and not (isinstance(a, (int, float)) and 0.0 <= a <= 1.0):
-            raise ResultError(f"final accuracy {a!r} is not a fraction in [0, 1]")
+    for key in ("final_accuracy", "validation_accuracy"):
+        for a in result.get(key) or ():
+            if a is not None and not (isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0):
+                raise ResultError(f"{key.replace('_', ' ')} {a!r} is not a fraction in [0, 1]")
     if result["status"] == "ok":
         for key in ("final_accuracy_mean", "final_accuracy_std"):
             v = result[key]
@@ -285,6 +303,7 @@ METRICS = (
     "backward_transfer_mean",
     "active_fraction_mean",
     "wall_time_s",
+    "validation_accuracy_mean",
 )
 
 
@@ -297,8 +316,10 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
     """The job's :data:`METRICS`: the file's scalars, and the per-seed lists as means over their seeds.
 
     ``forgetting_mean`` and ``backward_transfer_mean`` average the per-seed values;
-    ``active_fraction_mean`` the per-seed active fraction after the last task. None where the
-    result has no value (a diverged job, a one-task benchmark, a version 1 file).
+    ``active_fraction_mean`` the per-seed active fraction after the last task;
+    ``validation_accuracy_mean`` the per-seed validation accuracy, None for a diverged job (as
+    ``final_accuracy_mean``) and for a job without a validation set. None where the result has no
+    value (a diverged job, a one-task benchmark, a version 1 file).
     """
     out: dict[str, float | None] = {
         "final_accuracy_mean": result.get("final_accuracy_mean"),
@@ -307,6 +328,7 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
         "backward_transfer_mean": _mean(result.get("backward_transfer") or []),
         "active_fraction_mean": _mean([seed[-1] for seed in result.get("active_fraction") or [] if seed]),
         "wall_time_s": result.get("wall_time_s"),
+        "validation_accuracy_mean": None if result.get("status") != "ok" else _mean(result.get("validation_accuracy") or []),
     }
     return {k: (None if v is None or not math.isfinite(float(v)) else float(v)) for k, v in out.items()}
 

@@ -57,8 +57,8 @@ def paper_setting(points: pd.DataFrame) -> pd.DataFrame:
     return tables.plain_runs(points)
 
 
-def best(points: pd.DataFrame, per: Sequence[str] = CELL) -> pd.DataFrame:
-    """The best grid point of each group of ``per``.
+def best(points: pd.DataFrame, per: Sequence[str] = CELL, select: str = "test") -> pd.DataFrame:
+    """The best grid point of each group of ``per``, picked by ``select``.
 
     ``per`` = (benchmark, activation, optimizer), the default: each cell's winner as Table 2 picks
     it (`tables.best_per_cell`: finished grid points first, then the highest mean, then the smaller
@@ -66,9 +66,18 @@ def best(points: pd.DataFrame, per: Sequence[str] = CELL) -> pd.DataFrame:
     "optimizer")``, the optimizer table) takes, among those cells' winners, the highest mean (ties:
     the smaller std), as those tables do.
 
+    ``select="test"`` (the default) is the paper's rule: the highest test accuracy. ``"validation"``
+    is honest model selection: the highest accuracy on the held-out validation examples (jobs run
+    with ``benchmark.validation_fraction`` > 0), and the winner's ``mean``/``std`` are still its
+    test accuracy (``val_mean``/``val_std`` its validation accuracy). Grid points without a
+    validation accuracy cannot be picked by it; a cell with finished grid points but none with one
+    is refused (ValueError listing the cells), never shown without a winner.
+
     Raises:
-        ValueError: ``per`` names a column the frame lacks or leaves out ``benchmark``.
+        ValueError: ``per`` names a column the frame lacks or leaves out ``benchmark``; ``select`` is
+            not ``"test"`` or ``"validation"``; cells that cannot be picked by validation.
     """
+    tables.check_select(select)
     per = list(per)
     unknown = [c for c in per if c not in points.columns]
     if unknown or "benchmark" not in per:
@@ -76,5 +85,5 @@ def best(points: pd.DataFrame, per: Sequence[str] = CELL) -> pd.DataFrame:
             f"best(per={per}): {'unknown column(s) ' + ', '.join(unknown) if unknown else 'per must include benchmark'}; "
             f"allowed: a subset of {list(CELL)} with benchmark, or other columns of the frame"
         )
-    cells = tables.best_per_cell(points)
-    return cells if set(per) == set(CELL) else tables.best_over(cells, per)
+    cells = tables.best_per_cell(points, select=select)
+    return cells if set(per) == set(CELL) else tables.best_over(cells, per, select=select)

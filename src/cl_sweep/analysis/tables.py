@@ -4,6 +4,10 @@ Pipeline: `load_results` (one row per job/file) -> `summarize` (one row per grid
 pooled over jobs) -> `best_per_cell` (one row per activation x optimizer cell) -> the renderers
 (`table2`, `table1`, `optimizer_table`, `details_table`, `problems`) -> `write_tables`.
 
+Which grid point wins is ``select``: ``"test"`` (the paper's rule, the default) picks the highest
+test accuracy; ``"validation"`` the highest accuracy on held-out training examples
+(``benchmark.validation_fraction``), and still reports the winner's test accuracy.
+
 All accuracies in the DataFrames are in percent (0-100), converted from the files' 0-1 fractions
 on loading, because every number they are compared with (the paper's) is in percent.
 
@@ -47,6 +51,9 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "accuracy_matrix",
     "mean",
     "std",
+    "validation_accuracy",
+    "val_mean",
+    "val_std",
     "wall_time_s",
     "created",
     "path",
@@ -77,6 +84,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "mean",
     "std",
     "active_mean",
+    "validation_accuracy",
+    "val_mean",
+    "val_std",
     "wall_time_s",
     "paths",
     "sources",
@@ -91,6 +101,8 @@ BEST_COLUMNS: tuple[str, ...] = (
     "hyperparameters",
     "mean",
     "std",
+    "val_mean",
+    "val_std",
     "n_seeds",
     "complete",
     "early_stopped",
@@ -102,6 +114,17 @@ BEST_COLUMNS: tuple[str, ...] = (
     "n_incomplete",
     "sources",
 )
+
+#: How `best_per_cell` picks a cell's winner, and the note a table gets under each rule (none under the
+#: default, so that the paper's tables read as they always have).
+SELECT: tuple[str, ...] = ("test", "validation")
+SELECTION_NOTES = {
+    "test": "Selection: best grid point by test accuracy (the paper's rule).",
+    "validation": "Selection: best grid point by validation accuracy; test accuracy reported (the validation "
+    "examples are held out of each task's training examples: benchmark.validation_fraction).",
+}
+#: The columns that carry the held-out validation accuracy (percent).
+VALIDATION_COLUMNS = ("validation_accuracy", "val_mean", "val_std")
 
 WITHIN = "✓"
 OUTSIDE = "✗"
@@ -187,6 +210,18 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
             if not diverged and _is_number(last) and math.isfinite(last):
                 active[i] = 100.0 * float(last)
 
+    # per seed, percent on the held-out validation examples (None: no validation set, or diverged)
+    validation: list[float | None] = [None] * len(seeds)
+    if result.get("validation_accuracy") is not None:
+        for i, (v, diverged) in enumerate(zip(result["validation_accuracy"], result["diverged"], strict=True)):
+            if v is None and not diverged:
+                raise ResultError("'validation_accuracy' is null for a seed that did not diverge")
+            if v is not None:
+                if not _is_number(v) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+                    raise ResultError(f"'validation_accuracy' {v!r} is not a fraction in [0, 1]")
+                validation[i] = 100.0 * float(v)
+    val_mean, val_std = _validation_stats(validation, result["status"] != "ok")
+
     try:  # per seed, T x T in 0-1, NaN where a task was not evaluated
         matrices = np.array(
             [[[math.nan if v is None else float(v) for v in row] for row in m] for m in result["accuracy_matrix"]], float
@@ -213,12 +248,24 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "accuracy_matrix": list(matrices),
         "mean": pct(result["final_accuracy_mean"]),
         "std": pct(result["final_accuracy_std"]),
+        "validation_accuracy": validation,
+        "val_mean": val_mean,
+        "val_std": val_std,
         "wall_time_s": float(result["wall_time_s"]),
         "created": result["created"],
         "path": path,
         "preset": _preset(result["overrides"]),
         "source": _source(result),
     }
+
+
+def _validation_stats(validation: list[float | None], diverged: bool) -> tuple[float, float]:
+    """Mean and population std of the seeds' validation accuracies: NaN when a seed diverged (as the
+    test mean) or when a seed has none (no validation set)."""
+    if diverged or not validation or any(v is None for v in validation):
+        return math.nan, math.nan
+    values = np.asarray(validation, dtype=float)
+    return float(values.mean()), float(values.std(ddof=0))
 
 
 def _preset(overrides: list, group: str = "sweep") -> str | None:
@@ -258,7 +305,9 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
     Returns:
         ``(jobs, bad_files)``: ``jobs`` has one row per file with the columns `LOAD_COLUMNS`
         (``final_accuracy``, ``mean`` and ``std`` in percent, ``hp_key`` the canonical
-        `hyperparameter_key`); ``bad_files`` lists ``(path, reason)``.
+        `hyperparameter_key`; ``validation_accuracy`` per seed and ``val_mean``/``val_std`` in
+        percent on the held-out validation examples, None/NaN for a job without them);
+        ``bad_files`` lists ``(path, reason)``.
     """
     rows: list[dict[str, Any]] = []
     bad: list[tuple[Path, str]] = []
@@ -281,21 +330,24 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
 
 def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
     """Pools the seeds of the jobs of one grid point; a seed run twice is kept once (newest)."""
-    by_seed: dict[int, tuple[float | None, bool, float | None, np.ndarray]] = {}
+    by_seed: dict[int, tuple[float | None, bool, float | None, np.ndarray, float | None]] = {}
     duplicates: set[int] = set()
     # Newest last, so that a re-run of a seed supersedes the older run of it.
     ordered = jobs.sort_values(["created", "path"], key=lambda c: c.astype(str))
     for job in ordered.itertuples(index=False):
-        for seed, acc, div, act, matrix in zip(
-            job.seeds, job.final_accuracy, job.diverged, job.active_fraction, job.accuracy_matrix, strict=True
+        for seed, acc, div, act, matrix, val in zip(
+            job.seeds, job.final_accuracy, job.diverged, job.active_fraction, job.accuracy_matrix,
+            job.validation_accuracy, strict=True,
         ):
             if seed in by_seed:
                 duplicates.add(seed)
-            by_seed[seed] = (acc, div, act, matrix)
+            by_seed[seed] = (acc, div, act, matrix, val)
     seeds = sorted(by_seed)
     accuracy = [by_seed[s][0] for s in seeds]
     active = [by_seed[s][2] for s in seeds]
     n_diverged = sum(by_seed[s][1] for s in seeds)
+    validation = [by_seed[s][4] for s in seeds]
+    val_mean, val_std = _validation_stats(validation, bool(n_diverged))
     if n_diverged:
         status, mean, std, active_mean = "diverged", math.nan, math.nan, math.nan
     else:
@@ -323,6 +375,9 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         "mean": mean,
         "std": std,
         "active_mean": active_mean,
+        "validation_accuracy": validation,
+        "val_mean": val_mean,
+        "val_std": val_std,
         "wall_time_s": float(jobs["wall_time_s"].sum()),
         "paths": [Path(p) for p in ordered["path"]],
     }
@@ -366,7 +421,8 @@ def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Da
     it, so pooling across presets is never silent.
     ``mean``/``std`` are over the pooled seeds, population std (ddof=0), in percent;
     ``active_mean`` the mean share (percent) of active hidden units after the last task, NaN unless
-    every pooled seed measured it (schema 2).
+    every pooled seed measured it (schema 2); ``val_mean``/``val_std`` the same statistics of the
+    held-out validation accuracy, NaN unless every pooled seed has one (and for a diverged point).
 
     A grid point with any diverged seed gets status ``"diverged"`` and NaN mean/std, so it is
     never averaged into anything. A job a sweeper's pruner stopped (status ``"pruned"``) is never
@@ -417,16 +473,40 @@ def _paper_sorted(df: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     return order.drop(columns=["_a", "_o"]).reset_index(drop=True)
 
 
-def _ranked(points: pd.DataFrame) -> pd.DataFrame:
+def check_select(select: Any) -> str:
+    """``select`` itself when it is a rule of `SELECT`; else ValueError naming it and the allowed ones."""
+    if not isinstance(select, str) or select not in SELECT:
+        raise ValueError(
+            f"select={select!r} is not allowed; allowed: 'test' (the paper's rule: the grid point with the highest "
+            "test accuracy) or 'validation' (the highest accuracy on the held-out validation examples of "
+            "benchmark.validation_fraction; its test accuracy is reported)"
+        )
+    return select
+
+
+def _score(select: str) -> tuple[str, str]:
+    """The columns a rule ranks grid points by: (mean, std), test or validation."""
+    return ("val_mean", "val_std") if check_select(select) == "validation" else ("mean", "std")
+
+
+def _ranked(points: pd.DataFrame, select: str = "test") -> pd.DataFrame:
     """Grid points best first: complete runs, then early-stopped, then incomplete; within a tier
-    the highest mean, then the smaller std (then the key, so ties resolve the same every time)."""
+    the highest mean, then the smaller std (then the key, so ties resolve the same every time);
+    with ``select="validation"`` the validation mean and std in their place."""
+    mean, std = _score(select)
     tier = np.where(~points["complete"], 2, np.where(points["early_stopped"], 1, 0))
     return points.assign(_tier=tier).sort_values(
-        ["_tier", "mean", "std", "hp_key"], ascending=[True, False, True, True], kind="stable"
+        ["_tier", mean, std, "hp_key"], ascending=[True, False, True, True], kind="stable"
     )
 
 
-def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
+def _selectable(points: pd.DataFrame, select: str) -> pd.DataFrame:
+    """The grid points a rule can pick: ``ok`` ones, and under ``validation`` only those with a validation mean."""
+    ok = points[points["status"] == "ok"]
+    return ok[np.isfinite(ok["val_mean"].astype(float))] if _score(select)[0] == "val_mean" else ok
+
+
+def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFrame:
     """The winning grid point of every (benchmark, activation, optimizer) cell.
 
     The winner is the highest mean among the ``ok`` grid points, looked for in tiers: complete
@@ -436,17 +516,32 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
     Ties go to the smaller std. A cell whose every grid point diverged has NaN mean and no
     winner (``hp_key`` None).
 
+    With ``select="validation"`` the same tiers rank the grid points by their validation mean
+    (ties: the smaller validation std), and the winner's reported ``mean``/``std`` are still its
+    test accuracy; a grid point without a validation accuracy cannot win. A cell whose finished
+    grid points all lack one is refused rather than left without a winner, so that a table never
+    shows a cell as empty (or as diverged) when it simply ran without a validation set.
+
     Args:
         summary: the frame from `summarize`.
+        select: ``"test"`` (the paper's rule) or ``"validation"``.
 
     Returns:
         A frame with the columns `BEST_COLUMNS`, in paper order.
+
+    Raises:
+        ValueError: a bad ``select``, or, under ``validation``, the cells that have ``ok`` grid
+            points but none with a validation accuracy (listed).
     """
-    rows = []
+    check_select(select)
+    rows, unselectable = [], []
     for (benchmark, activation, optimizer), cell in summary.groupby(
         ["benchmark", "activation", "optimizer"], sort=False
     ):
-        ranked = _ranked(cell[cell["status"] == "ok"])
+        candidates = _selectable(cell, select)
+        if candidates.empty and (cell["status"] == "ok").any():
+            unselectable.append(f"{benchmark} / {activation} / {optimizer}")
+        ranked = _ranked(candidates, select)
         row: dict[str, Any] = {
             "benchmark": benchmark,
             "activation": activation,
@@ -455,6 +550,8 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
             "hyperparameters": None,
             "mean": math.nan,
             "std": math.nan,
+            "val_mean": math.nan,
+            "val_std": math.nan,
             "n_seeds": 0,
             "complete": False,
             "early_stopped": False,
@@ -467,6 +564,8 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
                 hyperparameters=win["hyperparameters"],
                 mean=float(win["mean"]),
                 std=float(win["std"]),
+                val_mean=float(win["val_mean"]),
+                val_std=float(win["val_std"]),
                 n_seeds=int(win["n_seeds"]),
                 complete=bool(win["complete"]),
                 early_stopped=bool(win["early_stopped"]),
@@ -481,6 +580,13 @@ def best_per_cell(summary: pd.DataFrame) -> pd.DataFrame:
             n_incomplete=int((~cell["complete"]).sum()),
         )
         rows.append(row)
+    if unselectable:
+        raise ValueError(
+            f"select='validation': {len(unselectable)} cell(s) have finished grid points but none with a validation "
+            f"accuracy, so none can be picked by it: {'; '.join(unselectable)}. Run them with "
+            "benchmark.validation_fraction > 0 (e.g. 0.1), leave out the results that have none, or select by "
+            "test accuracy (select='test', the paper's rule)"
+        )
     return _paper_sorted(pd.DataFrame(rows, columns=list(BEST_COLUMNS)))
 
 
@@ -628,17 +734,20 @@ def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     )
 
 
-def best_over(best: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
+def best_over(best: pd.DataFrame, by: str | Sequence[str], *, select: str = "test") -> pd.DataFrame:
     """Among `best_per_cell`'s cells, the one with the highest mean (ties: smaller std) for each group of
-    ``by`` (Table 1: by activation; the optimizer table: by optimizer); cells without a mean are left out."""
-    ok = best[np.isfinite(best["mean"].astype(float))]
-    ranked = ok.sort_values(["mean", "std"], ascending=[False, True], kind="stable")
+    ``by`` (Table 1: by activation; the optimizer table: by optimizer); cells without a mean are left out.
+    With ``select="validation"`` the cells' validation mean and std decide instead (their test accuracy
+    is what the tables report)."""
+    mean, std = _score(select)
+    ok = best[np.isfinite(best[mean].astype(float)) & np.isfinite(best["mean"].astype(float))]
+    ranked = ok.sort_values([mean, std], ascending=[False, True], kind="stable")
     return ranked.groupby(by if isinstance(by, str) else list(by), sort=False).head(1).reset_index(drop=True)
 
 
-def _best_over(best: pd.DataFrame, by: str) -> dict[str, pd.Series]:
+def _best_over(best: pd.DataFrame, by: str, select: str = "test") -> dict[str, pd.Series]:
     """`best_over` as a mapping: value of ``by`` -> its winning cell."""
-    return {row[by]: row for _, row in best_over(best, by).iterrows()}
+    return {row[by]: row for _, row in best_over(best, by, select=select).iterrows()}
 
 
 def _paper_row_best(activation: str) -> PaperBest | None:
@@ -655,6 +764,7 @@ def _best_view(
     key: str,
     refs: dict[str, PaperBest],
     fallback=None,
+    select: str = "test",
 ) -> tuple[list[dict], list[dict], bool]:
     """Rows of a "best partner per activation" (key="activation") or "per optimizer" table.
 
@@ -665,7 +775,7 @@ def _best_view(
     name = {"activation": paper.activation_name, "optimizer": paper.optimizer_name}
     order = paper.ACTIVATION_ORDER if key == "activation" else paper.OPTIMIZER_ORDER
     best = _for_benchmark(best, benchmark)
-    winners = _best_over(best, key)
+    winners = _best_over(best, key, select)
     display_rows, data_rows, derived = [], [], False
     for item in paper.paper_order(best[key], order):
         win = winners.get(item)
@@ -708,7 +818,7 @@ def _best_view(
     return display_rows, data_rows, derived
 
 
-def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table:
     """Paper Table 1: the best optimizer per activation, ours vs the paper's.
 
     Rows: the activations in our data, in paper order. Where the printed Table 1 has no row for an
@@ -717,6 +827,7 @@ def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     Args:
         best: the frame from `best_per_cell`.
         benchmark: which benchmark to tabulate.
+        select: the rule ``best`` was picked by (`best_per_cell`); it also picks each row's best cell.
 
     Returns:
         The `Table`.
@@ -724,7 +835,7 @@ def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
     has_paper = benchmark == paper.PAPER_BENCHMARK
     display_rows, data_rows, derived = _best_view(
         best, benchmark, "activation", paper.PAPER_TABLE1 if has_paper else {},
-        fallback=_paper_row_best if has_paper else None,
+        fallback=_paper_row_best if has_paper else None, select=select,
     )
     notes = []
     if derived:
@@ -744,19 +855,20 @@ def table1(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
                        display_rows, data_rows, notes)
 
 
-def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table:
     """The paper's optimizer table: the best activation per optimizer, ours vs the paper's.
 
     Args:
         best: the frame from `best_per_cell`.
         benchmark: which benchmark to tabulate.
+        select: the rule ``best`` was picked by (`best_per_cell`); it also picks each row's best cell.
 
     Returns:
         The `Table`; rows are the optimizers in our data, in paper order.
     """
     has_paper = benchmark == paper.PAPER_BENCHMARK
     display_rows, data_rows, _ = _best_view(
-        best, benchmark, "optimizer", paper.PAPER_OPTIMIZER_TABLE if has_paper else {}
+        best, benchmark, "optimizer", paper.PAPER_OPTIMIZER_TABLE if has_paper else {}, select=select
     )
     notes = []
     if has_paper:
@@ -781,9 +893,10 @@ def _view_table(name: str, title: str, per: str, other: str, display_rows: list,
     )
 
 
-def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
-    """Per cell of ``benchmark`` in ``best`` (`best_per_cell`'s frame), in paper order: the winning
-    hyperparameters, how much of the grid was run, and which sources the winner's runs came from."""
+def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table:
+    """Per cell of ``benchmark`` in ``best`` (`best_per_cell`'s frame, picked by rule ``select``), in paper
+    order: the winning hyperparameters, how much of the grid was run, which sources the winner's runs
+    came from and, when the winners were picked by validation accuracy, the winner's validation accuracy."""
     best = _for_benchmark(best, benchmark)
     display_rows = []
     for _, r in best.iterrows():
@@ -793,11 +906,17 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
             # The activation's and optimizer's own values; the fixed protocol keys (model.*,
             # benchmark.*) are the same in every cell and stay in the CSV.
             hps = _component_keys(r["hp_key"])
+        by_validation = {}
+        if check_select(select) == "validation":
+            by_validation["Validation (best)"] = (
+                _fmt(r["val_mean"], r["val_std"]) if math.isfinite(r["val_mean"]) else MISSING
+            )
         display_rows.append(
             {
                 "Activation": paper.activation_name(r["activation"]),
                 "Optimizer": paper.optimizer_name(r["optimizer"]),
                 "Best": _ours(r),
+                **by_validation,
                 "Seeds (best)": str(r["n_seeds"]),
                 "Winning hyperparameters": hps,
                 "Grid points": str(r["n_grid_points"]) + (
@@ -812,7 +931,7 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
                 "Runs from": " + ".join(r["sources"]) or MISSING,
             }
         )
-    data = best.drop(columns=["hyperparameters"]).rename(columns={"hp_key": "hyperparameters"}).assign(
+    data = without_empty_validation(best.drop(columns=["hyperparameters"]).rename(columns={"hp_key": "hyperparameters"})).assign(
         sources=best["sources"].map(lambda s: ";".join(s))
     )
     return Table(
@@ -821,8 +940,9 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
         pd.DataFrame(
             display_rows,
             columns=[
-                "Activation", "Optimizer", "Best", "Seeds (best)", "Winning hyperparameters",
-                "Grid points", "Seeds run", "Diverged", "Early-stopped", "Incomplete", "Runs from",
+                "Activation", "Optimizer", "Best", *(["Validation (best)"] if select == "validation" else []),
+                "Seeds (best)", "Winning hyperparameters", "Grid points", "Seeds run", "Diverged", "Early-stopped",
+                "Incomplete", "Runs from",
             ],
         ),
         data,
@@ -831,6 +951,19 @@ def details_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) ->
         "runs the winning grid point pools (A + B: seeds of both, see Problems; make tables POOL=none keeps "
         "each source apart).",
     )
+
+
+def without_empty_validation(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its `VALIDATION_COLUMNS` when no row has a validation accuracy, so that the
+    CSVs of results without a validation set are the bytes they always were."""
+    present = [c for c in VALIDATION_COLUMNS if c in frame.columns]
+    if "val_mean" in frame.columns and np.isfinite(frame["val_mean"].astype(float)).any():
+        return frame
+    if "validation_accuracy" in frame.columns and frame["validation_accuracy"].map(
+        lambda vs: isinstance(vs, list) and any(v is not None for v in vs)
+    ).any():
+        return frame
+    return frame.drop(columns=present)
 
 
 def _missing(value: Any) -> bool:
@@ -976,22 +1109,25 @@ def _latex_table(df: pd.DataFrame, caption: str, label: str, notes: Sequence[str
 # Output
 
 
-def render_tables(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> list[Table]:
-    """All tables for one benchmark: Table 2, Table 1, the optimizer table and the details."""
+def render_tables(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> list[Table]:
+    """All tables for one benchmark: Table 2, Table 1, the optimizer table and the details (``select``:
+    the rule ``best`` was picked by)."""
     return [
         table2(best, benchmark),
-        table1(best, benchmark),
-        optimizer_table(best, benchmark),
-        details_table(best, benchmark),
+        table1(best, benchmark, select=select),
+        optimizer_table(best, benchmark, select=select),
+        details_table(best, benchmark, select=select),
     ]
 
 
-def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame) -> Table:
+def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame, *, select: str = "test") -> Table:
     """The paper's appendix experiments (A.7 i.i.d. MNIST, A.8 Adam bias correction, A.9 SGD with
     exponential decay): the best grid point of each, ours beside the paper's number.
 
     A.7's two rows are told apart by the preset that produced the jobs (``+sweep=a7`` with the
-    Split-MNIST optimizer grids, ``+sweep=a7_tuned`` with i.i.d.-tuned ones).
+    Split-MNIST optimizer grids, ``+sweep=a7_tuned`` with i.i.d.-tuned ones). With
+    ``select="validation"`` each row's best is the highest validation mean among its grid points that
+    have one (a row without any shows none).
     """
     def keys_of(preset: str) -> set:
         return set(jobs.loc[jobs["preset"] == preset, "hp_key"]) if len(jobs) else set()
@@ -1016,11 +1152,11 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame) -> Table:
     ] if len(s) else []
     display_rows, data_rows = [], []
     for section, label, key, mask in experiments:
-        points = s[mask & (s["status"] == "ok")]
+        points = _selectable(s[mask], select)
         ref = paper.PAPER_APPENDIX[key]
         win = None
         if len(points):
-            win = points.sort_values(["complete", "mean"], ascending=False).iloc[0]
+            win = points.sort_values(["complete", _score(select)[0]], ascending=False).iloc[0]
         mean = math.nan if win is None else float(win["mean"])
         within = within_paper(mean, ref)
         display_rows.append(
@@ -1051,7 +1187,7 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame) -> Table:
     )
 
 
-def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
+def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table:
     """Continual-learning metrics of each cell's best grid point, mean ± std over its seeds.
 
     Final accuracy, average accuracy over the tasks after the last one, forgetting and backward
@@ -1060,7 +1196,7 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK)
     """
     from cl_sweep.analysis import metrics
 
-    best = _for_benchmark(best_per_cell(summary), benchmark)
+    best = _for_benchmark(best_per_cell(summary, select=select), benchmark)
     display_rows, data_rows = [], []
 
     def stat(values: list) -> tuple[float, float]:
@@ -1173,7 +1309,7 @@ COMPARISON_ROWS: tuple[tuple[str, str | None, str, str | None, str], ...] = (
 )
 
 
-def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table | None:
     """Table 1's comparison rows (EWC, online EWC, MAS, SDMLP, SDMLP + EWC, FlyModel, Hard ASH + EWC)
     run here, one row per epoch budget, beside the figures the paper cites; None when none ran.
 
@@ -1192,9 +1328,9 @@ def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
             rows = rows[rows["activation"] == activation]
         c = cited.get(cited_name) if cited_name else None
         for epochs, group in rows.groupby("_epochs", sort=True):
-            cells = best_per_cell(group.drop(columns=["_model", "_strategy", "_epochs"]))
+            cells = best_per_cell(group.drop(columns=["_model", "_strategy", "_epochs"]), select=select)
             cells = cells[cells["hp_key"].notna()]
-            best = None if cells.empty else _ranked(cells).iloc[0]
+            best = None if cells.empty else _ranked(cells, select).iloc[0]
             paper_text = MISSING if c is None else (
                 f"{c.accuracy:g} ({c.epochs} epoch{'s' if c.epochs != 1 else ''}"
                 + (f", {paper.optimizer_name(c.optimizer)})" if c.optimizer else ", associative rule)")
@@ -1253,21 +1389,21 @@ def plain_runs(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["hyperparameters"].map(_paper_variant) & ~summary["optimizer"].isin(APPENDIX_OPTIMIZERS)]
 
 
-def _best_beside(cells: pd.DataFrame, plain: pd.DataFrame, by: list[str], own: str) -> Iterator[tuple]:
+def _best_beside(cells: pd.DataFrame, plain: pd.DataFrame, by: list[str], own: str, select: str = "test") -> Iterator[tuple]:
     """The strategies' and models' tables' rows: for each group of ``cells`` by ``by`` (in sorted order),
     ``(key, cell, its best grid point, the best of plain in the same activation and optimizer or None,
     the best point's own keys that start with the prefix ``own`` but its name)``. Columns of ``cells``
     that start with ``_`` are helpers, dropped before the best point is chosen."""
-    plain_best = {(r.activation, r.optimizer): r for _, r in best_per_cell(plain).iterrows()}
+    plain_best = {(r.activation, r.optimizer): r for _, r in best_per_cell(plain, select=select).iterrows()}
     helpers = [c for c in cells.columns if c.startswith("_")]
     for key, cell in cells.groupby(by, sort=True):
-        best = best_per_cell(cell.drop(columns=helpers)).iloc[0]
+        best = best_per_cell(cell.drop(columns=helpers), select=select).iloc[0]
         base = plain_best.get((best["activation"], best["optimizer"]))
         keys = [kv for kv in str(best["hp_key"]).split(", ") if kv.startswith(own) and not kv.startswith(f"{own}name")]
         yield key, cell, best, base, ", ".join(keys) or DEFAULTS_KEY_LABEL
 
 
-def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table | None:
     """Best grid point per (activation, optimizer, strategy) for runs with a strategy, beside the same
     cell without one; None when no run used a strategy."""
     if summary.empty:
@@ -1280,7 +1416,9 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
         return None
     display_rows, data_rows = [], []
     plain = plain_runs(s.drop(columns="_strategy"))
-    for (act, opt, strat), cell, best, base, own in _best_beside(with_strategy, plain, ["activation", "optimizer", "_strategy"], "strategy."):
+    for (act, opt, strat), cell, best, base, own in _best_beside(
+        with_strategy, plain, ["activation", "optimizer", "_strategy"], "strategy.", select
+    ):
         display_rows.append(
             {
                 "Activation": paper.activation_name(act),
@@ -1318,7 +1456,7 @@ def _architecture(hp: Any) -> str:
     return model
 
 
-def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table | None:
     """Best grid point per (model, activation, optimizer) for models other than the paper's MLP (a
     deeper or wider MLP, a user's registered model), beside the paper's MLP in the same cell. The
     built-in SDMLP and FlyModel are Table 1's comparison rows instead. None when no such run exists."""
@@ -1334,7 +1472,7 @@ def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) 
     s = s.assign(_arch=s["hyperparameters"].map(_architecture), _model=s["hyperparameters"].map(_model_of))
     display_rows, data_rows = [], []
     plain = plain_runs(summary[summary["benchmark"] == benchmark])
-    for (arch, act, opt), cell, best, base, own in _best_beside(s, plain, ["_arch", "activation", "optimizer"], "model."):
+    for (arch, act, opt), cell, best, base, own in _best_beside(s, plain, ["_arch", "activation", "optimizer"], "model.", select):
         display_rows.append(
             {
                 "Model": paper.model_name(cell["_model"].iloc[0]),
@@ -1436,6 +1574,7 @@ def write_tables(
     benchmark: str = paper.PAPER_BENCHMARK,
     bad_files: Iterable[tuple[Path, str]] = (),
     jobs: pd.DataFrame | None = None,
+    select: str = "test",
 ) -> str:
     """Writes every table as ``NAME.md``, ``NAME.csv`` and ``NAME.tex`` under ``out_dir``.
 
@@ -1449,29 +1588,39 @@ def write_tables(
         out_dir: the output folder (created if missing).
         benchmark: which benchmark to tabulate.
         bad_files: the unreadable files from `load_results`, for the problems list.
+        select: how each table picks its best grid points (`best_per_cell`): ``"test"``, the paper's
+            rule, or ``"validation"``, which every table then names in a note (the Pareto front is
+            not a selection and stays on test accuracy).
 
     Returns:
         The Markdown of all tables and the problems list (what ``tables.md`` holds).
+
+    Raises:
+        ValueError: a bad ``select``, or cells without a validation accuracy under ``validation``
+            (nothing is written then).
     """
+    check_select(select)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     everything = summary  # the appendix table (A.7 runs on i.i.d. MNIST) spans benchmarks
     full = summary[summary["benchmark"] == benchmark] if not summary.empty else summary  # this benchmark's rows only
     summary = plain_runs(full)  # the paper's tables compare activations and optimizers alone
-    best = best_per_cell(summary)
+    best = best_per_cell(summary, select=select)
     sections = [f"# Results: {benchmark}", ""]
-    extra = [metrics_table(summary, benchmark)]
-    if (strategies := strategies_table(full, benchmark)) is not None:
+    extra = [metrics_table(summary, benchmark, select=select)]
+    if (strategies := strategies_table(full, benchmark, select=select)) is not None:
         extra.append(strategies)
-    if (models := models_table(full, benchmark)) is not None:
+    if (models := models_table(full, benchmark, select=select)) is not None:
         extra.append(models)
-    if (comparison := comparison_table(full, benchmark)) is not None:
+    if (comparison := comparison_table(full, benchmark, select=select)) is not None:
         extra.append(comparison)
     if (pareto := pareto_table(full, benchmark)) is not None:
         extra.append(pareto)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
-        extra.append(appendix_table(everything, jobs))
-    for table in [*render_tables(best, benchmark), *extra]:
+        extra.append(appendix_table(everything, jobs, select=select))
+    out.mkdir(parents=True, exist_ok=True)
+    for table in [*render_tables(best, benchmark, select=select), *extra]:
+        if select != "test" and table.name != "pareto":  # the paper's rule goes unsaid, as it always has
+            table.notes = [*table.notes, SELECTION_NOTES[select]]
         md = table.to_markdown()
         (out / f"{table.name}.md").write_text(md)
         table.data.to_csv(out / f"{table.name}.csv", index=False)
@@ -1481,7 +1630,7 @@ def write_tables(
     problems_md = problems_markdown(items)
     (out / "problems.md").write_text(problems_md)
     pd.DataFrame(items, columns=["kind", "message"]).to_csv(out / "problems.csv", index=False)
-    grid = full.drop(columns=["hyperparameters", "accuracy_matrix"]).assign(
+    grid = without_empty_validation(full.drop(columns=["hyperparameters", "accuracy_matrix"])).assign(
         paths=full["paths"].map(lambda ps: ";".join(map(str, ps))), sources=full["sources"].map(";".join)
     )
     grid.to_csv(out / "grid_points.csv", index=False)
@@ -1496,9 +1645,14 @@ def benchmark_folder(benchmark: str) -> str:
     return benchmark.replace(":", "_").replace("/", "_")
 
 
-def write_index(summary: pd.DataFrame, out_dir: Path, benchmarks: Sequence[str], bad_files: Iterable[tuple[Path, str]]) -> Path:
+def write_index(summary: pd.DataFrame, out_dir: Path, benchmarks: Sequence[str], bad_files: Iterable[tuple[Path, str]],
+                select: str = "test") -> Path:
     """``README.md`` of the output folder: one line per benchmark folder (grid points, seeds, its Table 2's
-    best cell) and the result files that could not be read (listed here only)."""
+    best cell, picked by ``select``) and the result files that could not be read (listed here only)."""
+    tops = {}
+    for b in benchmarks:  # every winner first: a refused selection writes nothing
+        best = best_per_cell(plain_runs(summary[summary["benchmark"] == b]), select=select)
+        tops[b] = best_over(best, "benchmark", select=select) if not best.empty else best
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# Tables", "", "One folder per benchmark, written by `make tables` from the stored results "
              "(`table2`, `table1`, `optimizers`, `details`, `metrics`, `pareto` and the rest, each as `.md`, `.csv` "
@@ -1506,13 +1660,13 @@ def write_index(summary: pd.DataFrame, out_dir: Path, benchmarks: Sequence[str],
              "grid point).", "", "| benchmark | grid points | seeds run | best cell of Table 2 |", "|---|---|---|---|"]
     for b in benchmarks:
         rows = summary[summary["benchmark"] == b]
-        best = best_per_cell(plain_runs(rows))
-        best = best[np.isfinite(best["mean"].astype(float))] if not best.empty else best
         top = MISSING
-        if not best.empty:
-            r = best.sort_values(["mean", "std"], ascending=[False, True], kind="stable").iloc[0]
+        if not tops[b].empty:
+            r = tops[b].iloc[0]
             top = f"{paper.activation_name(r['activation'])} + {paper.optimizer_name(r['optimizer'])}: {_fmt(r['mean'], r['std'])}"
         lines.append(f"| [{b}]({benchmark_folder(b)}/tables.md) | {len(rows)} | {int(rows['n_seeds'].sum())} | {top} |")
+    if select != "test":
+        lines += ["", SELECTION_NOTES[select]]
     bad = [("unreadable", f"`{p}`: {reason}") for p, reason in bad_files]
     lines += ["", problems_markdown(bad) if bad else "No unreadable result files."]
     path = out_dir / "README.md"
@@ -1560,6 +1714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="which sources (a result's tag=, else its +sweep=/+search= preset) pool their seeds into one grid point: "
         "all (default), none (each source apart), or a comma-separated list pooled together (the rest apart); "
         "the details table and Problems say what was pooled",
+        "--select", choices=SELECT, default="test",
+        help="how each cell's best grid point is picked: test (default, the paper's rule: the highest test "
+        "accuracy) or validation (the highest accuracy on the held-out examples of benchmark.validation_fraction; "
+        "its test accuracy is reported, and the tables say so in a note)",
     )
     parser.add_argument(
         "--plugins", nargs="*", default=[],
@@ -1599,8 +1757,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = summarize(jobs, pool=args.pool)
     except ValueError as e:
         return _error(f"--pool: {e}")
+    if args.to_study is None:
+        try:  # a cell that cannot be picked by the rule is refused before anything is written
+            best_per_cell(summary[summary["benchmark"].isin([b for b, _ in targets])], select=args.select)
+        except ValueError as e:
+            return _error(str(e))
     if args.to_study is None and args.benchmark is None:
-        print(write_index(summary, Path(args.out), [b for b, _ in targets], bad).read_text())
+        print(write_index(summary, Path(args.out), [b for b, _ in targets], bad, select=args.select).read_text())
     if args.to_study is not None:
         from cl_sweep.analysis.studies import export_to_study
 
@@ -1615,7 +1778,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 0
     for benchmark, out in targets:  # unreadable files are listed once: in the index, or with the one benchmark
-        text = write_tables(summary, out, benchmark=benchmark, bad_files=bad if args.benchmark else (), jobs=jobs)
+        try:
+            text = write_tables(summary, out, benchmark=benchmark, bad_files=bad if args.benchmark else (), jobs=jobs,
+                                select=args.select)
+        except ValueError as e:  # a table's own grid points without a validation accuracy (select validation)
+            return _error(f"{out}: {e}")
         print(text)
     if bad:
         print(
@@ -1626,7 +1793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plots:
         from cl_sweep.analysis import plots  # matplotlib is slow to import; only load it when plotting
 
-        best = best_per_cell(plain_runs(summary))
+        best = best_per_cell(plain_runs(summary), select=args.select)
         for benchmark, out in targets:
             if (best["benchmark"] == benchmark).any():
                 png = plots.table2_heatmap(best, out / "table2_heatmap.png", benchmark=benchmark)

@@ -1,4 +1,5 @@
-"""Task splits (class-incremental or i.i.d.) and each seed's deterministic batch schedule.
+"""Task splits (class-incremental or i.i.d.), their held-out validation examples, and each seed's
+deterministic batch schedule.
 
 Everything here is NumPy on the host: it runs once per job and produces small index arrays; the
 images themselves stay on the accelerator and batches are gathered there.
@@ -6,9 +7,17 @@ images themselves stay on the accelerator and batches are gathered there.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+#: The fixed key of the held-out validation examples (`hold_out`): the same for every seed and run.
+VALIDATION_KEY = 20_240_613
+
+
+class TaskSplitError(ValueError):
+    """A task split that cannot be made from this data set (its message is one readable paragraph)."""
 
 
 @dataclass(frozen=True)
@@ -24,10 +33,55 @@ class TaskSplit:
     task_classes: tuple[tuple[int, ...], ...]  # per task: its labels
     permutations: np.ndarray | None = None  # [num_tasks, 784] int32 pixel order per task, or None
     full_matrix: bool = True  # evaluate every task seen so far; else only the first and the newest
+    # per task: int32 indices into the train set held out for validation, ascending; () when none
+    validation_indices: tuple[np.ndarray, ...] = ()
 
     @property
     def num_tasks(self) -> int:
         return len(self.train_indices)
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.validation_indices)
+
+
+def hold_out(split: TaskSplit, fraction: float) -> TaskSplit:
+    """Removes ``fraction`` of each task's training examples from training and keeps them as its
+    validation examples; ``fraction = 0`` returns ``split`` itself, unchanged.
+
+    Which examples: every train example gets a fixed score, the i-th draw of a generator keyed by
+    `VALIDATION_KEY` (never by a model's seed), and each task holds out its
+    ``max(1, round(fraction * n))`` examples of lowest score. So the subset is the same for every
+    seed, run and machine, and an example's score does not depend on the benchmark's other keys;
+    tasks that train on the same examples (permuted MNIST) hold out the same ones, so a validation
+    image is never trained on under any permutation.
+
+    Raises:
+        TaskSplitError: ``fraction`` is not in [0, 1), or it leaves a task without a training example.
+    """
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0.0 <= fraction < 1.0):
+        raise TaskSplitError(
+            f"benchmark.validation_fraction={fraction!r} is not allowed; it must lie in [0, 1) (0: no validation "
+            "set, the paper's protocol). Nothing was trained."
+        )
+    if fraction == 0:
+        return split
+    num_train = 1 + max((int(idx.max()) for idx in split.train_indices if len(idx)), default=-1)
+    score = np.random.default_rng(VALIDATION_KEY).random(num_train)  # draw i is the same for any num_train
+    train, validation = [], []
+    for t, idx in enumerate(split.train_indices):
+        n_val = max(1, round(fraction * len(idx)))
+        if n_val >= len(idx):
+            raise TaskSplitError(
+                f"benchmark.validation_fraction={fraction!r} holds out {n_val} of task {t + 1}'s {len(idx)} training "
+                "examples and leaves it none to train on; allowed: a fraction in [0, 1) that leaves every task at "
+                "least one training example (a smaller one, or 0 for no validation set). Nothing was trained."
+            )
+        held = np.zeros(len(idx), bool)
+        held[np.argsort(score[idx], kind="stable")[:n_val]] = True
+        train.append(idx[~held])
+        validation.append(idx[held])
+    return dataclasses.replace(split, train_indices=tuple(train), validation_indices=tuple(validation))
 
 
 def class_incremental_split(

@@ -140,10 +140,18 @@ class PopulationResult:
     wall_time_s: float
     active_fraction: np.ndarray | None = None  # [P, T]; share of non-zero hidden units on the test set
     tasks_trained: np.ndarray | None = None  # [P] int; T unless a listener stopped the member earlier
+    # accuracy_matrix and overall_accuracy on the held-out validation examples (`TaskSplit.validation_indices`); None without them.
+    validation_matrix: np.ndarray | None = None  # [P, T, T]
+    validation_overall: np.ndarray | None = None  # [P, T]
 
     @property
     def final_accuracy(self) -> np.ndarray:
         return self.overall_accuracy[:, -1]
+
+    @property
+    def validation_accuracy(self) -> np.ndarray | None:
+        """[P] validation accuracy after the last task, or None without a validation set."""
+        return None if self.validation_overall is None else self.validation_overall[:, -1]
 
 
 @dataclass(frozen=True)
@@ -498,9 +506,9 @@ def train_population(
 
     ``pad_to`` (see `padded_population`) adds copies of the last member up to that population size
     so that the call reuses a compiled program; the result holds the real members only.
-    ``compile_only`` compiles this call's programs (init, train, evaluate, the strategy's) with
-    the exact shapes the training would use, runs no step, and returns None. ``on_task_end`` is
-    called after each task's evaluation (see `run_tasks`).
+    ``compile_only`` compiles this call's programs (init, train, evaluate on the test set and on any
+    held-out validation examples, the strategy's) with the exact shapes the training would use, runs
+    no step, and returns None. ``on_task_end`` is called after each task's evaluation (see `run_tasks`).
     """
     start_time = time.perf_counter()
     n_real = len(members)
@@ -542,6 +550,9 @@ def train_population(
             act_hp, opt_hp, perms[0], reg, s_hp if regulariser else None,
         )
         out = [evaluate(state[0], data.test_images, data.test_labels, test_onehot, act_hp, perms[0], state[3])]
+        if (validation := validation_sets(split)) is not None:  # the held-out examples' shape is a program of its own
+            images, labels = examples_of(data, validation[0][0])
+            out.append(evaluate(state[0], images, labels, validation[0][1], act_hp, perms[0], state[3]))
         if regulariser:
             out.append(consolidate(0, state, reg))
         jax.block_until_ready(out)
@@ -569,8 +580,9 @@ def train_population(
                 self.reg = consolidate(t, self.state, self.reg, self.members, self.act_hp, self.s_hp)
             return np.asarray(self.state[2])
 
-        def evaluate(self, j, test_onehot):
-            return evaluate(self.state[0], data.test_images, data.test_labels, test_onehot, self.act_hp, perms[j], self.state[3])
+        def evaluate(self, j, task_onehot, examples=None):
+            images, labels = examples_of(data, examples)
+            return evaluate(self.state[0], images, labels, task_onehot, self.act_hp, perms[j], self.state[3])
 
         def keep(self, rows):
             """Go on with the members at ``rows`` only: every array with a member axis is sliced.
@@ -589,6 +601,31 @@ def train_population(
     program = Program()
     return run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
                      progress=progress, desc=desc, n_real=n_real, start_time=start_time, on_task_end=on_task_end)
+
+
+def examples_of(data: DeviceData, examples: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The images and labels a program evaluates on: the test set (``examples`` None), else the
+    training examples at those indices (the held-out validation examples; a gather on the device)."""
+    if examples is None:
+        return data.test_images, data.test_labels
+    return data.train_images[examples], data.train_labels[examples]
+
+
+def validation_sets(split: TaskSplit) -> list[tuple[jax.Array, jax.Array]] | None:
+    """Per task j, what `run_tasks` evaluates the held-out validation examples of task j's input
+    with: (indices into the train set, their task one-hot). Class-incremental tasks share one set,
+    every task's held-out examples with its id, so the overall validation accuracy covers all tasks,
+    as the test accuracy does; a permuted task is its own held-out examples under its permutation.
+    None when the split holds nothing out."""
+    if not split.has_validation:
+        return None
+    if split.permutations is not None:
+        return [(jnp.asarray(idx), jnp.ones((len(idx), 1), jnp.float32)) for idx in split.validation_indices]
+    T = split.num_tasks
+    idx = np.concatenate(split.validation_indices).astype(np.int32)
+    task = np.concatenate([np.full(len(v), t) for t, v in enumerate(split.validation_indices)])
+    one = (jnp.asarray(idx), jnp.asarray((task[:, None] == np.arange(T)[None, :]).astype(np.float32)))
+    return [one] * T
 
 
 def run_tasks(
@@ -613,11 +650,15 @@ def run_tasks(
 
     ``program`` does the device work: ``train(t, batch_idx, batch_mask, lo, hi) -> diverged [P]``
     runs steps lo..hi-1 of task t; ``end_task(t) -> diverged [P]`` after its last step;
-    ``evaluate(j, test_task_onehot) -> (overall [P], per-task [P, T'], active fraction [P])`` on
-    the test set as task j sees it; an optional ``divergence`` attribute names what diverging
-    means for it in the warning (default "non-finite loss"). ``seeds[p]`` is member p's seed (its example order); the
-    first ``n_real`` members are reported (the rest pad the population). ``on_task_end``, if
-    given, receives a `TaskEnd` of the real members after each task's evaluation.
+    ``evaluate(j, task_onehot, examples=None) -> (overall [P], per-task [P, T'], active fraction [P])``
+    on the test set as task j sees it, or, given ``examples`` (indices into the train set), on
+    those training examples: with a validation set (``split.validation_indices``) they are
+    evaluated after every task beside the test set, the same way (no extra host sync: the
+    results are read at the task boundary with the test accuracies); an optional ``divergence``
+    attribute names what diverging means for it in the warning (default "non-finite loss").
+    ``seeds[p]`` is member p's seed (its example order); the first ``n_real`` members are
+    reported (the rest pad the population). ``on_task_end``, if given, receives a `TaskEnd` of the real
+    members after each task's evaluation.
 
     ``on_task_end`` may return the indices (into ``seeds``) of real members to stop at this
     boundary (a pruner's verdict). A stopped member trains no further task: its rows after this
@@ -647,6 +688,9 @@ def run_tasks(
     tasks_trained = np.full(P, T, np.int64)
     stopped = np.zeros(P, bool)
     rows = np.arange(P)  # the members the program still trains, in its order
+    validation = validation_sets(split)
+    validation_matrix = np.full((P, T, T), np.nan, np.float64) if validation else None
+    validation_overall = np.full((P, T), np.nan, np.float64) if validation else None
     for t in range(T):
         batch_idx, batch_mask = task_batches(orders, [seeds[r] for r in rows], t, batch_size, padded)
         steps = steps_per_task[t]
@@ -666,15 +710,25 @@ def run_tasks(
             for j in evaluated:
                 acc, _, active = program.evaluate(j, test_onehot)
                 accuracy_matrix[rows, t, j] = np.asarray(acc)
+                if validation:
+                    validation_matrix[rows, t, j] = np.asarray(program.evaluate(j, validation[j][1], validation[j][0])[0])
             active_fraction[rows, t] = np.asarray(active)  # measured on the newest task's inputs
             overall[rows, t] = np.nanmean(accuracy_matrix[rows, t, : t + 1], axis=1)  # mean over the evaluated tasks
+            if validation:
+                validation_overall[rows, t] = np.nanmean(validation_matrix[rows, t, : t + 1], axis=1)
         else:
             acc, per_task, active = program.evaluate(t, test_onehot)
             overall[rows, t] = np.asarray(acc)
             accuracy_matrix[rows, t, :] = np.asarray(per_task)
             active_fraction[rows, t] = np.asarray(active)
+            if validation:
+                v_acc, v_per_task, _ = program.evaluate(t, validation[t][1], validation[t][0])
+                validation_overall[rows, t] = np.asarray(v_acc)
+                validation_matrix[rows, t, :] = np.asarray(v_per_task)
         # A member stopped earlier but still computed (a program without `keep`) reports nothing more.
         accuracy_matrix[stopped, t], overall[stopped, t], active_fraction[stopped, t] = np.nan, np.nan, np.nan
+        if validation:
+            validation_matrix[stopped, t], validation_overall[stopped, t] = np.nan, np.nan
         live = ~stopped[:n_real]
         if progress and live.any():
             row = accuracy_matrix[:n_real][live, t, : t + 1]
@@ -708,4 +762,6 @@ def run_tasks(
     return PopulationResult(
         accuracy_matrix[:n_real], overall[:n_real], diverged[:n_real].copy(),
         time.perf_counter() - start_time, active_fraction[:n_real], tasks_trained[:n_real].copy(),
+        None if validation is None else validation_matrix[:n_real],
+        None if validation is None else validation_overall[:n_real],
     )

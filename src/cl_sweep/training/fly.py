@@ -83,7 +83,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cl_sweep.training.engine import DeviceData, PopulationResult, TaskEnd, run_tasks, task_accuracies
+from cl_sweep.training.engine import DeviceData, PopulationResult, TaskEnd, examples_of, run_tasks, task_accuracies
 from cl_sweep.data.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
@@ -316,8 +316,9 @@ def train_fly_population_with_state(
         def diverged(self):
             return ~np.asarray(jnp.all(jnp.isfinite(self.state.weights), axis=(1, 2)))
 
-        def evaluate(self, j, test_onehot):
-            return evaluate(self.state, data.test_images, data.test_labels, test_onehot)
+        def evaluate(self, j, task_onehot, examples=None):
+            images, labels = examples_of(data, examples)
+            return evaluate(self.state, images, labels, task_onehot)
 
     program = Program()
     result = run_tasks(program, split, seeds, batch_size=batch_size, epochs_per_task=epochs_per_task,
@@ -346,7 +347,8 @@ def train_fly_population(
     its random projection (``jax.random.PRNGKey(seed)``). The result has the engine's layout:
     ``accuracy_matrix`` [P, T, T] (per-task test accuracy after each task), ``overall_accuracy``
     [P, T], ``diverged`` [P] (non-finite weights; cannot happen with finite hyperparameters),
-    ``active_fraction`` [P, T] (non-zero KCs on the test set: k / expansion).
+    ``active_fraction`` [P, T] (non-zero KCs on the test set: k / expansion), and with a validation
+    set (``split.validation_indices``) ``validation_matrix`` / ``validation_overall`` likewise.
 
     Raises:
       ValueError: for a permuted benchmark (``split.permutations`` set), or ``connections``

@@ -128,6 +128,8 @@ def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
             hp[f"model.{k}"] = cfg["model"][k]
     for k in ("batch_size", "epochs_per_task", "limit_per_task"):
         hp[f"benchmark.{k}"] = cfg["benchmark"][k]
+    if cfg["benchmark"].get("validation_fraction", 0):  # without one, runs keep the keys they always had
+        hp["benchmark.validation_fraction"] = cfg["benchmark"]["validation_fraction"]
     strat = _strategy(cfg)
     if strat["name"] != "none":  # plain runs keep the keys they always had
         hp["strategy.name"] = strat["name"]
@@ -233,8 +235,9 @@ def train_jobs(
     bench, es = common["benchmark"], common["early_stop"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
-    # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task, tasks trained
-    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray, int]] = {}
+    # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task, tasks trained,
+    # and (validation accuracy, validation matrix) or None without a validation set
+    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray, int, tuple[float, np.ndarray] | None]] = {}
     pruned: set[int] = set()  # jobs a listener pruned
 
     cap = max_population or default_max_population()
@@ -273,9 +276,12 @@ def train_jobs(
                 res = train_population(structure, members, device_data, split, pad_to=pad_to, **schedule)
             for i, key in enumerate(chunk):
                 trained = int(res.tasks_trained[i]) if res.tasks_trained is not None else split.num_tasks
+                validation = None
+                if res.validation_accuracy is not None:
+                    validation = (float(res.validation_accuracy[i]), res.validation_matrix[i])
                 outcome[key] = (
                     float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i],
-                    trained,
+                    trained, validation,
                 )
 
     split_jobs = es["enabled"]
@@ -289,7 +295,7 @@ def train_jobs(
         if not split_jobs or len(ss) <= es["after_seeds"] or j in pruned:
             continue
         done = [outcome[(j, s)] for s in ss[: es["after_seeds"]]]
-        ok = [f for f, _, d, _, _ in done if not d]
+        ok = [f for f, _, d, *_ in done if not d]
         mean = float(np.mean(ok)) if ok else float("nan")
         if mean >= es["threshold"]:
             rest += [(j, s) for s in ss[es["after_seeds"] :]]
@@ -348,7 +354,8 @@ def _largest_phase(cfgs: Sequence[Mapping]) -> int:
 
 
 def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall, *, pruned=False) -> dict[str, Any]:
-    """The result dict of one job (schema 2; a pruned job adds the optional ``tasks_trained``).
+    """The result dict of one job (schema 2; a pruned job adds the optional ``tasks_trained``, one that
+    held examples out the optional validation keys).
 
     A pruned job (a listener stopped it at a task boundary) has ``status: "pruned"``, null final
     accuracies and means (it has no final accuracy: it never finished the last task), its
@@ -358,11 +365,22 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
     import jax
     import jaxlib
 
+    def as_list(m: np.ndarray) -> list:
+        return [[None if not math.isfinite(v) else float(v) for v in row] for row in m]
+
     final = [outcome[(j, s)][0] for s in trained]
-    matrix = [[[None if not math.isfinite(v) else float(v) for v in row] for row in outcome[(j, s)][1]] for s in trained]
+    matrix = [as_list(outcome[(j, s)][1]) for s in trained]
     diverged = [outcome[(j, s)][2] for s in trained]
     active = [[float(a) if math.isfinite(a) else None for a in outcome[(j, s)][3]] for s in trained]
     final_list = [None if d or pruned else float(a) for a, d in zip(final, diverged)]
+    validation = {}  # optional keys: only a job with a validation set has them
+    if all(outcome[(j, s)][5] is not None for s in trained):
+        held_out = [outcome[(j, s)][5] for s in trained]
+        validation = {
+            "validation_accuracy": [None if d or pruned or not math.isfinite(v) else float(v)
+                                    for (v, _), d in zip(held_out, diverged)],
+            "validation_accuracy_matrix": [as_list(m) for _, m in held_out],
+        }
     status = "pruned" if pruned else "diverged" if any(diverged) else "ok"
     if status == "ok":
         mean, std = _mean_std(final_list)
@@ -390,6 +408,7 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         "forgetting": [metrics.forgetting(m) for m in matrix],
         "backward_transfer": [metrics.backward_transfer(m) for m in matrix],
         "active_fraction": active,
+        **validation,
         "wall_time_s": round(wall, 3),
         "versions": {"cl_sweep": __version__, "git": source_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
