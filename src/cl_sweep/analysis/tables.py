@@ -1714,6 +1714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="which sources (a result's tag=, else its +sweep=/+search= preset) pool their seeds into one grid point: "
         "all (default), none (each source apart), or a comma-separated list pooled together (the rest apart); "
         "the details table and Problems say what was pooled",
+    )
+    parser.add_argument(
         "--select", choices=SELECT, default="test",
         help="how each cell's best grid point is picked: test (default, the paper's rule: the highest test "
         "accuracy) or validation (the highest accuracy on the held-out examples of benchmark.validation_fraction; "
