@@ -569,7 +569,7 @@ def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFram
                 n_seeds=int(win["n_seeds"]),
                 complete=bool(win["complete"]),
                 early_stopped=bool(win["early_stopped"]),
-                sources=tuple(win["sources"]),
+                sources=tuple(win.get("sources", ())),  # a hand-made frame may not say
             )
         row.update(
             n_grid_points=len(cell),
