@@ -33,13 +33,12 @@ from cl_sweep.analysis import paper
 from cl_sweep.analysis.paper import PaperBest, PaperValue
 from cl_sweep.results import ResultError, find_result_files, read_result
 
+#: What names a grid point: the first columns of every frame below.
+_GRID_POINT = ("benchmark", "activation", "optimizer", "hp_key", "hyperparameters")
+
 #: Columns of `load_results`' frame (one row per result file).
 LOAD_COLUMNS: tuple[str, ...] = (
-    "benchmark",
-    "activation",
-    "optimizer",
-    "hp_key",
-    "hyperparameters",
+    *_GRID_POINT,
     "status",
     "early_stopped",
     "n_seeds",
@@ -63,11 +62,7 @@ LOAD_COLUMNS: tuple[str, ...] = (
 
 #: Columns of `summarize`' frame (one row per grid point).
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "benchmark",
-    "activation",
-    "optimizer",
-    "hp_key",
-    "hyperparameters",
+    *_GRID_POINT,
     "status",
     "complete",
     "early_stopped",
@@ -94,11 +89,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 
 #: Columns of `best_per_cell`' frame (one row per benchmark x activation x optimizer).
 BEST_COLUMNS: tuple[str, ...] = (
-    "benchmark",
-    "activation",
-    "optimizer",
-    "hp_key",
-    "hyperparameters",
+    *_GRID_POINT,
     "mean",
     "std",
     "val_mean",
@@ -605,6 +596,13 @@ class Table:
     legend: str = ""
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, name: str, title: str, display_rows: list[dict], columns: Sequence[str], data_rows: list[dict],
+           legend: str = "", notes: Sequence[str] = ()) -> "Table":
+        """A table from its rows: ``display_rows`` (strings, in ``columns``) and ``data_rows`` (numbers)."""
+        return cls(name, title, pd.DataFrame(display_rows, columns=list(columns)), pd.DataFrame(data_rows), legend,
+                   list(notes))
+
     def to_markdown(self) -> str:
         """The table as a Markdown section (heading, legend, table, notes)."""
         parts = [f"## {self.title}", ""]
@@ -724,11 +722,11 @@ def table2(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table:
         + ("; [k/N] = only k of the cell's N A.6 grid points have been run (the best so far is shown)."
            if benchmark == paper.PAPER_BENCHMARK else ".")  # A.6 defines Split-MNIST's grid only
     ]
-    return Table(
+    return Table.of(
         "table2",
         f"Table 2: final accuracy per activation and optimizer ({benchmark})",
-        pd.DataFrame(display_rows, columns=["Activation", *map(paper.optimizer_name, optimizers)]),
-        pd.DataFrame(data_rows),
+        display_rows, ["Activation", *map(paper.optimizer_name, optimizers)],
+        data_rows,
         legend,
         notes,
     )
@@ -882,11 +880,11 @@ def optimizer_table(best: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, 
 
 def _view_table(name: str, title: str, per: str, other: str, display_rows: list, data_rows: list, notes: list[str]) -> Table:
     """Table 1 and the optimizer table: for each ``per`` (activation, optimizer), the best ``other``, ours beside the paper's."""
-    return Table(
+    return Table.of(
         name,
         title,
-        pd.DataFrame(display_rows, columns=[per, "Ours", other, "Paper", f"Paper {other.lower()}", "Within", "A.6 grid run"]),
-        pd.DataFrame(data_rows),
+        display_rows, [per, "Ours", other, "Paper", f"Paper {other.lower()}", "Within", "A.6 grid run"],
+        data_rows,
         f"Final accuracy (%) of the best {other.lower()} for each {per.lower()}. Within: {WITHIN} = ours "
         f"within paper mean ± paper std, {OUTSIDE} = outside.",
         notes,
@@ -1176,11 +1174,11 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame, *, select: str = "
                 "paper_mean": ref.mean, "paper_std": ref.std, "within_paper_std": within,
             }
         )
-    return Table(
+    return Table.of(
         "appendix",
         "Appendix experiments (A.7, A.8, A.9)",
-        pd.DataFrame(display_rows, columns=["Appendix", "Experiment", "Ours", "Grid points", "Paper", "Within"]),
-        pd.DataFrame(data_rows),
+        display_rows, ["Appendix", "Experiment", "Ours", "Grid points", "Paper", "Within"],
+        data_rows,
         "Final accuracy (%) of the best grid point of each experiment; "
         f"{MISSING} = not run yet. Within: {WITHIN} = ours within paper mean ± paper std.",
         [],
@@ -1243,11 +1241,9 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
                 "active_fraction_mean": act[0], "active_fraction_std": act[1], "seeds": len(seeds_m),
             }
         )
-    return Table(
-        "metrics",
-        f"Continual-learning metrics of each cell's best grid point ({benchmark})",
-        pd.DataFrame(display_rows, columns=["Activation", "Optimizer", "Final accuracy", "Average accuracy", "Forgetting", "BWT", "Active units (%)"]),
-        pd.DataFrame(data_rows),
+    columns = ["Activation", "Optimizer", "Final accuracy", "Average accuracy", "Forgetting", "BWT", "Active units (%)"]
+    return Table.of(
+        "metrics", f"Continual-learning metrics of each cell's best grid point ({benchmark})", display_rows, columns, data_rows,
         "Percent, mean ± std over seeds. Average accuracy: over all tasks after the last; forgetting: mean "
         "drop from each task's best earlier accuracy to its final one; BWT: mean of final minus "
         "just-trained accuracy (negative = forgetting); active units: share of non-zero hidden units "
@@ -1358,11 +1354,11 @@ def comparison_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
             )
     if not display_rows:
         return None
-    return Table(
+    return Table.of(
         "table1_comparison",
         f"Table 1, comparison rows: other continual learners run here ({benchmark})",
-        pd.DataFrame(display_rows, columns=["Method", "Epochs/task", "Ours", "Optimizer", "Paper cites", "Grid points", "Winning hyperparameters"]),
-        pd.DataFrame(data_rows),
+        display_rows, ["Method", "Epochs/task", "Ours", "Optimizer", "Paper cites", "Grid points", "Winning hyperparameters"],
+        data_rows,
         "Final accuracy (%) of the best grid point of each method at each epoch budget, mean ± std "
         "over seeds, on this project's protocol (batch 64, the seeds' own task orders).",
         [
@@ -1414,38 +1410,36 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
     with_strategy = s[s["_strategy"] != "none"]
     if with_strategy.empty:
         return None
-    display_rows, data_rows = [], []
-    plain = plain_runs(s.drop(columns="_strategy"))
-    for (act, opt, strat), cell, best, base, own in _best_beside(
-        with_strategy, plain, ["activation", "optimizer", "_strategy"], "strategy.", select
-    ):
-        display_rows.append(
-            {
-                "Activation": paper.activation_name(act),
-                "Optimizer": paper.optimizer_name(opt),
-                "Strategy": paper.strategy_name(strat),
-                "Best": _ours(best),
-                "Without strategy": _ours(base),
-                "Strategy hyperparameters": own,
-                "Grid points": str(len(cell)),
-            }
-        )
-        data_rows.append(
-            {
-                "benchmark": benchmark, "activation": act, "optimizer": opt, "strategy": strat,
-                "mean": best["mean"], "std": best["std"], "hyperparameters": best["hp_key"],
-                "without_strategy_mean": math.nan if base is None else base["mean"], "grid_points": len(cell),
-            }
-        )
-    return Table(
-        "strategies",
-        f"Continual-learning strategies ({benchmark})",
-        pd.DataFrame(display_rows, columns=["Activation", "Optimizer", "Strategy", "Best", "Without strategy", "Strategy hyperparameters", "Grid points"]),
-        pd.DataFrame(data_rows),
+    def label(key, cell):
+        act, opt, strat = key
+        return ({"Activation": paper.activation_name(act), "Optimizer": paper.optimizer_name(opt),
+                 "Strategy": paper.strategy_name(strat)},
+                {"benchmark": benchmark, "activation": act, "optimizer": opt, "strategy": strat})
+
+    return _beside_table(
+        "strategies", f"Continual-learning strategies ({benchmark})",
+        _best_beside(with_strategy, plain_runs(s.drop(columns="_strategy")), ["activation", "optimizer", "_strategy"],
+                     "strategy.", select),
+        label, ("Without strategy", "without_strategy_mean"), "Strategy hyperparameters",
         "Final accuracy (%) of the best grid point with each strategy, beside the best of the same "
         "activation and optimizer without one. Tables 1 and 2 hold runs without a strategy only.",
-        [],
     )
+
+
+def _beside_table(name: str, title: str, groups: Iterable[tuple], label, base: tuple[str, str], own: str,
+                  note: str) -> Table:
+    """The strategies' and the models' tables: for each group of `_best_beside`, its labels (``label(key,
+    cell) -> (shown, data)``), the best grid point beside the plain one (``base``: that column's title
+    and data key), the best point's ``own`` keys and the cell's grid points."""
+    display_rows, data_rows, labels = [], [], []
+    for key, cell, best, plain, keys in groups:
+        shown, data = label(key, cell)
+        labels = list(shown)
+        display_rows.append({**shown, "Best": _ours(best), base[0]: _ours(plain), own: keys, "Grid points": str(len(cell))})
+        data_rows.append({**data, "mean": best["mean"], "std": best["std"], "hyperparameters": best["hp_key"],
+                          base[1]: math.nan if plain is None else plain["mean"], "grid_points": len(cell)})
+    columns = [*labels, "Best", base[0], own, "Grid points"]
+    return Table.of(name, title, display_rows, columns, data_rows, note)
 
 
 def _architecture(hp: Any) -> str:
@@ -1470,36 +1464,21 @@ def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, 
     if s.empty:
         return None
     s = s.assign(_arch=s["hyperparameters"].map(_architecture), _model=s["hyperparameters"].map(_model_of))
-    display_rows, data_rows = [], []
-    plain = plain_runs(summary[summary["benchmark"] == benchmark])
-    for (arch, act, opt), cell, best, base, own in _best_beside(s, plain, ["_arch", "activation", "optimizer"], "model.", select):
-        display_rows.append(
-            {
-                "Model": paper.model_name(cell["_model"].iloc[0]),
-                "Activation": paper.activation_name(act),
-                "Optimizer": paper.optimizer_name(opt),
-                "Best": _ours(best),
-                "Paper's MLP": _ours(base),
-                "Model hyperparameters": own,
-                "Grid points": str(len(cell)),
-            }
-        )
-        data_rows.append(
-            {
-                "benchmark": benchmark, "model": cell["_model"].iloc[0], "architecture": arch, "activation": act,
-                "optimizer": opt, "mean": best["mean"], "std": best["std"], "hyperparameters": best["hp_key"],
-                "paper_mlp_mean": math.nan if base is None else base["mean"], "grid_points": len(cell),
-            }
-        )
-    return Table(
-        "models",
-        f"Other models ({benchmark})",
-        pd.DataFrame(display_rows, columns=["Model", "Activation", "Optimizer", "Best", "Paper's MLP", "Model hyperparameters", "Grid points"]),
-        pd.DataFrame(data_rows),
+    def label(key, cell):
+        arch, act, opt = key
+        model = cell["_model"].iloc[0]
+        return ({"Model": paper.model_name(model), "Activation": paper.activation_name(act),
+                 "Optimizer": paper.optimizer_name(opt)},
+                {"benchmark": benchmark, "model": model, "architecture": arch, "activation": act, "optimizer": opt})
+
+    return _beside_table(
+        "models", f"Other models ({benchmark})",
+        _best_beside(s, plain_runs(summary[summary["benchmark"] == benchmark]), ["_arch", "activation", "optimizer"],
+                     "model.", select),
+        label, ("Paper's MLP", "paper_mlp_mean"), "Model hyperparameters",
         "Final accuracy (%) of the best grid point of each model other than the paper's MLP (one hidden "
         "layer of 1,000, weight norm on it), one epoch per task, no strategy, beside the best of the paper's "
         "MLP with the same activation and optimizer. Tables 1 and 2 hold the paper's MLP only.",
-        [],
     )
 
 
