@@ -101,3 +101,39 @@ def test_presets_that_share_grid_points_pool_only_by_choice() -> None:
         assert together["n_seeds"] == len(set(a6.iloc[0]["seeds"]) | set(ewc.iloc[0]["seeds"]))
     with pytest.raises(ValueError, match="no result comes from 'a7'"):
         analysis.summarize(jobs, pool=["a6", "a7"])
+
+
+def test_per_seed_rows_carry_the_stored_metrics(frames) -> None:
+    """One row per seed, its metrics as the file stores them (nothing recomputed), equal to what
+    cl_sweep.analysis.metrics gives from the same seed's matrix."""
+    import json
+
+    from cl_sweep.analysis import metrics
+
+    jobs, _, _ = frames
+    seeds = analysis.per_seed(jobs)
+    assert len(seeds) == int(jobs["n_seeds"].sum()) and {"seed", "forgetting", "accuracy_matrix"} <= set(seeds.columns)
+    row = seeds.iloc[7]
+    stored = json.loads(Path(row["path"]).read_text())
+    i = stored["seeds"].index(row["seed"])
+    assert row["forgetting"] == stored["forgetting"][i] and row["backward_transfer"] == stored["backward_transfer"][i]
+    assert row["average_accuracy"] == stored["average_accuracy"][i][-1]
+    assert row["final_accuracy"] == pytest.approx(100 * stored["final_accuracy"][i])
+    assert row["forgetting"] == pytest.approx(metrics.forgetting(row["accuracy_matrix"]))
+
+
+def test_schema1_files_get_their_metrics_from_the_loader(tmp_path: Path) -> None:
+    """A file written before the metrics were stored (schema 1) gets them computed in one place, the loader."""
+    import json
+
+    from cl_sweep.analysis import metrics
+
+    src = next(iter(find_result_files(HARD_ASH)))
+    result = json.loads(src.read_text())
+    old = {k: v for k, v in result.items() if k not in ("average_accuracy", "forgetting", "backward_transfer", "active_fraction")}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "result.json").write_text(json.dumps({**old, "schema": 1}))
+    jobs, problems = analysis.load(tmp_path)
+    assert problems.empty
+    (row,) = analysis.per_seed(jobs).head(1).itertuples()
+    assert row.forgetting == pytest.approx(result["forgetting"][0]) == pytest.approx(metrics.forgetting(row.accuracy_matrix))

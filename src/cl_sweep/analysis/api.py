@@ -2,6 +2,7 @@
 
     from cl_sweep import analysis
     jobs, problems = analysis.load("results")      # one row per result file (and the files it could not use)
+    seeds = analysis.per_seed(jobs)                # one row per seed (its matrix and stored metrics)
     points = analysis.summarize(jobs)              # one row per grid point, seeds pooled (mean ± std, %)
     cells = analysis.best(analysis.paper_setting(points))  # Table 2's winners; per=("benchmark", "activation"): Table 1's
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from cl_sweep.analysis import tables
 
-__all__ = ["CELL", "best", "load", "paper_setting", "summarize"]
+__all__ = ["CELL", "best", "load", "paper_setting", "per_seed", "summarize"]
 
 #: A cell of Table 2: the grid points of one benchmark, activation and optimizer.
 CELL = ("benchmark", "activation", "optimizer")
@@ -35,6 +36,25 @@ def load(*folders: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     jobs, bad = tables.load_results(*(folders or ("results",)))
     return jobs, pd.DataFrame([(str(p), why) for p, why in bad], columns=["path", "reason"])
+
+
+#: `per_seed`'s columns that hold one value per seed in `load`'s frame.
+PER_SEED = ("seeds", "diverged", "final_accuracy", "active_fraction", "accuracy_matrix", *tables.STORED_METRICS,
+            "validation_accuracy")
+
+
+def per_seed(jobs: pd.DataFrame) -> pd.DataFrame:
+    """`load`'s jobs with one row per (job, seed): the job's columns, and per seed its ``seed``,
+    ``diverged``, ``final_accuracy`` and ``active_fraction`` (percent), ``accuracy_matrix`` and the
+    stored ``average_accuracy``, ``forgetting`` and ``backward_transfer`` (0-1, after the last task),
+    and ``validation_accuracy`` (percent, None without a validation set). Nothing is re-read or recomputed."""
+    rows = []
+    for job in jobs.to_dict("records"):
+        for i, seed in enumerate(job["seeds"]):
+            rows.append({**{k: v for k, v in job.items() if k not in PER_SEED}, "seed": seed,
+                         **{k: job[k][i] for k in PER_SEED if k != "seeds"}})
+    columns = [c for c in jobs.columns if c not in PER_SEED] + ["seed", *PER_SEED[1:]]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = "all") -> pd.DataFrame:

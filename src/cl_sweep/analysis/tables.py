@@ -48,6 +48,9 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "final_accuracy",
     "active_fraction",
     "accuracy_matrix",
+    "average_accuracy",
+    "forgetting",
+    "backward_transfer",
     "mean",
     "std",
     "validation_accuracy",
@@ -76,6 +79,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "final_accuracy",
     "active_fraction",
     "accuracy_matrix",
+    "average_accuracy",
+    "forgetting",
+    "backward_transfer",
     "mean",
     "std",
     "active_mean",
@@ -223,6 +229,7 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ResultError(f"'accuracy_matrix' has shape {matrices.shape}, not one T x T matrix per seed ({len(seeds)} seeds)")
 
     return {
+        **_stored_metrics(result, matrices),
         "benchmark": result["benchmark"],
         "activation": result["activation"],
         "optimizer": result["optimizer"],
@@ -248,6 +255,32 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "preset": _preset(result["overrides"]),
         "source": _source(result),
     }
+
+
+#: The continual-learning metrics a result stores per seed (schema 2), and `load_results` carries:
+#: after the last task, in 0-1 like the accuracy matrices (None where a task they need was not evaluated).
+STORED_METRICS = ("average_accuracy", "forgetting", "backward_transfer")
+
+
+def _stored_metrics(result: dict[str, Any], matrices: np.ndarray) -> dict[str, list[float | None]]:
+    """Per seed, the `STORED_METRICS` as the result file stores them (average accuracy: after the last
+    task); a schema-1 file, written before they were stored, gets them computed from its matrices here,
+    the one place that back-fills them. Raises `ResultError` for a stored value that is not a number."""
+    from cl_sweep.analysis import metrics
+
+    if result["schema"] < 2:
+        return {
+            "average_accuracy": [metrics.average_accuracy(m)[-1] for m in matrices],
+            "forgetting": [metrics.forgetting(m) for m in matrices],
+            "backward_transfer": [metrics.backward_transfer(m) for m in matrices],
+        }
+    out: dict[str, list[float | None]] = {}
+    for key in STORED_METRICS:
+        values = [v[-1] if key == "average_accuracy" and isinstance(v, list) and v else v for v in result[key]]
+        if len(values) != len(matrices) or not all(v is None or (_is_number(v) and math.isfinite(v)) for v in values):
+            raise ResultError(f"'{key}' does not hold one number (or null) per seed")
+        out[key] = [None if v is None else float(v) for v in values]
+    return out
 
 
 def _validation_stats(validation: list[float | None], diverged: bool) -> tuple[float, float]:
@@ -321,18 +354,18 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
 
 def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
     """Pools the seeds of the jobs of one grid point; a seed run twice is kept once (newest)."""
-    by_seed: dict[int, tuple[float | None, bool, float | None, np.ndarray, float | None]] = {}
+    by_seed: dict[int, tuple[float | None, bool, float | None, np.ndarray, float | None, tuple]] = {}
     duplicates: set[int] = set()
     # Newest last, so that a re-run of a seed supersedes the older run of it.
     ordered = jobs.sort_values(["created", "path"], key=lambda c: c.astype(str))
     for job in ordered.itertuples(index=False):
-        for seed, acc, div, act, matrix, val in zip(
+        for seed, acc, div, act, matrix, val, *stored in zip(
             job.seeds, job.final_accuracy, job.diverged, job.active_fraction, job.accuracy_matrix,
-            job.validation_accuracy, strict=True,
+            job.validation_accuracy, *(getattr(job, k) for k in STORED_METRICS), strict=True,
         ):
             if seed in by_seed:
                 duplicates.add(seed)
-            by_seed[seed] = (acc, div, act, matrix, val)
+            by_seed[seed] = (acc, div, act, matrix, val, tuple(stored))
     seeds = sorted(by_seed)
     accuracy = [by_seed[s][0] for s in seeds]
     active = [by_seed[s][2] for s in seeds]
@@ -363,6 +396,8 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         "active_fraction": active,
         # the pooled seeds' matrices; a diverged seed's is left out (its accuracy is not a result)
         "accuracy_matrix": [by_seed[s][3] for s in seeds if not by_seed[s][1]],
+        # and their stored metrics, likewise
+        **{k: [by_seed[s][5][i] for s in seeds if not by_seed[s][1]] for i, k in enumerate(STORED_METRICS)},
         "mean": mean,
         "std": std,
         "active_mean": active_mean,
@@ -435,7 +470,7 @@ def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Da
         is_pruned = group["status"] == "pruned"
         if is_pruned.all():
             pooled = {**_pooled(group), "status": "pruned", "complete": True, "mean": math.nan, "std": math.nan,
-                      "active_mean": math.nan, "accuracy_matrix": []}
+                      "active_mean": math.nan, "accuracy_matrix": [], **dict.fromkeys(STORED_METRICS, [])}
         else:
             pooled = _pooled(group[~is_pruned])
         rows.append(
@@ -1189,11 +1224,9 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
     """Continual-learning metrics of each cell's best grid point, mean ± std over its seeds.
 
     Final accuracy, average accuracy over the tasks after the last one, forgetting and backward
-    transfer (recomputed from the stored accuracy matrices, so schema-1 files count too), and the
-    fraction of active hidden units after the last task (stored by schema 2 only).
+    transfer (as the result files store them; `load_results` computes them for schema-1 files), and
+    the fraction of active hidden units after the last task (stored by schema 2 only).
     """
-    from cl_sweep.analysis import metrics
-
     best = _for_benchmark(best_per_cell(summary, select=select), benchmark)
     display_rows, data_rows = [], []
 
@@ -1214,11 +1247,9 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
             (summary["benchmark"] == benchmark) & (summary["activation"] == cell["activation"])
             & (summary["optimizer"] == cell["optimizer"]) & (summary["hp_key"] == cell["hp_key"])
         ]
-        seeds_m = point.iloc[0]["accuracy_matrix"]  # the pooled, non-diverged seeds
-        active = [a / 100 for a in point.iloc[0]["active_fraction"] if a is not None]
-        avg = stat([metrics.average_accuracy(m)[-1] for m in seeds_m])
-        fgt = stat([metrics.forgetting(m) for m in seeds_m])
-        bwt = stat([metrics.backward_transfer(m) for m in seeds_m])
+        pooled = point.iloc[0]  # the pooled, non-diverged seeds' stored metrics
+        active = [a / 100 for a in pooled["active_fraction"] if a is not None]
+        avg, fgt, bwt = (stat(pooled[k]) for k in STORED_METRICS)
         act = stat(active)
         display_rows.append(
             {
@@ -1238,7 +1269,7 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
                 "average_accuracy_mean": 100 * avg[0], "average_accuracy_std": 100 * avg[1],
                 "forgetting_mean": 100 * fgt[0], "forgetting_std": 100 * fgt[1],
                 "bwt_mean": 100 * bwt[0], "bwt_std": 100 * bwt[1],
-                "active_fraction_mean": act[0], "active_fraction_std": act[1], "seeds": len(seeds_m),
+                "active_fraction_mean": act[0], "active_fraction_std": act[1], "seeds": len(pooled["accuracy_matrix"]),
             }
         )
     columns = ["Activation", "Optimizer", "Final accuracy", "Average accuracy", "Forgetting", "BWT", "Active units (%)"]
@@ -1609,7 +1640,7 @@ def write_tables(
     problems_md = problems_markdown(items)
     (out / "problems.md").write_text(problems_md)
     pd.DataFrame(items, columns=["kind", "message"]).to_csv(out / "problems.csv", index=False)
-    grid = without_empty_validation(full.drop(columns=["hyperparameters", "accuracy_matrix"])).assign(
+    grid = without_empty_validation(full.drop(columns=["hyperparameters", "accuracy_matrix", *STORED_METRICS])).assign(
         paths=full["paths"].map(lambda ps: ";".join(map(str, ps))), sources=full["sources"].map(";".join)
     )
     grid.to_csv(out / "grid_points.csv", index=False)
