@@ -90,6 +90,20 @@ def test_read_reports_file_and_reason(tmp_path, text, reason):
     assert str(path) in str(info.value)
 
 
+def test_a_job_is_identified_by_what_changes_its_numbers(tmp_path):
+    """Run-control keys (progress bars, threads, data folder, skip rule, tag) do not make another job."""
+    from cl_sweep.results import job_identity
+
+    stored = ["activation=hard_ash", "optimizer.learning_rate=0.001", "progress=false", "skip_completed=false"]
+    write_result(valid(overrides=stored), tmp_path)
+    assert is_complete(tmp_path, ["optimizer.learning_rate=0.001", "activation=hard_ash"]) is not None
+    assert is_complete(tmp_path, ["activation=hard_ash", "optimizer.learning_rate=0.001", "cpu_threads=1",
+                                  "+data_dir=/data", "tag=again", "++allow_dirty_results=true"]) is not None
+    assert is_complete(tmp_path, ["activation=hard_ash", "optimizer.learning_rate=0.002", "progress=false"]) is None
+    assert is_complete(tmp_path, ["activation=hard_ash", "optimizer.learning_rate=0.001", "seed=1"]) is None
+    assert job_identity(["progress=true", "n_seeds=2", "+tag=x"]) == ["n_seeds=2"]
+
+
 def test_is_complete_checks_validity_and_overrides(tmp_path):
     assert is_complete(tmp_path) is None
     write_result(valid(overrides=["seed=0", "activation=hard_ash"]), tmp_path)
@@ -98,3 +112,18 @@ def test_is_complete_checks_validity_and_overrides(tmp_path):
     assert is_complete(tmp_path, ["seed=1", "activation=hard_ash"]) is None
     (tmp_path / RESULT_FILENAME).write_text(json.dumps(valid())[:50])  # truncated
     assert is_complete(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_every_stored_a6_job_is_recognised_by_a_rerun_of_its_sweep():
+    """The A.6 sweep re-run as the README shows it (`progress=false`, no `skip_completed=false`) finds every
+    stored job complete, the 33 stored with `skip_completed=false` included: nothing would train again."""
+    from pathlib import Path
+
+    from cl_sweep.results import job_identity
+
+    root = Path(__file__).resolve().parents[1] / "results" / "a6"
+    files = list(find_result_files(root))
+    rerun_of = {p: [*job_identity(read_result(p)["overrides"]), "progress=false"] for p in files}
+    assert sum(any(o.startswith("skip_completed=") for o in read_result(p)["overrides"]) for p in files) == 33
+    assert [p for p, overrides in rerun_of.items() if is_complete(p.parent, overrides) is None] == []

@@ -270,9 +270,25 @@ def _validate_pruned(result: dict[str, Any]) -> None:
         raise ResultError("status is 'pruned' but a final accuracy is given (a pruned job never finished its last task)")
 
 
+#: Top-level keys that control how a job runs, not what it computes: a job's identity (`job_identity`)
+#: leaves them out, so a sweep re-run with another progress bar, thread count, data folder or tag
+#: recognises the results it already holds instead of training them again.
+RUN_CONTROL_KEYS = frozenset({"progress", "skip_completed", "cpu_threads", "data_dir", "allow_dirty_results", "tag"})
+
+
+def job_identity(overrides: list[str]) -> list[str]:
+    """The overrides that decide a job's numbers: ``overrides`` without the `RUN_CONTROL_KEYS`
+    (however given: ``key=``, ``+key=``, ``++key=``, ``~key``), sorted."""
+    def key(override: str) -> str:
+        return override.lstrip("+~").split("=", 1)[0].strip()
+
+    return sorted(o for o in overrides if not (isinstance(o, str) and key(o) in RUN_CONTROL_KEYS))
+
+
 def is_complete(directory: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any] | None:
     """Returns the stored result in ``directory`` if it is valid (and, when ``overrides`` is
-    given, was produced by exactly those overrides); otherwise None."""
+    given, was produced by the same job: the same overrides but for run-control keys, see
+    `job_identity`); otherwise None."""
     path = Path(directory) / RESULT_FILENAME
     if not path.is_file():
         return None
@@ -280,7 +296,7 @@ def is_complete(directory: str | os.PathLike, overrides: list[str] | None = None
         result = read_result(path)
     except ResultError:
         return None
-    if overrides is not None and sorted(result["overrides"]) != sorted(overrides):
+    if overrides is not None and job_identity(result["overrides"]) != job_identity(overrides):
         return None
     return result
 
