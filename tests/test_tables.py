@@ -755,3 +755,18 @@ def test_pareto_table_and_sparsity_points(tmp_path: Path) -> None:
     assert "activation.k=sparse" in md
     tables.write_tables(summary, tmp_path / "out")
     assert (tmp_path / "out" / "pareto.md").read_text() == md
+
+
+@pytest.mark.slow
+def test_make_tables_rebuilds_the_stored_tables_file_for_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make tables` over the stored results writes exactly the committed tables/ (numbers and layout):
+    a change to the analysis that moves any cell, or stored tables left stale, fails here."""
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "tables"
+    monkeypatch.chdir(repo)  # as make runs it: the CSVs name result files by their path from the checkout
+    assert tables.main(["results", "--out", str(out), "--no-plots"]) == 0
+    stored = {p.relative_to(repo / "tables") for p in (repo / "tables").rglob("*") if p.is_file() and p.suffix != ".png"}
+    written = {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
+    assert written == stored
+    differ = [str(p) for p in sorted(stored) if (out / p).read_bytes() != (repo / "tables" / p).read_bytes()]
+    assert differ == []
