@@ -137,3 +137,17 @@ def test_schema1_files_get_their_metrics_from_the_loader(tmp_path: Path) -> None
     assert problems.empty
     (row,) = analysis.per_seed(jobs).head(1).itertuples()
     assert row.forgetting == pytest.approx(result["forgetting"][0]) == pytest.approx(metrics.forgetting(row.accuracy_matrix))
+
+
+@pytest.mark.slow
+def test_the_readme_figure_lines_draw_from_the_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python lines of the Figures section, run as written where `results` is the stored folder."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "plots.table2_heatmap" in b]
+    (tmp_path / "results").symlink_to(REPO / "results")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    for png in ("table2.png", "best_matrices.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
