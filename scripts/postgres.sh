@@ -102,6 +102,8 @@ start() {
             tail -n 20 "$LOG" >&2 || true
             die "the server did not start (last lines of $LOG above; port $PORT taken? set CL_SWEEP_PG_PORT)"
         fi
+        # Who started it (a test run's id, tests/pg_lifetime.py): only that run stops it when it ends.
+        printf '%s\n' "${CL_SWEEP_PG_STARTED_BY:-}" > "$DIR/started_by"
     fi
 
     # role and database, created once
@@ -126,6 +128,7 @@ stop() {
         return 0
     fi
     as_pg "$bin/pg_ctl" stop -D "$DATA" -m fast -w -t 60 >&2
+    rm -f "$DIR/started_by"
     say "stopped"
 }
 

@@ -99,3 +99,23 @@ def test_a_server_already_running_is_left_running(tmp_path, private_server_env):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _running(private_server_env)  # `make postgres` started it: the user stops it
+
+
+@pytest.mark.slow
+def test_a_server_another_run_started_meanwhile_is_left_running(tmp_path, private_server_env):
+    """Two test runs on one machine (two checkouts): the one that did not start the server never stops it,
+    even when the server came up after it began (as the other run's shared-study tests start it)."""
+    tests = tmp_path / "test_inner.py"
+    tests.write_text(textwrap.dedent(f"""
+        import os, subprocess
+        def test_another_run_starts_the_server_meanwhile():
+            env = {{**os.environ, "CL_SWEEP_PG_STARTED_BY": "another-run"}}
+            start = subprocess.run(["bash", {str(SCRIPT)!r}, "start"], env=env, capture_output=True, text=True)
+            assert start.returncode == 0, start.stderr
+    """))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "pg_lifetime", "-p", "no:cacheprovider", "-q", str(tests)],
+        env=private_server_env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _running(private_server_env)  # not this run's server: the other run stops it
