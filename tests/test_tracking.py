@@ -158,11 +158,11 @@ def test_wandb_offline_run_per_seed_grouped_by_grid_point_and_sweep(tmp_path):
     for f in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb"):
         records = list(_wandb_records(f))
         [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-        config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config"
-                  for item in r.config.update}
-        history = [{item.key: json.loads(item.value_json) for item in r.history.item}
+        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
                    for r in records if r.WhichOneof("record_type") == "history"]
         runs[(run.run_group, config["seed"])] = (run, config, history)
+        assert list(f.parent.glob("files/media/images/accuracy_matrix_*.png"))
     assert sorted(runs) == [(f"sweep/{j}", s) for j in ("0", "1") for s in SEEDS]
     for (group, seed), (run, config, history) in runs.items():
         result = _result(sweep / group.split("/")[1])
@@ -173,7 +173,7 @@ def test_wandb_offline_run_per_seed_grouped_by_grid_point_and_sweep(tmp_path):
         steps = [h for h in history if "average_accuracy" in h]
         assert [h["_step"] for h in steps] == list(range(1, TASKS + 1))
         assert [h["average_accuracy"] for h in steps] == pytest.approx(result["average_accuracy"][i])
-        assert any("accuracy_matrix" in h for h in history)  # the heatmap image
+        assert any(k.startswith("accuracy_matrix") for h in history for k in h)  # the heatmap image, at the last step
 
 
 def test_many_loggers_at_once(tmp_path):
@@ -197,16 +197,18 @@ def test_logging_changes_no_number(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (("logger=mlflow", "logger.tracking_uri=sqlite:////no/such/folder/m.db"), "logger.tracking_uri="),
+    (("logger=mlflow", "logger.tracking_uri=sqlite:///{tmp}/a_file/m.db"), "logger.tracking_uri="),  # a folder that is a file
     (("logger=mlflow", "logger.tracking_uri=nosuchscheme://x"), "logger.tracking_uri="),
     (("logger=wandb", "logger.offline=false"), "cannot be reached"),
-    (("logger=csv", "logger.save_dir=/proc/no_such"), "logger.save_dir="),
+    (("logger=csv", "logger.save_dir={tmp}/a_file/csv"), "logger.save_dir="),
     (("logger=mlflow", "+logger.experiment=x"), "Did you mean logger.experiment_name"),
     (("logger=many", "logger.loggers=[csv,nosuch]"), "logger.loggers="),
     (("logger=csv", "logger.on_error=maybe"), "logger.on_error="),
 ])
 def test_a_tracker_that_cannot_start_stops_the_job_before_training(tmp_path, args, says):
     env = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_MODE": "online"}  # loopback port nobody listens on
+    (tmp_path / "a_file").write_text("")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     proc = run_cli(*SLICE, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and says in proc.stderr

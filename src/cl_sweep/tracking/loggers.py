@@ -247,7 +247,7 @@ class WandbTracker:
         settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, x_save_requirements=False,
                                   disable_git=True)
         return wandb.init(
-            project=self.project, entity=self.entity, group=str(run.relative.parent if run.relative.parent.name else run.relative)[:128],
+            project=self.project, entity=self.entity, group=str(run.relative)[-128:],
             job_type=Path(run.sweep).name[:64], name=run.name, config={**run.params, "cl_sweep": dict(run.tags)},
             tags=[*tags, *self.tags], dir=self.dir, mode=self.mode, reinit="create_new", settings=settings,
         )
