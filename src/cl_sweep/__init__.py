@@ -7,11 +7,12 @@ Bring your own components (cl_sweep.components.registry): ``register_activation`
 """
 
 from cl_sweep.components.registry import (
-    register_activation, register_benchmark, register_model, register_optimizer, register_strategy,
+    register_activation, register_benchmark, register_logger, register_model, register_optimizer, register_strategy,
 )
 
 __version__ = "0.1.0"
 __all__ = ["register_activation", "register_optimizer", "register_model", "register_strategy", "register_benchmark",
+           "register_logger",
            "Model", "Regulariser", "Benchmark", "__version__"]
 
 

@@ -194,16 +194,67 @@ def pruning_listeners(reporters: Sequence) -> list:
 
 
 def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Sequence[str | Path], *,
-             max_population: int | None = None, desc: str = "", listeners: Sequence = ()) -> list[tuple[dict, Path]]:
+             max_population: int | None = None, desc: str = "", listeners: Sequence = (), tracking=None,
+             sweep_dir: str | Path | None = None) -> list[tuple[dict, Path]]:
     """The one job path: trains jobs of one population together and writes each one's result.json
     into its folder; returns (result, path) per job. A single job is a population of one
     (`run_job`); the population launcher calls this for each of its populations. ``listeners``
-    hear every task's end (`cl_sweep.training.train.train_jobs`)."""
-    from cl_sweep.training.train import train_jobs
+    hear every task's end (`cl_sweep.training.train.train_jobs`).
 
-    results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc,
-                         listeners=listeners)
-    return [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
+    The jobs' ``logger`` trackers (`cl_sweep.tracking.Tracking`, opened by the caller before any
+    training, else here) log one run per (job, seed) from the same task ends; ``sweep_dir``
+    groups the runs of one sweep (default: each job's own folder). A tracker never stops the
+    training nor the writing of result.json.
+    """
+    from cl_sweep.training.train import train_jobs
+    from cl_sweep.tracking import Tracking
+
+    own = tracking is None
+    if own:
+        tracking = Tracking.open(cfgs)  # TrackerError before anything trains
+    if sweep_dir is None:
+        sweep_dir = hydra_sweep_dir()
+    session = tracking.session(cfgs, overrides, output_dirs, sweep_dir)
+    listeners = [*listeners, session] if session is not None else list(listeners)
+    try:
+        results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc,
+                             listeners=listeners)
+        written = [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
+    except BaseException:
+        if session is not None:
+            session.finish(failed=True)
+        if own:
+            tracking.close()
+        raise
+    if session is not None:
+        session.finish()
+    if own:
+        tracking.close()
+    return written
+
+
+def hydra_sweep_dir() -> str | None:
+    """Inside a multirun job: its sweep's folder (what groups the sweep's tracked runs), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return str(HydraConfig.get().sweep.dir)
+    except Exception:  # not inside a Hydra job
+        pass
+    return None
+
+
+def open_tracking(cfgs: Sequence):
+    """The jobs' trackers, started before training: a tracker that cannot start is one paragraph
+    (exit 2), or with ``logger.on_error=warn`` one warning."""
+    from cl_sweep.tracking import Tracking, TrackerError
+
+    try:
+        return Tracking.open(cfgs)
+    except TrackerError as e:
+        _error(str(e))
 
 
 def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> float:
@@ -227,11 +278,15 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
     if done is not None:
         print(f"already complete, not re-run: {Path(output_dir) / RESULT_FILENAME}", file=sys.stderr)
         return objective(done)
+    tracking = open_tracking([cfg])
     try:
-        [(result, path)] = run_jobs([cfg], [overrides], [output_dir], listeners=pruning_listeners([task_reporter()]))
+        [(result, path)] = run_jobs([cfg], [overrides], [output_dir], listeners=pruning_listeners([task_reporter()]),
+                                    tracking=tracking)
     except DataUnavailableError as e:
         _error(str(e), code=3)
     except TaskSplitError as e:  # e.g. a validation fraction that leaves a task nothing to train on
         _error(str(e))
+    finally:
+        tracking.close()
     print(summary(result, path))
     return objective(result)

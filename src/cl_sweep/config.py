@@ -49,6 +49,7 @@ class Config:
     benchmark: Any = MISSING
     model: Any = MISSING
     strategy: Any = MISSING  # a continual-learning regulariser; `none` by default
+    logger: Any = MISSING  # experiment trackers (cl_sweep.tracking); `none` by default
     seed: int = 0  # first seed; the job trains seeds seed, seed+1, ..., seed+n_seeds-1
     n_seeds: int = 5
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
@@ -77,6 +78,7 @@ def register_configs() -> None:
     import cl_sweep.models  # noqa: F401
     import cl_sweep.components.optimizers  # noqa: F401
     import cl_sweep.components.strategies  # noqa: F401
+    import cl_sweep.tracking.loggers  # noqa: F401  (imports no tracker package)
 
     ConfigStore.instance().store(name="config_schema", node=Config)
 
@@ -97,10 +99,10 @@ def _is_number(v: Any) -> bool:
 
 
 def _component(group: str, option: str):
-    from cl_sweep.components.registry import ACTIVATIONS, BENCHMARKS, MODELS, OPTIMIZERS, STRATEGIES
+    from cl_sweep.components.registry import ACTIVATIONS, BENCHMARKS, LOGGERS, MODELS, OPTIMIZERS, STRATEGIES
 
     registry = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "model": MODELS, "strategy": STRATEGIES,
-                "benchmark": BENCHMARKS}.get(group)
+                "benchmark": BENCHMARKS, "logger": LOGGERS}.get(group)
     return None if registry is None else registry.get(option)
 
 
@@ -132,17 +134,45 @@ def check_keys(cfg: DictConfig | dict) -> None:
     for key in cfg["early_stop"]:
         if key not in early:
             _refuse_key("early_stop.", str(key), cfg["early_stop"][key], early, "early_stop")
-    for group in ("activation", "optimizer", "benchmark", "model", "strategy"):
-        node = cfg.get(group)
-        if node is None:
-            continue
+    for group, node in _group_nodes(cfg):
         option = node.get("name")
-        allowed = schema_keys(group, option)
-        if allowed is None:  # an option without a schema here (a test's own config): nothing to compare
-            continue
+        kind = group.split(".")[0]
+        allowed = schema_keys(kind, option)
+        if allowed is None:
+            if kind == "logger":  # a logger is looked up by name when it starts: an unknown one is refused here
+                from cl_sweep.components.registry import LOGGERS
+
+                _fail(f"{group}", option, f"a logger must be one of {', '.join([*LOGGERS, 'many'])}")
+            continue  # an option without a schema here (a test's own config): nothing to compare
         for key in node:
             if key not in allowed:
-                _refuse_key(f"{group}.", str(key), node[key], allowed, f"{group}={option}")
+                _refuse_key(f"{group}.", str(key), node[key], allowed, f"{group}={option}" if group == kind else group)
+
+
+def _logger_nodes(logger: Any) -> list[tuple[str, Any]]:
+    """(where, node) of each tracker a ``logger`` node configures: itself, or ``many``'s chosen ones."""
+    if logger is None or logger.get("name") != "many":
+        return [] if logger is None else [("logger", logger)]
+    from cl_sweep.components.registry import LOGGERS
+
+    allowed = [n for n in LOGGERS if n != "none"]
+    fixed = ["name", "loggers", "on_error", *allowed]
+    for key in logger:
+        if key not in fixed:
+            _refuse_key("logger.", str(key), logger[key], fixed, "logger=many")
+    chosen = logger.get("loggers")
+    if not (hasattr(chosen, "__iter__") and not isinstance(chosen, str)) or not all(n in allowed for n in chosen) \
+            or len(set(chosen)) != len(list(chosen)):
+        _fail("logger.loggers", chosen if not hasattr(chosen, "_is_missing") else list(chosen),
+              f"it must be a list of distinct loggers, each one of {', '.join(allowed)} (e.g. logger.loggers=[csv,mlflow])")
+    return [(f"logger.{n}", {"name": n, "on_error": logger.get("on_error", "fail"), **dict(logger.get(n) or {})})
+            for n in chosen]
+
+
+def _group_nodes(cfg: DictConfig | dict) -> list[tuple[str, Any]]:
+    """(where, node) of every component node of the config (the chosen loggers of ``logger=many`` each)."""
+    out = [(g, cfg.get(g)) for g in ("activation", "optimizer", "benchmark", "model", "strategy") if cfg.get(g) is not None]
+    return out + _logger_nodes(cfg.get("logger"))
 
 
 def validate(cfg: DictConfig | dict) -> None:
@@ -159,8 +189,10 @@ def validate(cfg: DictConfig | dict) -> None:
     # model first (an activation's checks may refer to model.hidden_size), then activation and
     # optimizer: each component's checks, declared beside its function
     strat = cfg.get("strategy") or {"name": "none"}
-    for group, node in (("benchmark", bench), ("model", model), ("activation", act), ("optimizer", opt), ("strategy", strat)):
-        component = _component(group, node.get("name"))
+    loggers = _logger_nodes(cfg.get("logger"))
+    for group, node in (("benchmark", bench), ("model", model), ("activation", act), ("optimizer", opt), ("strategy", strat),
+                        *loggers):
+        component = _component(group.split(".")[0], node.get("name"))
         if component is not None:
             for key, value, allowed in component.check(node, cfg):
                 _fail(f"{group}.{key}", value, allowed)

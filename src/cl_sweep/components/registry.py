@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 __all__ = [
     "Component", "Param", "Registry", "ACTIVATIONS", "OPTIMIZERS", "MODELS", "register_activation", "register_optimizer",
-    "register_model", "register_strategy", "STRATEGIES", "register_benchmark", "BENCHMARKS",
+    "register_model", "register_strategy", "STRATEGIES", "register_benchmark", "BENCHMARKS", "register_logger", "LOGGERS",
     "positive", "nonnegative", "finite", "unit_interval", "half_open_unit", "positive_int", "between", "divides",
 ]
 
@@ -336,6 +336,20 @@ BENCHMARKS = Registry(
 )
 
 
+def _on_error(v: Any, cfg: Mapping) -> str | None:
+    return None if v in ("fail", "warn") else (
+        "it must be fail (a tracker that cannot start stops the job before training) or warn (one warning, "
+        "the job trains without it)")
+
+
+#: Experiment trackers (cl_sweep.tracking): every logger also has ``on_error``, what a tracker that
+#: cannot start does to the job. Their keys configure the tracker, never the training.
+LOGGERS = Registry(
+    "logger", leading=0, builtin_module="cl_sweep.tracking.loggers",
+    common=(Param("on_error", str, "fail"),), common_checks={"on_error": _on_error},
+)
+
+
 def register_activation(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
                         label: str | None = None):
     """Registers ``fn(x, *, **hyperparameters) -> y``: x holds pre-activations, hidden units on the last axis."""
@@ -380,6 +394,38 @@ def register_benchmark(name: str, *, checks: Mapping[str, Check] | None = None, 
     and its task split. Its hyperparameters are static (they decide the data and the tasks); every
     benchmark also has ``batch_size``, ``epochs_per_task`` and ``limit_per_task``."""
     return BENCHMARKS.register(name, checks=checks, label=label)
+
+
+def register_logger(name: str, *, checks: Mapping[str, Check] | None = None, label: str | None = None):
+    """Registers an experiment tracker: ``fn(*, **keys) -> cl_sweep.tracking.Tracker`` (or None: logs
+    nothing). Called once before anything trains, so a tracker that cannot start (a missing
+    package, a bad URI) raises there, never mid-run; its ``start``/``log``/``end`` calls then
+    happen on the host at task boundaries only."""
+    if name == "many":
+        raise ValueError("logger 'many' is reserved: it is the option that combines several loggers (logger=many logger.loggers=[...])")
+    register = LOGGERS.register(name, checks=checks, label=label)
+
+    def deco(fn):
+        register(fn)
+        _store_many_loggers()  # logger=many holds every registered logger's keys
+        return fn
+
+    return deco
+
+
+def _store_many_loggers() -> None:
+    """``logger=many``: ``loggers`` names the trackers to use, each with its keys under its own name
+    (``logger.mlflow.tracking_uri=...``); ``on_error`` applies to all of them."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    node = {"name": "many", "loggers": [], "on_error": "fail"}
+    for name, component in LOGGERS.items():
+        if name != "none":
+            node[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in component.defaults.items() if k != "on_error"}
+    node = OmegaConf.create(node)
+    OmegaConf.set_struct(node, False)
+    ConfigStore.instance().store(group="logger", name="many", node=node, provider="cl_sweep")
 
 
 # --- value checks: (value, cfg) -> None when allowed, else what is allowed ------------------------

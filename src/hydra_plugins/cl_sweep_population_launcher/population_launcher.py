@@ -129,6 +129,22 @@ class PopulationLauncher(Launcher):
             precompile = jax.default_backend() != "cpu" and len(groups) > 1
         if precompile and groups:
             self._precompile(list(groups.values()))
+        from cl_sweep.tracking import Tracking, TrackerError
+
+        try:  # every tracker the sweep's jobs ask for starts before any of them trains
+            tracking = Tracking.open([p.cfg for _, p in pending])
+        except TrackerError as e:
+            raise SystemExit(f"cl_sweep: {e}") from None
+        try:
+            self._train(groups, returns, tracking)
+        finally:
+            tracking.close()
+        return returns
+
+    def _train(self, groups: dict, returns: list, tracking) -> None:
+        from cl_sweep.cli import pruning_listeners, run_jobs, summary
+        from cl_sweep.training.train import objective
+
         for g, (key, jobs) in enumerate(groups.items()):
             cfg0 = jobs[0][1].cfg
             per_call = self._per_call(cfg0)
@@ -145,6 +161,7 @@ class PopulationLauncher(Launcher):
                         max_population=self.max_population, desc=f"pop {g + 1}/{len(groups)} ",
                         # a pruned job stops at its task boundary and leaves the population
                         listeners=pruning_listeners([p.reporter for _, p in part]),
+                        tracking=tracking, sweep_dir=str(self.config.hydra.sweep.dir),
                     )
                 except Exception as e:  # this sub-population fails; the sweep goes on
                     log.error(f"population {g + 1}, jobs {lo + 1}-{lo + len(part)} failed: {type(e).__name__}: {e}")
@@ -156,7 +173,6 @@ class PopulationLauncher(Launcher):
                     returns[i].return_value = objective(result)
                     print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
                 log.info(f"  {len(part)} jobs in {time.perf_counter() - tic:.1f} s")
-        return returns
 
     def _per_call(self, cfg: dict) -> int:
         """Jobs per `train_jobs` call: as many as fill a population with their first-phase seeds."""
