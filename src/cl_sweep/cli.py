@@ -216,20 +216,17 @@ def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Se
         sweep_dir = hydra_sweep_dir()
     session = tracking.session(cfgs, overrides, output_dirs, sweep_dir)
     listeners = [*listeners, session] if session is not None else list(listeners)
+    failed = True
     try:
         results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc,
                              listeners=listeners)
         written = [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
-    except BaseException:
+        failed = False
+    finally:  # the runs end, marked failed when training or writing raised (Ctrl-C included)
         if session is not None:
-            session.finish(failed=True)
+            session.finish(failed=failed)
         if own:
             tracking.close()
-        raise
-    if session is not None:
-        session.finish()
-    if own:
-        tracking.close()
     return written
 
 
