@@ -67,7 +67,6 @@ class PopulationLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from cl_sweep.cli import pruning_listeners, run_jobs, summary
         from cl_sweep.config import ConfigError, validate
         from cl_sweep.results import check_results_folder
         from cl_sweep.training.train import objective, population_key
