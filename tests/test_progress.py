@@ -88,17 +88,18 @@ def test_a_resumed_study_starts_at_its_finished_trials_and_counts_pruned_ones():
         "sweep done: 5/5 trials in 00:08 (0.38 models/s): 0 ok, 0 diverged, 1 failed, 1 pruned; 3 already complete")
 
 
-def test_terminal_bar_redraws_in_place_and_disabled_prints_nothing():
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
+
+def test_terminal_bar_redraws_in_place_and_disabled_prints_nothing():
     clock, tty = Clock(), Terminal()
     bar = SweepProgress(3, stream=tty, clock=clock)
     clock.t = 4
     bar.report(job(0, float("nan")))
     drawn = tty.getvalue()
-    assert "\r" in drawn and "sweep 1/3 jobs |" in drawn and "0.50 models/s, ETA 00:08, 1 diverged, 0 failed" in drawn
+    assert "\n" not in drawn and "\rsweep 1/3 jobs, 0.50 models/s, ETA 00:08, 1 diverged, 0 failed |" in drawn
     bar.close()
     assert tty.getvalue().endswith("sweep stopped: 1/3 jobs in 00:04 (0.50 models/s): 0 ok, 1 diverged, 0 failed; 0 already complete\n")
 
@@ -108,6 +109,29 @@ def test_terminal_bar_redraws_in_place_and_disabled_prints_nothing():
         off.report(job(num))
     off.close()
     assert quiet.getvalue() == "" and off.counts["ok"] == 3
+
+
+def test_what_the_jobs_print_on_the_terminal_goes_above_the_bar(monkeypatch):
+    """Hydra's log lines and the job summaries (stdout) and the jobs' notes (stderr) would otherwise
+    continue the bar's line; the bar is cleared, the text written as whole lines, the bar drawn again."""
+    out, err = Terminal(), Terminal()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    bar = SweepProgress(2, clock=Clock())
+    import sys
+
+    assert sys.stdout is not out and sys.stderr is not err
+    print("split_mnist  activation=relu")  # print: the text, then its newline, in two writes
+    logging_line = "[HYDRA] #1 : activation=relu\n"  # a logging handler: one write
+    sys.stdout.write(logging_line)
+    print("already complete, not re-run", file=sys.stderr)
+    assert out.getvalue() == "split_mnist  activation=relu\n" + logging_line  # no line lost, none doubled
+    drawn = err.getvalue()
+    note = drawn.index("already complete, not re-run\n")
+    assert drawn.count("\rsweep 0/2 jobs, ? models/s") >= 4  # drawn, then again after each of the three writes
+    assert drawn.rindex("\rsweep 0/2 jobs") > note and "                \r" in drawn[:note]  # cleared before, redrawn after
+    bar.close()
+    assert sys.stdout is out and sys.stderr is err
 
 
 def test_a_launcher_inside_a_sweeper_reports_to_the_sweepers_line_and_the_key_turns_it_off():

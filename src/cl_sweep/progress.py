@@ -65,6 +65,35 @@ def _clock(seconds: float | None) -> str:
     return "?" if seconds is None else tqdm.format_interval(seconds)
 
 
+class _AboveTheBars:
+    """A terminal stream while the sweep's bar is drawn: text goes above the bars, whole lines at a time
+    (as `tqdm.write` puts it), while a bar's own drawing (carriage returns, cursor moves) passes through."""
+
+    def __init__(self, stream: TextIO, bars: TextIO):
+        self.stream, self.bars, self.owed = stream, bars, False
+
+    def write(self, text: str) -> int:
+        if self.owed and text == "\n":  # print's newline after its text, which already ended its line
+            self.owed = False
+            return len(text)
+        self.owed = False
+        if "\r" in text or "\x1b" in text or not text.strip():
+            return self.stream.write(text)
+        with tqdm.external_write_mode(file=self.bars):
+            self.stream.write(text if text.endswith("\n") else text + "\n")
+            self.stream.flush()
+        self.owed = not text.endswith("\n")
+        return len(text)
+
+    def __eq__(self, other: object) -> bool:  # tqdm clears a bar drawn through this as one drawn on the stream
+        return other is self or other == self.stream
+
+    __hash__ = object.__hash__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 class SweepProgress:
     """The counts and the display of one sweep; ``clock`` and ``stream`` are injectable for tests.
 
@@ -85,10 +114,17 @@ class SweepProgress:
         self.complete = done  # jobs finished before this run or found complete (trained nothing)
         self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
         self.bar = None
+        self.redirected: list[tuple[str, _AboveTheBars]] = []
         if self.tty:
             self.bar = tqdm(total=total, initial=done, desc="sweep", file=self.stream, leave=False, mininterval=0,
-                            dynamic_ncols=True, bar_format="{desc} {n}/{total} " + unit + " |{bar}| {postfix}")
+                            dynamic_ncols=True, bar_format="{desc} {n}/{total} " + unit + "{postfix} |{bar}|")
             self.bar.set_postfix_str(self._state())
+            # what the jobs and Hydra print to the same terminal goes above the bar, not into its line
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if stream is self.stream or (name == "stdout" and getattr(stream, "isatty", lambda: False)()):
+                    self.redirected.append((name, _AboveTheBars(stream, self.stream)))
+                    setattr(sys, name, self.redirected[-1][1])
 
     @property
     def done(self) -> int:
@@ -161,6 +197,9 @@ class SweepProgress:
             return
         if self.bar is not None:
             self.bar.close()
+        for name, wrapper in self.redirected:
+            if getattr(sys, name) is wrapper:
+                setattr(sys, name, wrapper.stream)
         if self.seen:
             print(self.summary(), file=self.stream, flush=True)
 
