@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 #: How a job ended, as the line counts it (a failed job raised; a diverged one returned NaN).
 OUTCOMES = ("ok", "diverged", "failed", "pruned")
-#: The longest a non-terminal output stays silent while jobs finish.
+#: Off a terminal, the most seconds between two plain lines while jobs keep ending.
 INTERVAL_S = 30.0
 
 _active: SweepProgress | None = None
