@@ -42,6 +42,8 @@ def test_installed_plugin_sweeps_through_the_population_launcher_and_reaches_the
     )
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     assert "population 1/1: shifted_relu + adagrad_wd, 3 jobs" in sweep.stdout + sweep.stderr  # one program, one population
+    # Hydra's basic sweeper: the population launcher shows the sweep's line itself
+    assert "sweep done: 3/3 jobs in " in sweep.stderr and ": 3 ok, 0 diverged, 0 failed; 0 already complete" in sweep.stderr
     results = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("result.json"))]
     assert sorted(r["hyperparameters"]["activation.shift"] for r in results) == [0.1, 0.2, 0.4]
     assert all(r["activation"] == "shifted_relu" and r["optimizer"] == "adagrad_wd" and r["status"] == "ok" for r in results)

@@ -406,6 +406,11 @@ def test_failing_jobs_fail_trials_but_not_the_sweep(tmp_path: Path) -> None:
         assert t.state == (TrialState.COMPLETE if t.params["mode"] == "ok" else TrialState.FAIL), t
     assert any(o == "mode='nan'" for t in trials for o in t.user_attrs["overrides"])
     assert "the job's return value is non-finite (nan: a diverged run)" in out and "job raised RuntimeError: toy failure" in out
+    # the sweep's line (stderr is a pipe here: plain lines) counts the failures as they come back
+    n_nan = sum(t.params["mode"] == "nan" for t in trials)
+    n_failed = sum(t.params["mode"] in ("raise", "none") for t in trials)
+    assert "sweep done: 8/8 trials in " in out and "\r" not in out
+    assert f": {8 - n_nan - n_failed} ok, {n_nan} diverged, {n_failed} failed; 0 already complete" in out
     # batches of 3, 3, 2 with job.num increasing across batches
     assert sorted(int(p.name) for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == list(range(8))
 

@@ -7,6 +7,7 @@ Real MNIST slices (64 examples per task, one seed); the sweeps run ``python -m c
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,7 @@ def test_median_pruning_in_process_marks_trials_pruned_and_their_results_say_so(
             assert r["status"] == "ok"
         assert r["overrides"] == study.trials[number].user_attrs["overrides"]  # the channel added no override
     assert "PRUNED" in out
+    assert re.search(rf"sweep done: 5/5 trials in .*: {5 - len(pruned)} ok, 0 diverged, 0 failed, {len(pruned)} pruned; 0 already complete", out)
     results_file = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     assert results_file.n_pruned == len(pruned) and results_file.n_complete == 5 - len(pruned)
     # resume: the study is finished, PRUNED trials are not replaced

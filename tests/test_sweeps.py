@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def test_killed_grid_resumes_without_recomputing_finished_jobs(tmp_path):
     for f, text in finished.items():
         assert f.read_text() == text  # not recomputed
     assert f"{len(finished)} of 12 jobs already complete, not re-run" in again.stdout + again.stderr
+    assert "sweep done: 12/12 jobs" in again.stderr and f"; {len(finished)} already complete" in again.stderr
 
 
 @pytest.mark.slow
@@ -147,8 +149,11 @@ def test_optuna_preset_resumes_to_n_trials_on_the_real_trainer(tmp_path, preset)
     ]
     first = run_cli(*base, "hydra.sweeper.n_trials=3")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "sweep done: 3/3 trials" in first.stderr
     second = run_cli(*base, "hydra.sweeper.n_trials=5")
     assert second.returncode == 0, second.stderr[-3000:]
+    # the sweep's line counts towards n_trials, the 3 trials of the first run as done from the start
+    assert re.search(r"sweep done: 5/5 trials in \S+ \([0-9.]+ models/s\): 2 ok, 0 diverged, 0 failed; 3 already complete", second.stderr)
     study = optuna.load_study(study_name="t", storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 5  # resumed to 5, not 3 + 5
@@ -166,12 +171,20 @@ def test_optuna_preset_resumes_to_n_trials_on_the_real_trainer(tmp_path, preset)
 @pytest.mark.slow
 def test_population_launcher_matches_jobs_run_alone(tmp_path):
     """The same grid through the population launcher and the basic one: same files, same numbers."""
-    args = ["--multirun", "+sweep=a6", "activation=topk_subtract", "optimizer=sgd", "activation.k=32,256", *TINY]
+    # progress left at its default: inside a sweep the per-task bars are off, the sweep's line is on
+    args = ["--multirun", "+sweep=a6", "activation=topk_subtract", "optimizer=sgd", "activation.k=32,256",
+            *[a for a in TINY if a != "progress=false"]]
     pop = run_cli(*args, f"hydra.sweep.dir={tmp_path}/pop")  # the preset's default launcher
     assert pop.returncode == 0, pop.stderr[-3000:]
     assert "as populations of up to" in pop.stdout + pop.stderr
     alone = run_cli(*args, "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path}/alone")
     assert alone.returncode == 0, alone.stderr[-3000:]
+    for proc in (pop, alone):  # the basic launcher's jobs run in the sweeper's process, each counted as it ends
+        assert re.search(r"sweep done: 6/6 jobs in \S+ \([0-9.]+ models/s\): 6 ok, 0 diverged, 0 failed; 0 already complete", proc.stderr)
+        assert "task 1/5" not in proc.stderr and "test accuracy" not in proc.stderr
+    # ... as it ends, not when the launcher returns the batch: the first line came before the last job
+    elapsed = [int(m) * 60 + int(s) for m, s in re.findall(r"^sweep(?::| done:) \d/6 jobs.* in (\d+):(\d\d)", alone.stderr, re.M)]
+    assert len(elapsed) == 6 and elapsed == sorted(elapsed) and elapsed[0] < elapsed[-1], alone.stderr
 
     def by_point(root):
         return {tuple(sorted(r["overrides"])): r for r in map(read_result, find_result_files(root))}
@@ -187,6 +200,23 @@ def test_population_launcher_matches_jobs_run_alone(tmp_path):
         # algorithms for other batch sizes; this test runs on the CPU.
         for field in ("final_accuracy", "final_accuracy_mean", "final_accuracy_std", "accuracy_matrix"):
             assert ra[field] == rb[field], field
+
+
+@pytest.mark.slow
+def test_sweep_line_counts_a_diverged_job_and_the_per_task_bars_stay_quiet(tmp_path):
+    """A real two-job grid, one learning rate diverging, trained as one population; stderr is a pipe,
+    so the sweep's line is plain lines (no carriage returns), and no per-task bar is drawn."""
+    proc = run_cli(
+        "--multirun", "hydra/sweeper=grid", "hydra/launcher=population", "activation=relu", "optimizer=sgd",
+        "optimizer.learning_rate=0.01,1e38", "model.update_clip=null", "benchmark.limit_per_task=64", "n_seeds=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(read_result(f)["status"] for f in find_result_files(tmp_path)) == ["diverged", "ok"]
+    assert re.search(r"^sweep done: 2/2 jobs in \S+ \([0-9.]+ models/s\): 1 ok, 1 diverged, 0 failed; 0 already complete$",
+                     proc.stderr, re.M), proc.stderr
+    assert "\r" not in proc.stderr and "task 1/5" not in proc.stderr and "test accuracy" not in proc.stderr
+    assert "diverged (non-finite loss) in task" in proc.stderr  # a divergence is still reported when it happens
 
 
 @pytest.mark.slow

@@ -274,7 +274,7 @@ def run_job(cfg: DictConfig, *, overrides: Sequence[str], output_dir: str) -> fl
     done = completed(output_dir, overrides, cfg)
     if done is not None:
         print(f"already complete, not re-run: {Path(output_dir) / RESULT_FILENAME}", file=sys.stderr)
-        return objective(done)
+        return objective(done, trained=False)
     tracking = open_tracking([cfg])
     try:
         [(result, path)] = run_jobs([cfg], [overrides], [output_dir], listeners=pruning_listeners([task_reporter()]),

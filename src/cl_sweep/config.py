@@ -57,7 +57,10 @@ class Config:
     # before the config is composed (cl_sweep.components.plugins); installed `cl_sweep.plugins` entry points load always.
     plugins: list[str] = field(default_factory=list)
     data_dir: Optional[str] = None  # MNIST cache; default $CL_SWEEP_DATA_DIR or ~/.cache/cl_sweep
-    progress: bool = True  # progress bars
+    # Per-task progress bars; null: on for a single job, off inside a multirun (the sweep's line
+    # stands in: cl_sweep.progress). true/false force them on or off.
+    progress: Optional[bool] = None
+    sweep_progress: bool = True  # the sweep's one line (jobs done/total, models/s, ETA, failures) in a multirun
     skip_completed: bool = True  # a job whose result.json is complete for the same overrides is not re-run
     # A label for this run's results: the analysis keys results by it (else by their +sweep=/+search=
     # preset), so runs of two tags or presets pool into one grid point only when asked (make tables POOL=).

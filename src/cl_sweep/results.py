@@ -273,7 +273,7 @@ def _validate_pruned(result: dict[str, Any]) -> None:
 #: Top-level keys that control how a job runs, not what it computes: a job's identity (`job_identity`)
 #: leaves them out, so a sweep re-run with another progress bar, thread count, data folder or tag
 #: recognises the results it already holds instead of training them again.
-RUN_CONTROL_KEYS = frozenset({"progress", "skip_completed", "cpu_threads", "data_dir", "allow_dirty_results", "tag"})
+RUN_CONTROL_KEYS = frozenset({"progress", "sweep_progress", "skip_completed", "cpu_threads", "data_dir", "allow_dirty_results", "tag"})
 
 
 def job_identity(overrides: list[str]) -> list[str]:
@@ -353,20 +353,24 @@ class Objective(float):
     """What a job returns to its sweeper: ``final_accuracy_mean`` as a float (NaN for a diverged
     or pruned job), carrying the job's other :func:`metrics` in ``.metrics`` for a sweep that names
     its objectives (``hydra.sweeper.objectives=[final_accuracy_mean, active_fraction_mean]``), and
-    ``.pruned`` (the sweeper's pruner stopped the job: its trial is PRUNED, not FAIL).
-    Everything that wants a float (Hydra's sweepers, ``float(...)``) sees one."""
+    ``.pruned`` (the sweeper's pruner stopped the job: its trial is PRUNED, not FAIL) and ``.models``
+    (the models it trained in this run, 0 when its result was already complete: the sweep's
+    progress line, `cl_sweep.progress`). Everything that wants a float (Hydra's sweepers, ``float(...)``) sees one."""
 
     metrics: dict[str, float | None]
     pruned: bool
+    models: int
 
-    def __new__(cls, value: float, metrics: dict[str, float | None] | None = None, pruned: bool = False) -> "Objective":
+    def __new__(cls, value: float, metrics: dict[str, float | None] | None = None, pruned: bool = False,
+                models: int = 1) -> "Objective":
         obj = super().__new__(cls, value)
         obj.metrics = dict(metrics or {})
         obj.pruned = bool(pruned)
+        obj.models = int(models)
         return obj
 
     def __reduce__(self) -> tuple:  # a job's return crosses process boundaries (joblib)
-        return (Objective, (float(self), self.metrics, self.pruned))
+        return (Objective, (float(self), self.metrics, self.pruned, self.models))
 
     def __repr__(self) -> str:
         return f"Objective({float(self)!r}{', pruned' if self.pruned else ''})"

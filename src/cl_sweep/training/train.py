@@ -18,6 +18,7 @@ from cl_sweep import __version__
 from cl_sweep.analysis import metrics
 from cl_sweep.components.activations import get_activation
 from cl_sweep.config import validate
+from cl_sweep.progress import task_bars
 from cl_sweep.training.engine import (
     DeviceData, Member, Structure, TaskEnd, default_max_population, model_of, padded_population, to_device,
     train_population,
@@ -230,8 +231,9 @@ def train_jobs(
         raise ValueError(f"jobs of different structures cannot share a population: {sorted(map(str, keys))}")
     start = time.perf_counter()
     common = cfgs[0]
-    progress = common["progress"]
-    device_data, split, structure = _population_setup(common, progress)
+    progress = task_bars(common["progress"])  # null: off inside a sweep
+    # the one-line note that a download starts stays on unless progress=false
+    device_data, split, structure = _population_setup(common, common["progress"] is not False)
     bench, es = common["benchmark"], common["early_stop"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
@@ -416,11 +418,13 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
     }
 
 
-def objective(result: Mapping[str, Any]) -> float:
+def objective(result: Mapping[str, Any], *, trained: bool = True) -> float:
     """The float a sweeper optimises: ``final_accuracy_mean``, NaN for a diverged job; it carries the
-    job's other metrics by name (:class:`cl_sweep.results.Objective`) for ``hydra.sweeper.objectives``."""
+    job's other metrics by name (:class:`cl_sweep.results.Objective`) for ``hydra.sweeper.objectives``,
+    and how many models it trained (none when ``trained`` is false: its result was already complete)."""
     from cl_sweep.results import Objective, metrics
 
     mean = result["final_accuracy_mean"]
     value = float("nan") if mean is None or not math.isfinite(mean) else float(mean)
-    return Objective(value, metrics(dict(result)), pruned=result["status"] == "pruned")
+    return Objective(value, metrics(dict(result)), pruned=result["status"] == "pruned",
+                     models=len(result["seeds"]) if trained else 0)

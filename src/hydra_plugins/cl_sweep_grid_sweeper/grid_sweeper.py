@@ -24,6 +24,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from cl_sweep.progress import sweep_progress
+
 log = logging.getLogger(__name__)
 
 
@@ -159,15 +161,17 @@ class GridSweeper(Sweeper):
 
         size = self.max_batch_size or len(jobs) or 1
         returns, failed, values = [], [], []
-        for start in range(0, len(jobs), size):
-            batch = jobs[start : start + size]
-            results = self.launcher.launch(batch, initial_job_idx=start)
-            for overrides, r in zip(batch, results):
-                try:
-                    values.append((float(r.return_value), overrides))
-                except Exception as e:  # a crashed job is reported, the sweep goes on
-                    failed.append((overrides, f"{type(e).__name__}: {e}"))
-            returns.append(results)
+        with sweep_progress(len(jobs), self.config) as bar:  # a population launcher reports to it as it goes
+            for start in range(0, len(jobs), size):
+                batch = jobs[start : start + size]
+                results = self.launcher.launch(batch, initial_job_idx=start)
+                for overrides, r in zip(batch, results):
+                    bar.report(r)
+                    try:
+                        values.append((float(r.return_value), overrides))
+                    except Exception as e:  # a crashed job is reported, the sweep goes on
+                        failed.append((overrides, f"{type(e).__name__}: {e}"))
+                returns.append(results)
 
         finite = [(v, o) for v, o in values if v is not None and math.isfinite(v)]
         diverged = len(values) - len(finite)

@@ -102,6 +102,8 @@ from optuna.storages import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from cl_sweep.progress import report, sweep_progress
+
 from ._budget import FINISHED_STATES, ask_within_budget
 from ._pruning import make_pruner, prunes, publish, withdraw
 from ._search_space import SearchSpace, build_search_space, default_study_name, describe_distribution, format_value
@@ -703,7 +705,9 @@ class OptunaSweeperImpl(Sweeper):
                 for run in runs:
                     returns = self.launcher.launch([ov for _, ov in run], initial_job_idx=run[0][0].number)
                     for (trial, _), ret in zip(run, returns, strict=True):
-                        failed += self._tell(study, trial, ret)
+                        bad = self._tell(study, trial, ret)
+                        report(ret, failed=bad)
+                        failed += bad
                         told += 1
         except BaseException:
             # Ctrl-C or a broken config: do not leave the batch RUNNING in the storage.
@@ -793,21 +797,23 @@ class OptunaSweeperImpl(Sweeper):
             log.info(f"{complete} COMPLETE or PRUNED trial(s) in the study{others}; running up to {cap} more")
 
         launched = 0
-        while launched < cap:
-            batch, stop_reason = self._ask_batch(study, space, min(self.n_jobs, cap - launched), heartbeat_grace)
-            if batch:
-                failed = self._launch(study, storage, batch, heartbeat_grace)
-                launched += len(batch)
-                if failed / len(batch) > self.max_failure_rate:
-                    self._report(study, where)
-                    refuse(
-                        f"{failed} of the {len(batch)} trials of the last batch failed (reasons above), more than "
-                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: the sweep stopped. Every finished "
-                        "trial is in the study; re-running the same command resumes it"
-                    )
-            if stop_reason:
-                log.info(f"Budget reached, no more asks: {stop_reason}")
-                break
+        # the sweep's line counts trials towards n_trials, those finished before this run as done
+        with sweep_progress(self.n_trials, self.config, unit="trials", done=complete, prunes=prunes(self.pruner_cfg)):
+            while launched < cap:
+                batch, stop_reason = self._ask_batch(study, space, min(self.n_jobs, cap - launched), heartbeat_grace)
+                if batch:
+                    failed = self._launch(study, storage, batch, heartbeat_grace)
+                    launched += len(batch)
+                    if failed / len(batch) > self.max_failure_rate:
+                        self._report(study, where)
+                        refuse(
+                            f"{failed} of the {len(batch)} trials of the last batch failed (reasons above), more than "
+                            f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: the sweep stopped. Every finished "
+                            "trial is in the study; re-running the same command resumes it"
+                        )
+                if stop_reason:
+                    log.info(f"Budget reached, no more asks: {stop_reason}")
+                    break
 
         self._report(study, where)
 

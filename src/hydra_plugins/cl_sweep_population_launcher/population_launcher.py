@@ -18,6 +18,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cl_sweep.progress import report, sweep_progress
+
 from ._compose import SweepComposer
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,11 @@ class PopulationLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        # the sweep's line: its sweeper's (grid, Optuna), else this batch's own (Hydra's basic sweeper)
+        with sweep_progress(len(job_overrides), self.config):
+            return self._launch(job_overrides, initial_job_idx)
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from cl_sweep.config import ConfigError, validate
         from cl_sweep.results import check_results_folder
         from cl_sweep.training.train import objective, population_key
@@ -106,10 +113,13 @@ class PopulationLauncher(Launcher):
                 p = ret.return_value
                 if p.done is not None:
                     log.debug(f"\t#{idx} already complete, not re-run: {p.output_dir}")
-                    ret.return_value = objective(p.done)
+                    ret.return_value = objective(p.done, trained=False)
+                    report(ret)
                     n_done += 1
                 else:
                     pending.append((i, p))
+            else:
+                report(ret)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(
             f"composed and collected {len(job_overrides)} jobs in {time.perf_counter() - tic:.1f} s "
@@ -167,9 +177,11 @@ class PopulationLauncher(Launcher):
                     for i, _ in part:
                         returns[i].status = JobStatus.FAILED
                         returns[i]._return_value = e
+                        report(returns[i])
                     continue
                 for (i, p), (result, path) in zip(part, written):
                     returns[i].return_value = objective(result)
+                    report(returns[i])
                     print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
                 log.info(f"  {len(part)} jobs in {time.perf_counter() - tic:.1f} s")
 
