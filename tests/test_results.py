@@ -182,3 +182,16 @@ def test_a_real_run_with_eval_every_stores_curves_and_the_schema_3_metrics(curve
         assert np.dot(r["class_accuracy"][i], counts) / counts.sum() == pytest.approx(r["final_accuracy"][i], abs=1e-6)
         assert all(0 < loss < 10 for loss in r["train_loss"][i])
     assert r["peak_memory_mib"] > 100 and 0 < r["time_per_model_s"] <= r["wall_time_s"]
+
+
+def test_sweep_metrics_include_the_schema_3_values_and_back_fill_learning_accuracy():
+    """What ``hydra.sweeper.objectives`` may name: the new means and resources, None where a file lacks them."""
+    from cl_sweep.results import METRICS, metrics
+
+    new = metrics(_v3())
+    assert set(new) == set(METRICS)
+    assert new["forward_transfer_mean"] == pytest.approx(-0.1) and new["learning_accuracy_mean"] == pytest.approx(0.85)
+    assert (new["peak_memory_mib"], new["time_per_model_s"]) == (600.0, 3.0)
+    old = metrics(valid(accuracy_matrix=[[[0.9, 0.0], [0.7, 0.8]], [[0.7, 0.0], [0.6, 0.6]]]))
+    assert old["learning_accuracy_mean"] == pytest.approx(0.75)  # from the diagonals of a schema-1 file
+    assert old["forward_transfer_mean"] is None and old["peak_memory_mib"] is None
