@@ -42,3 +42,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
         [sys.executable, "-m", "cl_sweep", *args],
         cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=full_env,
     )
+
+
+#: The learning-curve run (`curve_job`): 3 steps per task (192 examples, batch 64), evaluated every 2 steps.
+CURVE_RUN = ("eval_every=2", "benchmark.limit_per_task=192", "n_seeds=2", "logger=csv", "progress=false")
+
+
+@pytest.fixture(scope="session")
+def curve_job(tmp_path_factory) -> Path:
+    """The job folder of one real run with learning curves and a CSV tracker (``CURVE_RUN``, Hard
+    ASH on a Split-MNIST slice), shared by the result, tracking and figure tests."""
+    job = tmp_path_factory.mktemp("curves") / "results" / "hard_ash"
+    proc = run_cli(*CURVE_RUN, f"hydra.run.dir={job}", cwd=job.parents[1], timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return job

@@ -300,3 +300,46 @@ def test_padded_population_rounds_up_to_a_power_of_two_on_accelerators(monkeypat
     assert engine.padded_population(3, 256, BASE, permuted=True) == 4  # another program
     monkeypatch.setattr(engine.jax, "default_backend", lambda: "cpu")
     assert [engine.padded_population(n, 256) for n in (1, 3, 5)] == [1, 3, 5]  # padding costs a real model on CPU
+
+
+# --- on real MNIST: the training loss, and evaluations that change no trained number ---------------
+# 3 steps of 64 per task, one seed: both tests below run the same compiled programs.
+REAL_SLICE = ["benchmark.limit_per_task=192", "n_seeds=1", "progress=false"]
+
+
+@pytest.mark.slow
+def test_eval_every_changes_no_trained_number(compose):
+    """Evaluating every 2 steps splits the tasks' device calls there: the same numbers, plus the curve."""
+    from cl_sweep.training.train import train_and_evaluate
+
+    plain = train_and_evaluate(compose(REAL_SLICE))
+    curved = train_and_evaluate(compose([*REAL_SLICE, "eval_every=2"]))
+    for key in ("accuracy_matrix", "final_accuracy", "active_fraction", "train_loss", "initial_accuracy", "class_accuracy",
+                "forward_transfer", "learning_accuracy"):
+        assert plain[key] == curved[key], key
+    assert "curve" not in plain
+    assert curved["curve"][0]["step"] == [0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15]
+
+
+def test_training_loss_is_the_mean_loss_over_the_task_steps(compose):
+    """With a zero learning rate the weights never move, so each task's reported training loss is the
+    initial model's mean cross-entropy over that task's batches, computed here on the host."""
+    from cl_sweep.components.activations import get_activation
+    from cl_sweep.training.train import _population_setup
+
+    data, split, structure = _population_setup(compose(REAL_SLICE), progress=False)
+    members = [Member(3, HARD_ASH, {"learning_rate": 0.0, "initial_accumulator_value": 1e-6})]
+    res = train_population(structure, members, data, split, limit_per_task=192, progress=False)
+    model = engine.model_of(structure)
+    opt_hp = engine._hp_arrays(members, "optimizer_hp", ["learning_rate", "initial_accumulator_value"])
+    params = {k: v[0] for k, v in engine._programs(structure)[0](np.asarray([engine.jax.random.PRNGKey(3)]), opt_hp)[0].items()}
+    act = get_activation("hard_ash")
+    orders, steps, _ = engine.task_orders(split, [3], 64, 1, 192)
+    for t in range(5):
+        losses = []
+        for step in range(steps[t]):
+            idx = orders[(3, t)][step * 64 : (step + 1) * 64]
+            logits, _ = model.apply(params, model.preprocess(data.train_images[idx]), lambda h: act.call(h, **HARD_ASH), {})
+            logp = np.asarray(engine.jax.nn.log_softmax(logits))
+            losses.append(-np.mean(np.take_along_axis(logp, np.asarray(data.train_labels[idx])[:, None], 1)))
+        assert steps[t] == 3 and res.train_loss[0, t] == pytest.approx(np.mean(losses), rel=1e-5)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cl_sweep.analysis import figures, tables
 from cl_sweep.results import write_result
@@ -43,7 +45,13 @@ def test_make_figures_writes_every_figure(tmp_path: Path, capsys):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
     assert not (out / "fig3_permuted_alpha.png").exists()  # no +sweep=a10_alpha results: skipped, not drawn empty
-    assert "a10_alpha" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "a10_alpha" in err
+    assert not list(out.glob("learning_curves_*.png"))  # no result has curves: skipped with one line
+    assert [line for line in err.splitlines() if "learning curves" in line] == [(
+        "cl_sweep.analysis.figures: no results with learning curves (run with eval_every=N); "
+        "learning_curves_<benchmark>.png skipped"
+    )]
     runs = figures.permuted_runs(tables.load_results(root)[0], "a10_zk", "z_k")
     assert [label for label, _ in runs] == ["Hard ASH z_k=1.0", "Hard ASH z_k=2.0", "ReLU"]
 
@@ -51,3 +59,19 @@ def test_make_figures_writes_every_figure(tmp_path: Path, capsys):
 def test_missing_folder_is_a_clear_error(tmp_path: Path, capsys):
     assert figures.main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_learning_curves_of_a_real_run(curve_job, tmp_path: Path, capsys):
+    """The results of a run with ``eval_every`` (and stored results without curves beside them): the
+    learning-curve figure of its benchmark, averaged over the seeds of the best point per activation."""
+    out = tmp_path / "figures"
+    assert figures.main([str(curve_job.parent), "--out", str(out)]) == 0
+    data = (out / "learning_curves_split_mnist.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert "learning curves" not in capsys.readouterr().err
+    [(benchmark, [(title, curve)])] = figures.best_curves(tables.load_results(curve_job.parent)[0]).items()
+    result = json.loads((curve_job / "result.json").read_text())
+    assert benchmark == "split_mnist" and title.startswith("Hard ASH + Adagrad") and "(2 seeds)" in title
+    assert curve["step"] == result["curve"][0]["step"]
+    np.testing.assert_allclose(curve["accuracy"], np.mean([c["accuracy"] for c in result["curve"]], axis=0))

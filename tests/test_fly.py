@@ -149,6 +149,7 @@ def test_result_layout_learning_and_sparsity(data, split):
     assert (result.final_accuracy > 0.5).all()  # well above chance (0.1) after all five tasks
     assert np.isfinite(result.accuracy_matrix).all()  # every task's accuracy is reported each time
     np.testing.assert_array_equal(result.accuracy_matrix[:, 0, 1:], 0.0)  # unseen classes score 0
+    assert np.isnan(result.train_loss).all()  # its rule has no loss: none is reported
 
 
 def test_same_seed_same_numbers_and_members_are_independent(data, split):
@@ -225,3 +226,4 @@ def test_flymodel_job_through_the_entry_point_on_real_mnist_slice(tmp_path):
     assert r["hyperparameters"]["model.k"] == 10 and not any(k.startswith(("activation.", "optimizer.")) for k in r["hyperparameters"])
     assert r["status"] == "ok" and r["final_accuracy_mean"] > 0.6  # measured: 0.706 for seed 0
     assert all(abs(a - 10 / 1000) < 1e-9 for seeds in r["active_fraction"] for a in seeds)
+    assert r["train_loss"] == [[None] * 5] * 2 and all(len(c) == 10 for c in r["class_accuracy"])

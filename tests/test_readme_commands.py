@@ -290,6 +290,20 @@ def _honest_selection(workdir: Path, env: dict) -> None:
     assert "by validation accuracy; test accuracy reported" in table2, table2
 
 
+CURVES_RUN = "python -m cl_sweep eval_every=100 benchmark.limit_per_task=4000 n_seeds=2 hydra.run.dir=outputs/curves"
+CURVES_FIGURES = "python -m cl_sweep.analysis.figures outputs/curves --out figures_curves"
+
+
+def _learning_curves(workdir: Path, env: dict) -> None:
+    """The figures command of "Learning curves" reads the run of the line above it: that run on the
+    slice (its curve: before training and after each task), then the command as written."""
+    run = f"{CURVES_RUN} {' '.join(SLICE)}"
+    assert_ran(run_bash(run, workdir, env), run)
+    proc = run_bash(CURVES_FIGURES, workdir, env)
+    assert_ran(proc, CURVES_FIGURES)
+    assert (workdir / "figures_curves" / "learning_curves_split_mnist.png").read_bytes()[:4] == b"\x89PNG"
+
+
 _TFDS_REASON = (
     "needs a TFDS data set prepared by TensorFlow (not installed: the `tfds` extra is a 274 MB wheel) "
     "and the network; the check runs the command itself on the slice and demands the documented "
@@ -422,6 +436,9 @@ EXCLUDED: dict[str, Excluded] = {
         "reads the validation sweep of the line above it in the README (the stored results, which a table command "
         "is otherwise given, have no validation accuracy and are refused); the check runs that sweep on the slice "
         "and then this command as written", _honest_selection, slow=True),
+    CURVES_FIGURES: Excluded(
+        "reads the learning-curve run of the line above it in the README (the stored results have no curves); "
+        "the check runs that run on the slice and then this command as written", _learning_curves, slow=True),
     # --- usage synopses in the prose (placeholders) ------------------------------------------------
     "python -m cl_sweep <overrides>": Excluded(
         "synopsis: <overrides> stands for a result's `overrides`; the check re-runs a stored result's overrides",

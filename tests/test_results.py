@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from cl_sweep.results import (
@@ -34,8 +35,9 @@ def test_valid_result_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "changes,reason",
     [
-        ({"schema": 3}, "schema 3"),
+        ({"schema": 4}, "schema 4"),
         ({"schema": 2}, "missing keys"),  # a v2 file must carry the metrics
+        ({"schema": 3}, "missing keys"),  # a v3 file, the metrics of version 3 too
         ({"status": "weird"}, "status"),
         ({"seeds": [0]}, "entries for 1 seeds"),
         ({"final_accuracy": [78.0, 80.0]}, "not a fraction"),
@@ -127,3 +129,69 @@ def test_every_stored_a6_job_is_recognised_by_a_rerun_of_its_sweep():
     rerun_of = {p: [*job_identity(read_result(p)["overrides"]), "progress=false"] for p in files}
     assert sum(any(o.startswith("skip_completed=") for o in read_result(p)["overrides"]) for p in files) == 33
     assert [p for p, overrides in rerun_of.items() if is_complete(p.parent, overrides) is None] == []
+
+
+def _v3(**changes):
+    """A valid schema-3 result of two seeds and two tasks."""
+    matrix = [[0.9, 0.0], [0.7, 0.8]]
+    return valid(**{
+        "schema": 3, "accuracy_matrix": [matrix, matrix], "average_accuracy": [[0.9, 0.75]] * 2, "forgetting": [0.2] * 2,
+        "backward_transfer": [-0.2] * 2, "active_fraction": [[0.05, 0.05]] * 2, "initial_accuracy": [[0.1, 0.1]] * 2,
+        "forward_transfer": [-0.1] * 2, "learning_accuracy": [0.85] * 2, "class_accuracy": [[0.8] * 10] * 2,
+        "train_loss": [[0.5, 0.7]] * 2, "peak_memory_mib": 600.0, "time_per_model_s": 3.0, **changes,
+    })
+
+
+def test_version_3_carries_its_metrics_and_checks_the_curves():
+    validate_result(_v3())
+    curve = {"step": [0, 2, 3], "task": [0, 0, 0], "accuracy": [0.1, 0.5, 0.6], "task_accuracy": [[0.1, 0.1]] * 3}
+    validate_result(_v3(curve=[curve, curve]))
+    with pytest.raises(ResultError, match="'learning_accuracy' has 1 entries for 2 seeds"):
+        validate_result(_v3(learning_accuracy=[0.85]))
+    with pytest.raises(ResultError, match="differ in length"):
+        validate_result(_v3(curve=[curve, {**curve, "accuracy": [0.1]}]))
+    with pytest.raises(ResultError, match="increasing order"):
+        validate_result(_v3(curve=[curve, {**curve, "step": [0, 3, 2]}]))
+    with pytest.raises(ResultError, match="'curve' has 1 entries"):
+        validate_result(_v3(curve=[curve]))
+
+
+@pytest.mark.slow
+def test_a_real_run_with_eval_every_stores_curves_and_the_schema_3_metrics(curve_job):
+    """``eval_every=2`` on 3 steps per task: evaluations before training, at every even step and after
+    each task; the derived metrics agree with the stored matrix, initial row and class accuracies."""
+    from cl_sweep.analysis import metrics
+    from cl_sweep.data.datasets import load_dataset
+
+    r = read_result(curve_job / RESULT_FILENAME)
+    assert r["schema"] == 3 and r["status"] == "ok" and r["config"]["eval_every"] == 2
+    counts = np.bincount(load_dataset("mnist", progress=False).test_labels, minlength=10)
+    for i in range(2):
+        matrix, curve = r["accuracy_matrix"][i], r["curve"][i]
+        assert curve["step"] == [0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15]
+        assert curve["task"] == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        assert curve["task_accuracy"][0] == r["initial_accuracy"][i]  # the untrained model's row
+        ends = [k for k in range(len(curve["step"])) if k + 1 == len(curve["task"]) or curve["task"][k + 1] != curve["task"][k]]
+        assert [curve["task_accuracy"][k] for k in ends] == matrix  # a task's last point is its matrix row
+        assert curve["accuracy"][-1] == r["final_accuracy"][i]
+        initial = r["initial_accuracy"][i]
+        fwt = np.mean([matrix[t - 1][t] - initial[t] for t in range(1, 5)])
+        assert r["forward_transfer"][i] == pytest.approx(fwt, abs=1e-12) == metrics.forward_transfer(matrix, initial)
+        assert r["learning_accuracy"][i] == pytest.approx(np.mean([matrix[t][t] for t in range(5)]), abs=1e-12)
+        # the per-class accuracies, weighted by each class's test examples, are the final accuracy
+        assert np.dot(r["class_accuracy"][i], counts) / counts.sum() == pytest.approx(r["final_accuracy"][i], abs=1e-6)
+        assert all(0 < loss < 10 for loss in r["train_loss"][i])
+    assert r["peak_memory_mib"] > 100 and 0 < r["time_per_model_s"] <= r["wall_time_s"]
+
+
+def test_sweep_metrics_include_the_schema_3_values_and_back_fill_learning_accuracy():
+    """What ``hydra.sweeper.objectives`` may name: the new means and resources, None where a file lacks them."""
+    from cl_sweep.results import METRICS, metrics
+
+    new = metrics(_v3())
+    assert set(new) == set(METRICS)
+    assert new["forward_transfer_mean"] == pytest.approx(-0.1) and new["learning_accuracy_mean"] == pytest.approx(0.85)
+    assert (new["peak_memory_mib"], new["time_per_model_s"]) == (600.0, 3.0)
+    old = metrics(valid(accuracy_matrix=[[[0.9, 0.0], [0.7, 0.8]], [[0.7, 0.0], [0.6, 0.6]]]))
+    assert old["learning_accuracy_mean"] == pytest.approx(0.75)  # from the diagonals of a schema-1 file
+    assert old["forward_transfer_mean"] is None and old["peak_memory_mib"] is None

@@ -566,6 +566,28 @@ def test_metrics_table_reports_forgetting_bwt_and_sparsity(tmp_path: Path) -> No
     assert "30.0 ± 10.0" in md and "7.0 ± 0.0" in md
 
 
+def test_metrics_table_back_fills_learning_accuracy_and_shows_schema_3_values(tmp_path: Path) -> None:
+    r = make_result(accuracy=[0.6, 0.7])  # schema 1: learning accuracy from the diagonals, no forward transfer
+    r["accuracy_matrix"] = [[[0.9, 0.0], [0.5, 0.7]], [[0.7, 0.0], [0.6, 0.8]]]
+    write_result(r, tmp_path / "v1")
+    r3 = make_result(activation="relu", accuracy=[0.6])
+    r3.update(schema=3, accuracy_matrix=[[[1.0, 0.1], [0.8, 0.4]]], average_accuracy=[[1.0, 0.6]], forgetting=[0.2],
+              backward_transfer=[-0.2], active_fraction=[[0.05, 0.07]], initial_accuracy=[[0.1, 0.05]],
+              forward_transfer=[0.05], learning_accuracy=[0.7], class_accuracy=[[0.6] * 10], train_loss=[[0.3, 0.5]],
+              peak_memory_mib=612.4, time_per_model_s=2.25)
+    write_result(r3, tmp_path / "v3")
+    t = tables.metrics_table(tables.summarize(tables.load_results(tmp_path)[0]))
+    got = {row["activation"]: row for _, row in t.data.iterrows()}
+    assert got["hard_ash"]["learning_accuracy_mean"] == pytest.approx(77.5)  # (0.9 + 0.7) / 2 and (0.7 + 0.8) / 2
+    assert math.isnan(got["hard_ash"]["fwt_mean"]) and math.isnan(got["hard_ash"]["peak_memory_mib"])
+    assert got["relu"]["fwt_mean"] == pytest.approx(5.0) and got["relu"]["learning_accuracy_mean"] == pytest.approx(70.0)
+    assert (got["relu"]["peak_memory_mib"], got["relu"]["time_per_model_s"]) == (612.4, 2.25)
+    rows = {line.split("|")[1].strip(): line for line in t.to_markdown().splitlines() if line.startswith("| ")}
+    assert "| 5.0 ± 0.0 " in rows["ReLU"] and "| 612 " in rows["ReLU"] and "| 2.2 " in rows["ReLU"]
+    cells = [c.strip() for c in rows["Hard ASH"].split("|")[1:-1]]
+    assert cells[6] == "77.5 ± 2.5" and cells[7:] == ["—", "—", "—", "—"]  # FWT, active units, memory, time: none stored
+
+
 def test_strategy_runs_stay_out_of_the_paper_tables_and_get_their_own(tmp_path: Path) -> None:
     put(tmp_path, "plain", accuracy=[0.78] * 5, hyperparameters={"optimizer.learning_rate": 2e-4})
     put(tmp_path, "ewc", accuracy=[0.85] * 5,

@@ -56,6 +56,7 @@ def test_csv_one_folder_per_grid_point_and_seed_with_every_task(tmp_path):
                     assert float(row[f"accuracy/task_{j + 1}"]) == pytest.approx(result["accuracy_matrix"][i][t][j])
                 assert float(row["average_accuracy"]) == pytest.approx(result["average_accuracy"][i][t])
                 assert float(row["active_fraction"]) == pytest.approx(result["active_fraction"][i][t])
+                assert float(row["train_loss"]) == pytest.approx(result["train_loss"][i][t])  # the task's mean loss
             assert float(rows[-1]["forgetting"]) == pytest.approx(result["forgetting"][i])
             assert float(rows[-1]["backward_transfer"]) == pytest.approx(result["backward_transfer"][i])
             summary = json.loads((folder / "summary.json").read_text())
@@ -184,6 +185,28 @@ def test_many_loggers_at_once(tmp_path):
 
     mlflow.set_tracking_uri(uri)
     assert len(mlflow.search_runs(experiment_names=["cl_sweep"])) == 6  # 2 parents + 4 seeds
+
+
+def test_csv_logs_the_learning_curve_at_optimizer_steps(curve_job):
+    """With ``eval_every`` the steps are optimizer steps: the curve's points inside each task (``curve/...``)
+    and, at each task's last step, the per-task metrics with the task count and the task's training loss."""
+    result = _result(curve_job)
+    for i, seed in enumerate(SEEDS):
+        folder = curve_job / "csv" / f"seed_{seed}"
+        rows = list(csv.DictReader((folder / "metrics.csv").read_text().splitlines()))
+        curve = result["curve"][i]
+        assert [int(r["step"]) for r in rows] == curve["step"][1:]  # all but the point before training
+        ends = [r for r in rows if r["task"]]
+        assert [int(r["step"]) for r in ends] == [3, 6, 9, 12, 15] and [int(float(r["task"])) for r in ends] == [1, 2, 3, 4, 5]
+        assert [float(r["train_loss"]) for r in ends] == pytest.approx(result["train_loss"][i])
+        assert [float(r["test_accuracy"]) for r in ends] == pytest.approx([curve["accuracy"][k] for k in (2, 4, 6, 8, 10)])
+        inside = [r for r in rows if not r["task"]]
+        points = [k for k, s in enumerate(curve["step"]) if s in (2, 4, 8, 10, 14)]
+        assert [int(r["step"]) for r in inside] == [2, 4, 8, 10, 14]
+        assert [float(r["curve/test_accuracy"]) for r in inside] == pytest.approx([curve["accuracy"][k] for k in points])
+        assert float(inside[1]["curve/accuracy/task_2"]) == pytest.approx(curve["task_accuracy"][points[1]][1])
+        assert inside[1]["curve/accuracy/task_3"] == ""  # only the tasks seen so far
+        assert json.loads((folder / "summary.json").read_text())["step"] == 15
 
 
 def test_logging_changes_no_number(tmp_path):

@@ -71,6 +71,10 @@ class Config:
     # XLA/BLAS CPU threads of the job's process. null: follow the launcher (joblib: CPUs // n_jobs,
     # submitit: cpus_per_task; others: XLA's default, all CPUs). Applied before XLA starts: see cli.apply_cpu_threads.
     cpu_threads: Optional[int] = None
+    # Learning curves: evaluate the seen tasks every this many optimizer steps (counted over all
+    # tasks) besides after each task; null = after each task only (the paper's protocol). It
+    # changes what is measured, never a trained number.
+    eval_every: Optional[int] = None
 
 
 def register_configs() -> None:
@@ -212,6 +216,10 @@ def validate(cfg: DictConfig | dict) -> None:
     threads = cfg.get("cpu_threads")
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         _fail("cpu_threads", threads, "it must be null (follow the launcher) or a positive integer (threads per job)")
+    every = cfg.get("eval_every")
+    if every is not None and not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+        _fail("eval_every", every, "it must be null (evaluate after each task only) or a positive number of optimizer "
+              "steps, e.g. eval_every=100")
     es = cfg["early_stop"]
     if not (isinstance(es["after_seeds"], int) and es["after_seeds"] >= 1):
         _fail("early_stop.after_seeds", es["after_seeds"], "it must be a positive integer")

@@ -3,14 +3,14 @@
 This module is plain data on purpose: the aggregator, the notebooks and other tools read results
 through it without importing JAX or the training engine.
 
-Schema version 2 (every key is always present, except the optional keys marked opt.; version 1
-files, written before the metrics below existed, are still read and have none of the four keys
-marked v2):
+Schema version 3 (every key is always present, except the optional keys marked opt.; version 1
+files, written before the metrics below existed, are still read and have none of the keys marked
+v2 or v3; version 2 files have none of the keys marked v3):
 
 ==========================  ==================================================================
 key                         meaning
 ==========================  ==================================================================
-``schema``                  2
+``schema``                  3
 ``status``                  ``"ok"``, ``"diverged"`` (a seed's loss or weights became non-finite)
                             or ``"pruned"`` (a sweeper's pruner stopped it at a task boundary)
 ``benchmark``               benchmark name, e.g. ``"split_mnist"``
@@ -38,6 +38,31 @@ key                         meaning
                             training it); null likewise
 ``active_fraction``   (v2)  per seed, after each task: the fraction of hidden units that are
                             non-zero, averaged over the test set (the measured sparsity)
+``initial_accuracy``  (v3)  per seed, T values: per-task test accuracy of the untrained model
+                            (the random-initialisation row), null where the last task's row
+                            evaluates no such task (permuted MNIST without ``full_matrix``)
+``forward_transfer``  (v3)  per seed: mean over tasks i >= 2 of (accuracy on task i after task
+                            i-1) - (initial accuracy on task i) (GEM's FWT, Lopez-Paz & Ranzato
+                            2017); null for one task or an entry not evaluated
+``learning_accuracy`` (v3)  per seed: mean over tasks of the accuracy on each task right after
+                            training it (the matrix diagonal); null for an incomplete diagonal
+``class_accuracy``    (v3)  per seed, one value per class: test accuracy of the final model on
+                            that class's examples (permuted MNIST: under the last task's
+                            permutation); null for a diverged or pruned seed
+``train_loss``        (v3)  per seed, per task: mean training loss over the task's steps (the
+                            regulariser's penalty included); null where the model trains without
+                            a loss (FlyModel), for a task not trained, or a non-finite loss
+``peak_memory_mib``   (v3)  peak resident memory of the process that trained the job (MiB,
+                            ``ru_maxrss``) when its training ended; jobs trained in one process
+                            share it, so it bounds each of them
+``time_per_model_s``  (v3)  seconds per model: the wall time of the job's population
+                            (compilation and evaluation included) over the models it trained
+``curve``             (v3)  (opt.) only with ``eval_every``: per seed, the test accuracy during
+                            training as parallel lists ``step`` (optimizer steps over all tasks
+                            so far), ``task`` (0-based task in training), ``accuracy`` (overall)
+                            and ``task_accuracy`` (T values each, as a matrix row): before the
+                            first step, every ``eval_every`` steps and after each task (a task
+                            ends at its last point); null after a pruned seed stopped
 ``validation_accuracy``     (opt.) per seed: accuracy (0-1) on the held-out validation examples
                             of every task after the last task, null for a diverged seed; only
                             in jobs with ``benchmark.validation_fraction`` > 0 (absent otherwise)
@@ -69,8 +94,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMAS = (1, 2, 3)
 RESULT_FILENAME = "result.json"
 #: The source checkout this module was imported from (src/cl_sweep/results.py -> the checkout).
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -152,10 +177,26 @@ V2_KEYS: dict[str, type] = {
 }
 
 
-#: Keys a version 2 file may lack (checked when present): the held-out validation accuracies.
+V3_KEYS: dict[str, type | tuple[type, ...]] = {
+    "initial_accuracy": list,
+    "forward_transfer": list,
+    "learning_accuracy": list,
+    "class_accuracy": list,
+    "train_loss": list,
+    "peak_memory_mib": (float, int),
+    "time_per_model_s": (float, int),
+}
+#: The v3 keys with one entry per seed.
+V3_PER_SEED = ("initial_accuracy", "forward_transfer", "learning_accuracy", "class_accuracy", "train_loss")
+#: The parallel lists of each seed's ``curve``.
+CURVE_KEYS = ("step", "task", "accuracy", "task_accuracy")
+
+
+#: Keys a version 2 or 3 file may lack (checked when present): the held-out validation accuracies, the curves.
 OPTIONAL_KEYS: dict[str, type] = {
     "validation_accuracy": list,
     "validation_accuracy_matrix": list,
+    "curve": list,
 }
 
 
@@ -215,7 +256,7 @@ def validate_result(result: Any) -> None:
         raise ResultError("no 'schema' key: not a cl_sweep result file")
     if result["schema"] not in SUPPORTED_SCHEMAS:
         raise ResultError(f"schema {result['schema']!r} is not a supported version {SUPPORTED_SCHEMAS}")
-    required = {**REQUIRED_KEYS, **(V2_KEYS if result["schema"] >= 2 else {})}
+    required = {**REQUIRED_KEYS, **(V2_KEYS if result["schema"] >= 2 else {}), **(V3_KEYS if result["schema"] >= 3 else {})}
     missing = [k for k in required if k not in result]
     if missing:
         raise ResultError(f"missing keys {missing}")
@@ -233,6 +274,7 @@ def validate_result(result: Any) -> None:
             raise ResultError(f"key {key!r} has type {type(result[key]).__name__}")
     optional = tuple(k for k in OPTIONAL_KEYS if result.get(k) is not None)
     per_seed = ("diverged", "final_accuracy", "accuracy_matrix") + (tuple(V2_KEYS) if result["schema"] >= 2 else ()) + optional
+    per_seed += V3_PER_SEED if result["schema"] >= 3 else ()
     for key in per_seed:
         if len(result[key]) != n:
             raise ResultError(f"{key!r} has {len(result[key])} entries for {n} seeds")
@@ -250,11 +292,24 @@ def validate_result(result: Any) -> None:
         for a in result.get(key) or ():
             if a is not None and not (isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0):
                 raise ResultError(f"{key.replace('_', ' ')} {a!r} is not a fraction in [0, 1]")
+    for seed_curve in result.get("curve") or ():
+        _validate_curve(seed_curve)
     if result["status"] == "ok":
         for key in ("final_accuracy_mean", "final_accuracy_std"):
             v = result[key]
             if v is None or not math.isfinite(v):
                 raise ResultError(f"status is ok but {key!r} is {v!r}")
+
+
+def _validate_curve(curve: Any) -> None:
+    """One seed's ``curve``: the parallel lists of `CURVE_KEYS`, equally long, steps never decreasing."""
+    if not isinstance(curve, dict) or any(not isinstance(curve.get(k), list) for k in CURVE_KEYS):
+        raise ResultError(f"a seed's 'curve' must hold the lists {list(CURVE_KEYS)}")
+    if len({len(curve[k]) for k in CURVE_KEYS}) != 1:
+        raise ResultError(f"a seed's 'curve' lists {list(CURVE_KEYS)} differ in length")
+    steps = curve["step"]
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in steps) or steps != sorted(steps):
+        raise ResultError("a seed's 'curve' steps must be integers in increasing order")
 
 
 def _validate_pruned(result: dict[str, Any]) -> None:
@@ -320,6 +375,10 @@ METRICS = (
     "active_fraction_mean",
     "wall_time_s",
     "validation_accuracy_mean",
+    "forward_transfer_mean",
+    "learning_accuracy_mean",
+    "peak_memory_mib",
+    "time_per_model_s",
 )
 
 
@@ -334,9 +393,16 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
     ``forgetting_mean`` and ``backward_transfer_mean`` average the per-seed values;
     ``active_fraction_mean`` the per-seed active fraction after the last task;
     ``validation_accuracy_mean`` the per-seed validation accuracy, None for a diverged job (as
-    ``final_accuracy_mean``) and for a job without a validation set. None where the result has no
-    value (a diverged job, a one-task benchmark, a version 1 file).
+    ``final_accuracy_mean``) and for a job without a validation set; ``forward_transfer_mean`` and
+    ``learning_accuracy_mean`` average the per-seed values (learning accuracy is back-filled from
+    the matrix diagonal for older files). None where the result has no value (a diverged job, a
+    one-task benchmark, a version 1 file; forward transfer and the resources before version 3).
     """
+    from cl_sweep.analysis.metrics import learning_accuracy
+
+    learning = result.get("learning_accuracy")
+    if learning is None:
+        learning = [learning_accuracy(m) for m in result.get("accuracy_matrix") or []]
     out: dict[str, float | None] = {
         "final_accuracy_mean": result.get("final_accuracy_mean"),
         "final_accuracy_std": result.get("final_accuracy_std"),
@@ -345,6 +411,10 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
         "active_fraction_mean": _mean([seed[-1] for seed in result.get("active_fraction") or [] if seed]),
         "wall_time_s": result.get("wall_time_s"),
         "validation_accuracy_mean": None if result.get("status") != "ok" else _mean(result.get("validation_accuracy") or []),
+        "forward_transfer_mean": _mean(result.get("forward_transfer") or []),
+        "learning_accuracy_mean": _mean(learning),
+        "peak_memory_mib": result.get("peak_memory_mib"),
+        "time_per_model_s": result.get("time_per_model_s"),
     }
     return {k: (None if v is None or not math.isfinite(float(v)) else float(v)) for k, v in out.items()}
 

@@ -8,7 +8,9 @@
 - ``accuracy_matrices.png``: the mean accuracy matrix of the best Split-MNIST configuration of
   each activation;
 - ``fig2_permuted_zk.png`` / ``fig3_permuted_alpha.png``: the paper's A.10 figures, from the
-  results of ``+sweep=a10_zk`` / ``+sweep=a10_alpha``.
+  results of ``+sweep=a10_zk`` / ``+sweep=a10_alpha``;
+- ``learning_curves_<benchmark>.png``: test accuracy during training (results of jobs run with
+  ``eval_every``) of the best such configuration of each activation, task boundaries marked.
 A figure whose results are missing is skipped with a note, never drawn empty.
 """
 
@@ -42,6 +44,45 @@ def best_matrices(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK)
         ].iloc[0]
         title = f"{paper.activation_name(act)} + {paper.optimizer_name(row['optimizer'])}: {row['mean']:.1f}%"
         out.append((title, _mean_matrix(point["accuracy_matrix"])))
+    return out
+
+
+def best_curves(jobs: pd.DataFrame) -> dict[str, list[tuple[str, dict]]]:
+    """Per benchmark, (title, curve averaged over seeds) of the best configuration of each activation
+    among the grid points whose results have learning curves (``eval_every``); the seeds of a point
+    whose evaluation steps differ from its first seed's are left out of its mean."""
+    with_curves = jobs[jobs["curve"].map(lambda c: bool(c))]
+    if with_curves.empty:
+        return {}
+    summary = tables.summarize(with_curves)
+    best = tables.best_per_cell(tables.plain_runs(summary))
+    best = best[best["mean"].notna()]
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for benchmark in sorted(set(best["benchmark"])):
+        cells = best[best["benchmark"] == benchmark]
+        for act in paper.paper_order(cells["activation"], paper.ACTIVATION_ORDER):
+            row = cells[cells["activation"] == act].sort_values("mean", ascending=False).iloc[0]
+            point = with_curves[
+                (with_curves["benchmark"] == benchmark) & (with_curves["activation"] == act)
+                & (with_curves["optimizer"] == row["optimizer"]) & (with_curves["hp_key"] == row["hp_key"])
+            ]
+            seeds = [c for curves, diverged in zip(point["curve"], point["diverged"])
+                     for c, d in zip(curves, diverged) if not d]
+            seeds = [c for c in seeds if c["step"] == seeds[0]["step"]]
+            if not seeds:
+                continue
+
+            def mean(key: str, seeds=seeds) -> np.ndarray:
+                values = [[np.nan if v is None else v for v in c[key]] if key == "accuracy"
+                          else [[np.nan if v is None else v for v in r] for r in c[key]] for c in seeds]
+                return np.nanmean(np.array(values, float), axis=0)
+
+            title = (f"{paper.activation_name(act)} + {paper.optimizer_name(row['optimizer'])}: {row['mean']:.1f}% "
+                     f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+            out.setdefault(benchmark, []).append((title, {
+                "step": seeds[0]["step"], "task": seeds[0]["task"], "accuracy": mean("accuracy"),
+                "task_accuracy": mean("task_accuracy"),
+            }))
     return out
 
 
@@ -104,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             written.append(plots.permuted_curves(runs, out / name, title=title))
         else:
             print(f"cl_sweep.analysis.figures: no results of +sweep={preset}; {name} skipped", file=sys.stderr)
+    curves = best_curves(jobs)
+    for benchmark, runs in curves.items():
+        written.append(plots.learning_curves(
+            runs, out / f"learning_curves_{tables.benchmark_folder(benchmark)}.png",
+            title=f"{benchmark}: test accuracy during training, best configuration per activation (dotted: task ends)",
+        ))
+    if not curves:
+        print("cl_sweep.analysis.figures: no results with learning curves (run with eval_every=N); "
+              "learning_curves_<benchmark>.png skipped", file=sys.stderr)
     for path in written:
         print(f"wrote {path}")
     return 0

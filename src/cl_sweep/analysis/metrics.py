@@ -5,7 +5,7 @@ not evaluated (a permuted-MNIST run that only tracks the first and the newest ta
 a metric that needs them is then None.
 
 References: Lopez-Paz & Ranzato 2017, "Gradient episodic memory for continual learning" (average
-accuracy, backward transfer); Chaudhry et al. 2018, "Riemannian walk for incremental learning"
+accuracy, backward and forward transfer); Chaudhry et al. 2018, "Riemannian walk for incremental learning"
 (forgetting).
 """
 
@@ -53,6 +53,26 @@ def backward_transfer(matrix: Matrix) -> float | None:
     if t < 2:
         return None
     return _clean(float(np.mean([r[t - 1, j] - r[j, j] for j in range(t - 1)])))
+
+
+def forward_transfer(matrix: Matrix, initial: Sequence[float | None] | None) -> float | None:
+    """``mean_{i >= 1} (R[i-1, i] - b[i])`` (0-based; GEM's FWT): how much training the earlier
+    tasks helps a task before it is trained, against ``b``, the untrained model's per-task
+    accuracy (the random-initialisation row). None for one task, without ``initial`` (files before
+    schema 3), or when an entry it needs was not evaluated."""
+    r = _array(matrix)
+    t = len(r)
+    if t < 2 or initial is None:
+        return None
+    b = _array([initial])[0]
+    return _clean(float(np.mean([r[i - 1, i] - b[i] for i in range(1, t)])))
+
+
+def learning_accuracy(matrix: Matrix) -> float | None:
+    """``mean_i R[i, i]``: the mean accuracy on each task right after training it (how well new tasks
+    are learned, whatever happens to them later). None when a diagonal entry is missing."""
+    r = _array(matrix)
+    return _clean(float(np.mean(np.diagonal(r)))) if len(r) else None
 
 
 def plasticity(matrix: Matrix) -> list[float | None]:

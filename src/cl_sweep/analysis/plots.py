@@ -228,6 +228,44 @@ def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os
     return _save(fig, path, title, dpi=110)
 
 
+def learning_curves(runs: list[tuple[str, dict]], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Test accuracy during training (``eval_every``), one panel per run: the overall accuracy and each
+    task's, from the step its training starts, averaged over seeds; dotted lines mark the task boundaries.
+
+    Args:
+        runs: (title, curve) pairs; a curve holds ``step`` [K], ``task`` [K], ``accuracy`` [K] and
+            ``task_accuracy`` [K, T] (0-1, NaN = not evaluated), as `figures.best_curves` averages them.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    n = max(1, len(runs))
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(5.2 * cols, 3.6 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    cmap = colormaps["tab10"]
+    for ax, (name, curve) in zip(axes, runs):
+        step, task = np.asarray(curve["step"]), np.asarray(curve["task"])
+        per_task = 100 * np.asarray(curve["task_accuracy"], float)
+        for j in range(per_task.shape[1]):
+            start = np.flatnonzero(task >= j)  # a task's line begins where its training does
+            if len(start):
+                k = max(0, start[0] - 1)
+                ax.plot(step[k:], per_task[k:, j], color=cmap(j % 10), linewidth=1.0, label=f"task {j + 1}")
+        ax.plot(step, 100 * np.asarray(curve["accuracy"], float), color="black", linewidth=1.8, label="all tasks")
+        for t in range(int(task.max()) if len(task) else 0):
+            ax.axvline(step[np.flatnonzero(task == t)[-1]], color="grey", linestyle=":", linewidth=1.0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylim(0, 100)  # forgotten and not yet trained tasks sit near 0
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize="x-small", loc="lower left")
+    for ax in axes[len(runs):]:
+        ax.set_visible(False)
+    return _save(fig, path, title, dpi=110)
+
+
 def pareto_scatter(points: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
     """Every grid point's final accuracy against its share of active hidden units, one colour per
     activation, with the Pareto front (the ``pareto`` column, e.g. `tables.sparsity_candidates`) joined.

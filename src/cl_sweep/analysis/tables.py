@@ -53,10 +53,15 @@ LOAD_COLUMNS: tuple[str, ...] = (
     "backward_transfer",
     "mean",
     "std",
+    "learning_accuracy",
+    "forward_transfer",
     "validation_accuracy",
     "val_mean",
     "val_std",
     "wall_time_s",
+    "peak_memory_mib",
+    "time_per_model_s",
+    "curve",
     "created",
     "path",
     "preset",
@@ -84,11 +89,15 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "backward_transfer",
     "mean",
     "std",
+    "learning_accuracy",
+    "forward_transfer",
     "active_mean",
     "validation_accuracy",
     "val_mean",
     "val_std",
     "wall_time_s",
+    "peak_memory_mib",
+    "time_per_model_s",
     "paths",
     "sources",
 )
@@ -250,6 +259,8 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "val_mean": val_mean,
         "val_std": val_std,
         "wall_time_s": float(result["wall_time_s"]),
+        **{k: float(result[k]) if _is_number(result.get(k)) else math.nan for k in ("peak_memory_mib", "time_per_model_s")},
+        "curve": result.get("curve"),
         "created": result["created"],
         "path": path,
         "preset": _preset(result["overrides"]),
@@ -257,25 +268,32 @@ def _job_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
-#: The continual-learning metrics a result stores per seed (schema 2), and `load_results` carries:
-#: after the last task, in 0-1 like the accuracy matrices (None where a task they need was not evaluated).
-STORED_METRICS = ("average_accuracy", "forgetting", "backward_transfer")
+#: The continual-learning metrics a result stores per seed (schema 2; learning accuracy and forward
+#: transfer schema 3), and `load_results` carries: after the last task, in 0-1 like the accuracy
+#: matrices (None where a task they need was not evaluated, and forward transfer before schema 3).
+STORED_METRICS = ("average_accuracy", "forgetting", "backward_transfer", "learning_accuracy", "forward_transfer")
 
 
 def _stored_metrics(result: dict[str, Any], matrices: np.ndarray) -> dict[str, list[float | None]]:
     """Per seed, the `STORED_METRICS` as the result file stores them (average accuracy: after the last
-    task); a schema-1 file, written before they were stored, gets them computed from its matrices here,
-    the one place that back-fills them. Raises `ResultError` for a stored value that is not a number."""
+    task); an older file, written before some were stored, gets what its matrices give computed here,
+    the one place that back-fills them (schema 1: all but forward transfer; schema 2: learning
+    accuracy), and None for forward transfer, which needs the untrained models' accuracies. Raises
+    `ResultError` for a stored value that is not a number."""
     from cl_sweep.analysis import metrics
 
+    out: dict[str, list[float | None]] = {}
+    if result["schema"] < 3:
+        out = {"learning_accuracy": [metrics.learning_accuracy(m) for m in matrices],
+               "forward_transfer": [None] * len(matrices)}
     if result["schema"] < 2:
         return {
             "average_accuracy": [metrics.average_accuracy(m)[-1] for m in matrices],
             "forgetting": [metrics.forgetting(m) for m in matrices],
             "backward_transfer": [metrics.backward_transfer(m) for m in matrices],
+            **out,
         }
-    out: dict[str, list[float | None]] = {}
-    for key in STORED_METRICS:
+    for key in (k for k in STORED_METRICS if k not in out):
         values = [v[-1] if key == "average_accuracy" and isinstance(v, list) and v else v for v in result[key]]
         if len(values) != len(matrices) or not all(v is None or (_is_number(v) and math.isfinite(v)) for v in values):
             raise ResultError(f"'{key}' does not hold one number (or null) per seed")
@@ -405,6 +423,9 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         "val_mean": val_mean,
         "val_std": val_std,
         "wall_time_s": float(jobs["wall_time_s"].sum()),
+        # the largest process any of its jobs trained in; the mean time per model over the jobs that measured them
+        "peak_memory_mib": float(jobs["peak_memory_mib"].max()),
+        "time_per_model_s": float(jobs["time_per_model_s"].mean()),
         "paths": [Path(p) for p in ordered["path"]],
     }
 
@@ -1223,9 +1244,10 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame, *, select: str = "
 def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table:
     """Continual-learning metrics of each cell's best grid point, mean ± std over its seeds.
 
-    Final accuracy, average accuracy over the tasks after the last one, forgetting and backward
-    transfer (as the result files store them; `load_results` computes them for schema-1 files), and
-    the fraction of active hidden units after the last task (stored by schema 2 only).
+    Final accuracy, average accuracy over the tasks after the last one, forgetting, backward
+    transfer, learning accuracy (as the result files store them; `load_results` computes them for
+    older files) and forward transfer (schema 3 only), the fraction of active hidden units after the
+    last task (schema 2 on), and the peak memory and training time per model of its jobs (schema 3).
     """
     best = _for_benchmark(best_per_cell(summary, select=select), benchmark)
     display_rows, data_rows = [], []
@@ -1249,8 +1271,9 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
         ]
         pooled = point.iloc[0]  # the pooled, non-diverged seeds' stored metrics
         active = [a / 100 for a in pooled["active_fraction"] if a is not None]
-        avg, fgt, bwt = (stat(pooled[k]) for k in STORED_METRICS)
+        avg, fgt, bwt, learn, fwt = (stat(pooled[k]) for k in STORED_METRICS)
         act = stat(active)
+        memory, per_model = pooled["peak_memory_mib"], pooled["time_per_model_s"]
         display_rows.append(
             {
                 "Activation": paper.activation_name(cell["activation"]),
@@ -1259,7 +1282,11 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
                 "Average accuracy": fmt(avg),
                 "Forgetting": fmt(fgt),
                 "BWT": fmt(bwt),
+                "Learning accuracy": fmt(learn),
+                "FWT": fmt(fwt),
                 "Active units (%)": fmt(act),
+                "Peak memory (MiB)": f"{memory:.0f}" if math.isfinite(memory) else MISSING,
+                "Time per model (s)": f"{per_model:.1f}" if math.isfinite(per_model) else MISSING,
             }
         )
         data_rows.append(
@@ -1269,16 +1296,25 @@ def metrics_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK,
                 "average_accuracy_mean": 100 * avg[0], "average_accuracy_std": 100 * avg[1],
                 "forgetting_mean": 100 * fgt[0], "forgetting_std": 100 * fgt[1],
                 "bwt_mean": 100 * bwt[0], "bwt_std": 100 * bwt[1],
-                "active_fraction_mean": act[0], "active_fraction_std": act[1], "seeds": len(pooled["accuracy_matrix"]),
+                "learning_accuracy_mean": 100 * learn[0], "learning_accuracy_std": 100 * learn[1],
+                "fwt_mean": 100 * fwt[0], "fwt_std": 100 * fwt[1],
+                "active_fraction_mean": act[0], "active_fraction_std": act[1],
+                "peak_memory_mib": memory, "time_per_model_s": per_model, "seeds": len(pooled["accuracy_matrix"]),
             }
         )
-    columns = ["Activation", "Optimizer", "Final accuracy", "Average accuracy", "Forgetting", "BWT", "Active units (%)"]
+    columns = ["Activation", "Optimizer", "Final accuracy", "Average accuracy", "Forgetting", "BWT", "Learning accuracy",
+               "FWT", "Active units (%)", "Peak memory (MiB)", "Time per model (s)"]
     return Table.of(
         "metrics", f"Continual-learning metrics of each cell's best grid point ({benchmark})", display_rows, columns, data_rows,
         "Percent, mean ± std over seeds. Average accuracy: over all tasks after the last; forgetting: mean "
         "drop from each task's best earlier accuracy to its final one; BWT: mean of final minus "
-        "just-trained accuracy (negative = forgetting); active units: share of non-zero hidden units "
-        f"on the test set after the last task ({MISSING} for results written before it was measured).",
+        "just-trained accuracy (negative = forgetting); learning accuracy: mean accuracy on each task right "
+        "after training it; FWT (forward transfer, GEM's): mean over tasks 2..T of the accuracy on a task "
+        "after the task before it minus the untrained model's; active units: share of non-zero hidden units "
+        "on the test set after the last task; peak memory: the training process's peak resident memory "
+        "(largest over the grid point's jobs); time per model: a job's wall time (compilation and evaluation "
+        f"included) over the models it trained, mean over its jobs ({MISSING} for results written before a "
+        "value was measured).",
         [],
     )
 

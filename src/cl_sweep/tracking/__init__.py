@@ -6,7 +6,9 @@ once before anything trains (so one that cannot start stops the job there, or wi
 already reports after every task (`cl_sweep.training.engine.TaskEnd`): no device sync is added
 and no trained number changes. ``logger=none`` (the default) imports no tracker package.
 
-Steps are 1-based task counts: step t is logged after the t-th task.
+Steps are 1-based task counts: step t is logged after the t-th task. A job with ``eval_every``
+logs at optimizer steps instead (over all tasks), so that its learning curve (``curve/...``, at
+each evaluation point inside a task) and the per-task metrics share one increasing axis.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunInfo", "Tracker", "TrackerError", "Tracking", "task_metrics"]
+__all__ = ["RunInfo", "Tracker", "TrackerError", "Tracking", "curve_metrics", "task_metrics"]
 
 
 class TrackerError(ValueError):
@@ -44,6 +46,7 @@ class RunInfo:
     params: Mapping[str, Any]  # the job's hyperparameters (`hyperparameters_of`) and its seed
     tags: Mapping[str, str]  # git revision, versions, benchmark, activation, optimizer, model, overrides
     num_tasks: int = 0
+    eval_every: int | None = None  # the job's learning-curve interval: it logs at optimizer steps (see above)
 
 
 class Tracker(Protocol):
@@ -62,8 +65,10 @@ class Tracker(Protocol):
         """After every run of the process has ended."""
 
 
-def task_metrics(matrix: np.ndarray, task: int, overall: float, active: float, diverged: bool) -> dict[str, float]:
-    """What one seed logs after ``task`` (0-based) from its accuracy matrix rows up to ``task``."""
+def task_metrics(matrix: np.ndarray, task: int, overall: float, active: float, diverged: bool,
+                 train_loss: float | None = None) -> dict[str, float]:
+    """What one seed logs after ``task`` (0-based) from its accuracy matrix rows up to ``task``;
+    ``train_loss`` is the task's mean training loss (None or NaN, e.g. FlyModel's: not logged)."""
     from cl_sweep.analysis import metrics
 
     seen = matrix[: task + 1]
@@ -74,8 +79,16 @@ def task_metrics(matrix: np.ndarray, task: int, overall: float, active: float, d
         "backward_transfer": metrics.backward_transfer(seen.tolist()),
         "active_fraction": active,
         "diverged": float(diverged),
+        "train_loss": train_loss,
     }
     out.update({f"accuracy/task_{j + 1}": matrix[task, j] for j in range(task + 1)})
+    return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
+
+
+def curve_metrics(overall: float, per_task: np.ndarray, task: int) -> dict[str, float]:
+    """What one seed logs at an evaluation point inside ``task`` (0-based): the test accuracy and
+    the tasks seen so far, under ``curve/`` (the per-task metrics keep their names)."""
+    out = {"curve/test_accuracy": overall, **{f"curve/accuracy/task_{j + 1}": per_task[j] for j in range(task + 1)}}
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
@@ -209,14 +222,15 @@ class Session:
                 tags["tag"] = str(cfg["tag"])
             relative = Path(sweep.name) / job_dir.name if job_dir != sweep else Path(sweep.name)
             self.jobs.append((tracking.trackers_of(cfg), str(sweep), str(job_dir), _label(job_dir, sweep),
-                              job_dir, relative, params, tags))
+                              job_dir, relative, params, tags, cfg.get("eval_every")))
         self._runs: dict[tuple[int, int], list[tuple[str, str, Any, Any]]] = {}
         self._last: dict[tuple[int, int], tuple[np.ndarray, float, bool, int]] = {}
 
     def _start(self, job: int, seed: int, num_tasks: int) -> list:
-        trackers, sweep, point, label, job_dir, relative, params, tags = self.jobs[job]
+        trackers, sweep, point, label, job_dir, relative, params, tags, eval_every = self.jobs[job]
         run = RunInfo(sweep=sweep, grid_point=point, name=f"{label}-seed{seed}", seed=seed, job_dir=job_dir,
-                      relative=relative, params={**params, "seed": seed}, tags=tags, num_tasks=num_tasks)
+                      relative=relative, params={**params, "seed": seed}, tags=tags, num_tasks=num_tasks,
+                      eval_every=eval_every)
         handles = []
         for key, name, tracker in trackers:
             handle = self.tracking.call(key, name, f"starting run {run.name}", tracker.start, run)
@@ -232,15 +246,35 @@ class Session:
             if pair not in self._runs:
                 self._runs[pair] = self._start(job, int(seed), event.num_tasks)
             matrix = event.accuracy_matrix[i]
+            loss = None if event.train_loss is None else event.train_loss[i, event.task]
             values = task_metrics(matrix, event.task, event.overall_accuracy[i, event.task],
-                                  event.active_fraction[i, event.task], bool(event.diverged[i]))
+                                  event.active_fraction[i, event.task], bool(event.diverged[i]), loss)
+            step = self._step(job, event.task + 1, event.global_step)
+            if step != event.task + 1:
+                values["task"] = float(event.task + 1)
             for key, name, tracker, handle in self._runs[pair]:
-                self.tracking.call(key, name, "logging", tracker.log, handle, event.task + 1, values)
+                self.tracking.call(key, name, "logging", tracker.log, handle, step, values)
             self._last[pair] = (matrix.copy(), float(event.overall_accuracy[i, event.task]), bool(event.diverged[i]),
-                                event.task + 1)
+                                event.task + 1, step)
             if event.task == event.num_tasks - 1:
                 self._end(pair, "finished")
         return None  # a tracker never prunes
+
+    def _step(self, job: int, tasks: int, global_step: int) -> int:
+        """The step axis of a job's logs: task counts, or optimizer steps with ``eval_every``."""
+        return global_step if self.jobs[job][8] else tasks
+
+    def on_eval(self, job: int, event) -> None:
+        """An evaluation point inside a task (``eval_every``): the seeds' curve at that optimizer step."""
+        for i, seed in enumerate(event.seeds):
+            pair = (job, int(seed))
+            if not math.isfinite(event.overall_accuracy[i]):  # stopped earlier
+                continue
+            if pair not in self._runs:
+                self._runs[pair] = self._start(job, int(seed), event.num_tasks)
+            values = curve_metrics(event.overall_accuracy[i], event.per_task[i], event.task)
+            for key, name, tracker, handle in self._runs[pair]:
+                self.tracking.call(key, name, "logging", tracker.log, handle, event.step, values)
 
     def _end(self, pair: tuple[int, int], status: str) -> None:
         from cl_sweep.analysis import metrics
@@ -249,9 +283,11 @@ class Session:
         handles = self._runs.pop(pair, [])
         if not handles:
             return
-        matrix, final, diverged, trained = self._last.get(pair, (np.full((1, 1), np.nan), math.nan, False, 0))
+        matrix, final, diverged, trained, step = self._last.get(pair, (np.full((1, 1), np.nan), math.nan, False, 0, 0))
         rows = matrix[:trained].tolist()
         summary = {"tasks_trained": float(trained), "diverged": float(diverged)}
+        if step != trained:  # logged at optimizer steps (eval_every): the last one, where the final values go
+            summary["step"] = float(step)
         if status == "finished" and not diverged:
             summary["final_accuracy"] = final
         for k, v in (("average_accuracy", (metrics.average_accuracy(rows) or [None])[-1]),

@@ -64,7 +64,9 @@ class CSVTracker:
             {"name": run.name, "sweep": run.sweep, "grid_point": run.grid_point, "params": dict(run.params),
              "tags": dict(run.tags)}, indent=1, default=str))
         columns = ["step", "test_accuracy", "average_accuracy", "forgetting", "backward_transfer", "active_fraction",
-                   "diverged", *(f"accuracy/task_{j + 1}" for j in range(run.num_tasks))]
+                   "diverged", "train_loss", *(f"accuracy/task_{j + 1}" for j in range(run.num_tasks))]
+        if run.eval_every:  # learning curves: the task count beside the optimizer step, the curve's points
+            columns += ["task", "curve/test_accuracy", *(f"curve/accuracy/task_{j + 1}" for j in range(run.num_tasks))]
         with open(folder / "metrics.csv", "w", newline="") as f:
             _csv.writer(f).writerow(columns)
         return {"folder": folder, "columns": columns}
@@ -128,7 +130,7 @@ class TensorBoardTracker:
     def end(self, writer: Any, summary: Mapping[str, float], heatmap: Path | None, status: str) -> None:
         from tensorboard.plugins.text.summary_v2 import text_pb
 
-        step = int(summary.get("tasks_trained", 0))
+        step = int(summary.get("step", summary.get("tasks_trained", 0)))
         self._write(writer, step, [self.summary_pb2.Summary.Value(tag=f"final/{k}", simple_value=v) for k, v in summary.items()])
         if heatmap is not None:
             from PIL import Image
@@ -205,7 +207,7 @@ class MLflowTracker:
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def end(self, run_id: str, summary: Mapping[str, float], heatmap: Path | None, status: str) -> None:
-        self.log(run_id, int(summary.get("tasks_trained", 0)), {f"final/{k}": v for k, v in summary.items()})
+        self.log(run_id, int(summary.get("step", summary.get("tasks_trained", 0))), {f"final/{k}": v for k, v in summary.items()})
         if heatmap is not None:
             self.client.log_artifact(run_id, str(heatmap))
         self.client.set_terminated(run_id, {"finished": "FINISHED", "pruned": "KILLED"}.get(status, "FAILED"))
@@ -257,7 +259,8 @@ class WandbTracker:
 
     def end(self, run: Any, summary: Mapping[str, float], heatmap: Path | None, status: str) -> None:
         if heatmap is not None:
-            run.log({"accuracy_matrix": self.wandb.Image(str(heatmap))}, step=int(summary.get("tasks_trained", 0)))
+            run.log({"accuracy_matrix": self.wandb.Image(str(heatmap))},
+                    step=int(summary.get("step", summary.get("tasks_trained", 0))))
         run.summary.update({**{f"final/{k}": v for k, v in summary.items()}, "status": status})
         run.finish(exit_code=0 if status != "failed" else 1)
 

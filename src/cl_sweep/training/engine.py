@@ -143,6 +143,13 @@ class PopulationResult:
     # accuracy_matrix and overall_accuracy on the held-out validation examples (`TaskSplit.validation_indices`); None without them.
     validation_matrix: np.ndarray | None = None  # [P, T, T]
     validation_overall: np.ndarray | None = None  # [P, T]
+    # Per-task test accuracy of the untrained models (the random-initialisation row forward transfer
+    # needs; NaN where a task is not evaluated, as in the matrix).
+    initial_accuracy: np.ndarray | None = None  # [P, T]
+    # Per-class test accuracy of the final models (their last task's inputs); NaN for a stopped member.
+    class_accuracy: np.ndarray | None = None  # [P, C]
+    train_loss: np.ndarray | None = None  # [P, T]; mean training loss of each task; NaN without a loss
+    curve: Curve | None = None  # the evaluations every ``eval_every`` steps; None without it
 
     @property
     def final_accuracy(self) -> np.ndarray:
@@ -152,6 +159,32 @@ class PopulationResult:
     def validation_accuracy(self) -> np.ndarray | None:
         """[P] validation accuracy after the last task, or None without a validation set."""
         return None if self.validation_overall is None else self.validation_overall[:, -1]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Test accuracy during training (``run_tasks``'s ``eval_every``): K evaluation points, the first
+    before any step, then every ``eval_every`` optimizer steps (counted over all tasks) and after
+    each task. ``task[k]`` is the (0-based) task trained when point k was evaluated; a task ends at
+    the last point with its index."""
+
+    step: np.ndarray  # [K] int; optimizer steps taken so far, over all tasks
+    task: np.ndarray  # [K] int
+    overall: np.ndarray  # [P, K]; NaN for a member stopped earlier
+    per_task: np.ndarray  # [P, K, T]; as an accuracy-matrix row (NaN where a task is not evaluated)
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One evaluation inside a task (``eval_every``), handed to an ``on_eval`` listener: the real
+    members' test accuracy after ``step`` optimizer steps (over all tasks) while training ``task``."""
+
+    step: int
+    task: int  # 0-based
+    num_tasks: int
+    seeds: tuple[int, ...]  # [P]
+    overall_accuracy: np.ndarray  # [P]; NaN for a stopped member
+    per_task: np.ndarray  # [P, T]
 
 
 @dataclass(frozen=True)
@@ -173,6 +206,8 @@ class TaskEnd:
     steps: int  # optimizer steps each member took in this task
     elapsed_s: float  # since the population's call started, compilation included
     stopped: np.ndarray | None = None  # [P] bool: stopped at an earlier boundary (its rows stay NaN)
+    train_loss: np.ndarray | None = None  # [P, T]: each task's mean training loss, NaN for a program without one
+    global_step: int = 0  # optimizer steps each member took up to the end of this task, over all tasks
 
 
 @dataclass(frozen=True)
@@ -292,7 +327,7 @@ def _prove_fused_update(structure: Structure, permuted: bool) -> bool:
             state, images, labels, batch_idx, jnp.ones((3, batch), jnp.float32), jnp.int32(0), jnp.int32(3), {},
             opt_hp, jnp.arange(n_in, dtype=jnp.int32),
         )
-        out.append([np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)])
+        out.append([np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state[:4])])  # not the loss sum
     return all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(*out))
 
 
@@ -392,7 +427,8 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
     @jax.jit
     def init(keys, opt_hp):
         params, opt_state = jax.vmap(member_init)(keys, opt_hp)
-        return params, opt_state, jnp.zeros(keys.shape[0], bool), aux_init(keys.shape[0])
+        n = keys.shape[0]
+        return params, opt_state, jnp.zeros(n, bool), aux_init(n), jnp.zeros(n, jnp.float32)
 
     def inputs(images_uint8, perm):
         x = model.preprocess(images_uint8)
@@ -400,18 +436,19 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def train_steps(state, images, labels, batch_idx, batch_mask, start, stop, act_hp, opt_hp, perm, reg=None, s_hp=None):
-        """Runs steps ``start..stop-1`` of a task's schedule for every member."""
+        """Runs steps ``start..stop-1`` of a task's schedule for every member; the state's last
+        part adds up each member's training loss (read and reset by the host at the task's end)."""
         reg = {} if reg is None else reg
         s_hp = {} if s_hp is None else s_hp
 
         def body(i, carry):
-            params, opt_state, diverged, aux = carry
+            params, opt_state, diverged, aux, loss_sum = carry
             idx = lax.dynamic_index_in_dim(batch_idx, i, axis=1, keepdims=False)  # [P, B]
             mask = lax.dynamic_index_in_dim(batch_mask, i, axis=0, keepdims=False)  # [B]
             x = inputs(images[idx], perm)
             y = labels[idx]
             params, opt_state, aux, loss = population_step(params, opt_state, aux, x, y, mask, act_hp, opt_hp, reg, s_hp)
-            return params, opt_state, diverged | ~jnp.isfinite(loss), aux
+            return params, opt_state, diverged | ~jnp.isfinite(loss), aux, loss_sum + loss
 
         return lax.fori_loop(start, stop, body, state)
 
@@ -501,6 +538,8 @@ def train_population(
     pad_to: int | None = None,
     compile_only: bool = False,
     on_task_end: Callable[[TaskEnd], None] | None = None,
+    eval_every: int | None = None,
+    on_eval: Callable[[EvalPoint], None] | None = None,
 ) -> PopulationResult | None:
     """Trains every member on the tasks in order, evaluating on the full test set after each task.
 
@@ -508,7 +547,8 @@ def train_population(
     so that the call reuses a compiled program; the result holds the real members only.
     ``compile_only`` compiles this call's programs (init, train, evaluate on the test set and on any
     held-out validation examples, the strategy's) with the exact shapes the training would use, runs
-    no step, and returns None. ``on_task_end`` is called after each task's evaluation (see `run_tasks`).
+    no step, and returns None. ``on_task_end`` is called after each task's evaluation, ``on_eval``
+    at each evaluation point of ``eval_every`` (see `run_tasks`).
     """
     start_time = time.perf_counter()
     n_real = len(members)
@@ -528,11 +568,10 @@ def train_population(
     reg = regulariser[0][0](state[0], s_hp) if regulariser else None
 
     T = split.num_tasks
-    if permuted:  # every test example belongs to every task, under that task's permutation
-        test_onehot = jnp.ones((len(split.test_task), 1), jnp.float32)
+    test_onehot = test_columns(split, np.asarray(data.test_labels))  # the shape run_tasks evaluates with
+    if permuted:
         perms = [jnp.asarray(p) for p in split.permutations]
     else:
-        test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
         perms = [jnp.arange(structure.input_size, dtype=jnp.int32)] * T
     seeds = [m.seed for m in members]
     orders, steps_per_task, padded = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
@@ -573,12 +612,19 @@ def train_population(
 
         def end_task(self, t):
             # A last update can make weights non-finite after the last loss was checked.
-            params, opt_state, diverged, aux = self.state
+            params, opt_state, diverged, aux, loss_sum = self.state
             finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), params)
-            self.state = (params, opt_state, diverged | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite)), aux)
+            diverged = diverged | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite))
+            self.state = (params, opt_state, diverged, aux, loss_sum)
             if regulariser:  # end of the task
                 self.reg = consolidate(t, self.state, self.reg, self.members, self.act_hp, self.s_hp)
             return np.asarray(self.state[2])
+
+        def train_loss_sum(self):
+            """Each member's training loss summed over the steps since the last call (read at a task's end)."""
+            *rest, loss_sum = self.state
+            self.state = (*rest, jnp.zeros_like(loss_sum))
+            return np.asarray(loss_sum)
 
         def evaluate(self, j, task_onehot, examples=None):
             images, labels = examples_of(data, examples)
@@ -600,7 +646,8 @@ def train_population(
 
     program = Program()
     return run_tasks(program, split, seeds, orders=(orders, steps_per_task, padded), batch_size=batch_size,
-                     progress=progress, desc=desc, n_real=n_real, start_time=start_time, on_task_end=on_task_end)
+                     progress=progress, desc=desc, n_real=n_real, start_time=start_time, on_task_end=on_task_end,
+                     eval_every=eval_every, on_eval=on_eval, test_labels=np.asarray(data.test_labels))
 
 
 def examples_of(data: DeviceData, examples: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -628,6 +675,20 @@ def validation_sets(split: TaskSplit) -> list[tuple[jax.Array, jax.Array]] | Non
     return [one] * T
 
 
+def test_columns(split: TaskSplit, test_labels: np.ndarray | None = None) -> jax.Array:
+    """The [M, T' + C] one-hot that `run_tasks` reduces test correctness with: a column per task
+    (one for permuted tasks: every test example belongs to every task, under that task's
+    permutation) and, given the test labels, a column per class, so the per-class accuracy comes
+    out of the same pass (the task columns' sums of 0/1 are exact: the same bits either way)."""
+    T = split.num_tasks
+    tasks = (np.ones((len(split.test_task), 1)) if split.permutations is not None
+             else split.test_task[:, None] == np.arange(T)[None, :])
+    if test_labels is not None:
+        labels = np.asarray(test_labels)
+        tasks = np.concatenate([tasks, labels[:, None] == np.arange(int(labels.max()) + 1)[None, :]], axis=1)
+    return jnp.asarray(tasks.astype(np.float32))
+
+
 def run_tasks(
     program: Any,
     split: TaskSplit,
@@ -642,6 +703,9 @@ def run_tasks(
     start_time: float | None = None,
     orders: tuple | None = None,
     on_task_end: Callable[[TaskEnd], None] | None = None,
+    eval_every: int | None = None,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+    test_labels: np.ndarray | None = None,
 ) -> PopulationResult:
     """The host task loop every trainer shares: the tasks in order, each as `CHUNKS_PER_TASK`
     device calls under a progress bar, divergence reported when it happens, then the evaluation
@@ -666,15 +730,20 @@ def run_tasks(
     the loop ends; otherwise a program with a ``keep(rows)`` method (the engine's own) goes on
     with the other members only, so the stopped ones cost no more steps. A program without it
     (FlyModel's trainer) keeps computing them until its call ends, their numbers discarded.
+
+    Besides the matrix: the test accuracies before the first step (``initial_accuracy``), each
+    task's mean training loss from a program with a ``train_loss_sum()`` method (NaN without one),
+    the final models' per-class accuracy given ``test_labels`` (the test labels, [M]), and with
+    ``eval_every`` the `Curve`: every ``eval_every`` steps (counted over all tasks) the device calls
+    split there and the members are evaluated as after a task (``on_eval`` hears each such
+    `EvalPoint`). None of it changes a trained number: evaluations read the state only.
     """
     start_time = time.perf_counter() if start_time is None else start_time
     T, P = split.num_tasks, len(seeds)
     n_real = P if n_real is None else n_real
     permuted = split.permutations is not None
-    if permuted:  # every test example belongs to every task, under that task's permutation
-        test_onehot = jnp.ones((len(split.test_task), 1), jnp.float32)
-    else:
-        test_onehot = jnp.asarray((split.test_task[:, None] == np.arange(T)[None, :]).astype(np.float32))  # [M, T]
+    test_onehot = test_columns(split, test_labels)
+    n_task_columns = 1 if permuted else T
     if orders is None:
         orders = task_orders(split, seeds, batch_size, epochs_per_task, limit_per_task)
     orders, steps_per_task, padded = orders
@@ -691,42 +760,83 @@ def run_tasks(
     validation = validation_sets(split)
     validation_matrix = np.full((P, T, T), np.nan, np.float64) if validation else None
     validation_overall = np.full((P, T), np.nan, np.float64) if validation else None
+    train_loss = np.full((P, T), np.nan, np.float64)
+
+    def test_row(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Overall [R], per-task [R, T] test accuracy, active fraction [R] and per-class accuracy
+        [R, C] (C = 0 without ``test_labels``) of the members in training, evaluated as after task t
+        (permuted: task 1 and task t, or every seen task; the classes and the active fraction on task t's inputs)."""
+        if not permuted:
+            acc, columns, active = program.evaluate(t, test_onehot)
+            columns = np.asarray(columns)
+            return np.asarray(acc), columns[:, :n_task_columns], np.asarray(active), columns[:, n_task_columns:]
+        per_task = np.full((len(rows), T), np.nan, np.float64)
+        for j in range(t + 1) if split.full_matrix else sorted({0, t}):
+            acc, columns, active = program.evaluate(j, test_onehot)
+            per_task[:, j] = np.asarray(acc)
+        # mean over the evaluated tasks
+        return np.nanmean(per_task[:, : t + 1], axis=1), per_task, np.asarray(active), np.asarray(columns)[:, 1:]
+
+    # Before any step: the untrained models on every task the last row evaluates (forward transfer's baseline).
+    initial = np.full((P, T), np.nan, np.float64)
+    initial_overall, initial[rows], *_ = test_row(T - 1)
+    classes = np.full((P, test_onehot.shape[1] - n_task_columns), np.nan, np.float64)  # after the last task
+    curve: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (step, task, overall [P], per-task [P, T])
+
+    def curve_point(step: int, t: int, acc: np.ndarray, per_task: np.ndarray) -> None:
+        point_overall, point_per_task = np.full(P, np.nan), np.full((P, T), np.nan)
+        point_overall[rows], point_per_task[rows] = acc, per_task
+        point_overall[stopped], point_per_task[stopped] = np.nan, np.nan
+        curve.append((step, t, point_overall, point_per_task))
+
+    if eval_every:
+        curve_point(0, 0, initial_overall, initial[rows])
+    done = 0  # optimizer steps of the tasks before this one
     for t in range(T):
         batch_idx, batch_mask = task_batches(orders, [seeds[r] for r in rows], t, batch_size, padded)
         steps = steps_per_task[t]
         chunk = max(1, math.ceil(steps / CHUNKS_PER_TASK))
+        bounds = set(range(chunk, steps, chunk))
+        if eval_every:  # the device calls also end at every evaluation point
+            bounds |= {k - done for k in range(eval_every * (done // eval_every + 1), done + steps, eval_every)}
         label = f"{desc}task {t + 1}/{T}".strip()
         with tqdm(total=steps, desc=label, unit="step", disable=not progress, leave=False, file=sys.stderr) as bar:
-            for lo in range(0, steps, chunk):
-                hi = min(steps, lo + chunk)
+            lo = 0
+            for hi in [*sorted(bounds), steps]:
                 diverged[rows] = program.train(t, batch_idx, batch_mask, lo, hi)
                 bar.update(hi - lo)
                 for p in np.flatnonzero(diverged[:n_real] & ~reported[:n_real] & ~stopped[:n_real]):
                     tqdm.write(f"warning: member {p} (seed {seeds[p]}) diverged ({what}) in task {t + 1}", file=sys.stderr)
                 reported |= diverged
+                if eval_every and hi < steps and (done + hi) % eval_every == 0:
+                    acc, per_task, *_ = test_row(t)
+                    curve_point(done + hi, t, acc, per_task)
+                    if on_eval is not None:
+                        on_eval(EvalPoint(step=done + hi, task=t, num_tasks=T, seeds=tuple(int(s) for s in seeds[:n_real]),
+                                          overall_accuracy=curve[-1][2][:n_real].copy(),
+                                          per_task=curve[-1][3][:n_real].copy()))
+                lo = hi
+        done += steps
         diverged[rows] = program.end_task(t)
-        if permuted:
-            evaluated = range(t + 1) if split.full_matrix else sorted({0, t})
-            for j in evaluated:
-                acc, _, active = program.evaluate(j, test_onehot)
-                accuracy_matrix[rows, t, j] = np.asarray(acc)
-                if validation:
-                    validation_matrix[rows, t, j] = np.asarray(program.evaluate(j, validation[j][1], validation[j][0])[0])
-            active_fraction[rows, t] = np.asarray(active)  # measured on the newest task's inputs
-            overall[rows, t] = np.nanmean(accuracy_matrix[rows, t, : t + 1], axis=1)  # mean over the evaluated tasks
-            if validation:
-                validation_overall[rows, t] = np.nanmean(validation_matrix[rows, t, : t + 1], axis=1)
-        else:
-            acc, per_task, active = program.evaluate(t, test_onehot)
-            overall[rows, t] = np.asarray(acc)
-            accuracy_matrix[rows, t, :] = np.asarray(per_task)
-            active_fraction[rows, t] = np.asarray(active)
-            if validation:
-                v_acc, v_per_task, _ = program.evaluate(t, validation[t][1], validation[t][0])
-                validation_overall[rows, t] = np.asarray(v_acc)
-                validation_matrix[rows, t, :] = np.asarray(v_per_task)
+        if hasattr(program, "train_loss_sum"):
+            train_loss[rows, t] = program.train_loss_sum() / max(steps, 1)
+        acc, per_task, active, per_class = test_row(t)
+        overall[rows, t], accuracy_matrix[rows, t, :], active_fraction[rows, t] = acc, per_task, active
+        if t == T - 1:
+            classes[rows] = per_class
+        if permuted and validation:
+            for j in range(t + 1) if split.full_matrix else sorted({0, t}):
+                validation_matrix[rows, t, j] = np.asarray(program.evaluate(j, validation[j][1], validation[j][0])[0])
+            validation_overall[rows, t] = np.nanmean(validation_matrix[rows, t, : t + 1], axis=1)
+        elif validation:
+            v_acc, v_per_task, _ = program.evaluate(t, validation[t][1], validation[t][0])
+            validation_overall[rows, t] = np.asarray(v_acc)
+            validation_matrix[rows, t, :] = np.asarray(v_per_task)
         # A member stopped earlier but still computed (a program without `keep`) reports nothing more.
         accuracy_matrix[stopped, t], overall[stopped, t], active_fraction[stopped, t] = np.nan, np.nan, np.nan
+        train_loss[stopped, t] = np.nan
+        if eval_every:
+            curve_point(done, t, overall[rows, t], accuracy_matrix[rows, t])
         if validation:
             validation_matrix[stopped, t], validation_overall[stopped, t] = np.nan, np.nan
         live = ~stopped[:n_real]
@@ -745,6 +855,7 @@ def run_tasks(
             accuracy_matrix=accuracy_matrix[:n_real].copy(), overall_accuracy=overall[:n_real].copy(),
             active_fraction=active_fraction[:n_real].copy(), diverged=diverged[:n_real].copy(),
             steps=int(steps), elapsed_s=time.perf_counter() - start_time, stopped=stopped[:n_real].copy(),
+            train_loss=train_loss[:n_real].copy(), global_step=done,
         ))
         new = [int(p) for p in sorted(set(stop or ())) if 0 <= p < n_real and not stopped[p]]
         if not new or t == T - 1:
@@ -759,9 +870,16 @@ def run_tasks(
             program.keep(kept)
             rows = rows[kept]
 
+    classes[stopped] = np.nan
     return PopulationResult(
         accuracy_matrix[:n_real], overall[:n_real], diverged[:n_real].copy(),
         time.perf_counter() - start_time, active_fraction[:n_real], tasks_trained[:n_real].copy(),
         None if validation is None else validation_matrix[:n_real],
         None if validation is None else validation_overall[:n_real],
+        initial_accuracy=initial[:n_real], class_accuracy=classes[:n_real] if test_labels is not None else None,
+        train_loss=train_loss[:n_real],
+        curve=Curve(
+            np.asarray([c[0] for c in curve], np.int64), np.asarray([c[1] for c in curve], np.int64),
+            np.stack([c[2] for c in curve], axis=1)[:n_real], np.stack([c[3] for c in curve], axis=1)[:n_real],
+        ) if eval_every else None,
     )

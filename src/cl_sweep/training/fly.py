@@ -83,7 +83,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cl_sweep.training.engine import DeviceData, PopulationResult, TaskEnd, examples_of, run_tasks, task_accuracies
+from cl_sweep.training.engine import (
+    DeviceData, EvalPoint, PopulationResult, TaskEnd, examples_of, run_tasks, task_accuracies,
+)
 from cl_sweep.data.tasks import TaskSplit
 
 #: The value a k-WTA winner with zero drive gets, so that exactly k units are non-zero.
@@ -277,6 +279,8 @@ def train_fly_population_with_state(
     progress: bool = True,
     desc: str = "",
     on_task_end: Callable[[TaskEnd], None] | None = None,
+    eval_every: int | None = None,
+    on_eval: Callable[[EvalPoint], None] | None = None,
 ) -> tuple[PopulationResult, FlyState]:
     """`train_fly_population`, also returning the trained circuits (for inspection and tests)."""
     if split.permutations is not None:
@@ -323,7 +327,8 @@ def train_fly_population_with_state(
     program = Program()
     result = run_tasks(program, split, seeds, batch_size=batch_size, epochs_per_task=epochs_per_task,
                        limit_per_task=limit_per_task, progress=progress, desc=desc, start_time=start_time,
-                       on_task_end=on_task_end)
+                       on_task_end=on_task_end, eval_every=eval_every, on_eval=on_eval,
+                       test_labels=np.asarray(data.test_labels))
     state = program.state
     return result, state
 
@@ -340,6 +345,8 @@ def train_fly_population(
     progress: bool = True,
     desc: str = "",
     on_task_end: Callable[[TaskEnd], None] | None = None,
+    eval_every: int | None = None,
+    on_eval: Callable[[EvalPoint], None] | None = None,
 ) -> PopulationResult:
     """Trains one FlyModel per seed on the tasks in order; evaluates on the full test set after each.
 
@@ -357,5 +364,6 @@ def train_fly_population(
     result, _ = train_fly_population_with_state(
         cfg, seeds, data, split, batch_size=batch_size, epochs_per_task=epochs_per_task,
         limit_per_task=limit_per_task, progress=progress, desc=desc, on_task_end=on_task_end,
+        eval_every=eval_every, on_eval=on_eval,
     )
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import resource
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -20,7 +21,7 @@ from cl_sweep.components.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.progress import task_bars
 from cl_sweep.training.engine import (
-    DeviceData, Member, Structure, TaskEnd, default_max_population, model_of, padded_population, to_device,
+    DeviceData, EvalPoint, Member, Structure, TaskEnd, default_max_population, model_of, padded_population, to_device,
     train_population,
 )
 from cl_sweep.components.optimizers import get_optimizer
@@ -151,11 +152,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def population_key(cfg: Mapping) -> tuple:
-    """Jobs with equal keys can train as one population: same program, data, schedule and early-stop rule."""
+    """Jobs with equal keys can train as one population: same program, data, schedule, early-stop rule
+    and evaluation points (``eval_every``)."""
     bench, es = cfg["benchmark"], cfg["early_stop"]
     return (
         structure_of(cfg),
         _benchmark_key(bench), cfg.get("data_dir"), es["enabled"], es["after_seeds"], es["threshold"],
+        cfg.get("eval_every"),
     )
 
 
@@ -238,8 +241,10 @@ def train_jobs(
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
     # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task, tasks trained,
-    # and (validation accuracy, validation matrix) or None without a validation set
-    outcome: dict[tuple[int, int], tuple[float, np.ndarray, bool, np.ndarray, int, tuple[float, np.ndarray] | None]] = {}
+    # (validation accuracy, validation matrix) or None without a validation set, initial accuracy [T],
+    # per-class accuracy [C] or None, mean training loss per task [T], and the curve
+    # (step [K], task [K], overall [K], per task [K, T]) or None without eval_every
+    outcome: dict[tuple[int, int], tuple] = {}
     pruned: set[int] = set()  # jobs a listener pruned
 
     cap = max_population or default_max_population()
@@ -261,6 +266,10 @@ def train_jobs(
                 batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
                 limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
             )
+            if common.get("eval_every") and not compile_only:
+                schedule["eval_every"] = common["eval_every"]
+                if listeners:
+                    schedule["on_eval"] = _per_job_eval(chunk, listeners, pruned)
             if listeners and not compile_only:
                 schedule["on_task_end"] = _per_job(chunk, listeners, pruned)
             trainer = model_of(structure).trainer  # a model with its own rule (FlyModel), same result layout
@@ -281,9 +290,12 @@ def train_jobs(
                 validation = None
                 if res.validation_accuracy is not None:
                     validation = (float(res.validation_accuracy[i]), res.validation_matrix[i])
+                curve = res.curve
                 outcome[key] = (
                     float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i],
-                    trained, validation,
+                    trained, validation, res.initial_accuracy[i],
+                    None if res.class_accuracy is None else res.class_accuracy[i], res.train_loss[i],
+                    None if curve is None else (curve.step, curve.task, curve.overall[i], curve.per_task[i]),
                 )
 
     split_jobs = es["enabled"]
@@ -305,10 +317,15 @@ def train_jobs(
             early_stopped[j] = True
     if rest:
         run(rest)
-    share = (time.perf_counter() - start) / len(cfgs)
+    wall = time.perf_counter() - start
+    share = wall / len(cfgs)
+    resources = {
+        "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+        "time_per_model_s": round(wall / max(1, len(outcome)), 3),
+    }
     return [
         _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share,
-                pruned=j in pruned)
+                pruned=j in pruned, resources=resources)
         for j, ss in enumerate(seeds)
     ]
 
@@ -333,6 +350,7 @@ def _per_job(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int]) -> C
                 event, seeds=tuple(event.seeds[m] for m in members), accuracy_matrix=event.accuracy_matrix[idx],
                 overall_accuracy=event.overall_accuracy[idx], active_fraction=event.active_fraction[idx],
                 diverged=event.diverged[idx], stopped=None if event.stopped is None else event.stopped[idx],
+                train_loss=None if event.train_loss is None else event.train_loss[idx],
             )
             verdicts = [listener(j, part) for listener in listeners]  # every listener hears every task
             if any(v is True for v in verdicts) and event.task < event.num_tasks - 1:  # the last task ends it anyway
@@ -341,6 +359,27 @@ def _per_job(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int]) -> C
         return stop
 
     return on_task_end
+
+
+def _per_job_eval(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int]) -> Callable[[EvalPoint], None]:
+    """The engine's `EvalPoint` split into one event per job of ``chunk``, for the listeners with an
+    ``on_eval(job, event)`` method (trackers); a pruned job is not heard again."""
+    jobs: dict[int, list[int]] = {}
+    for member, (j, _) in enumerate(chunk):
+        jobs.setdefault(j, []).append(member)
+    hearing = [listener.on_eval for listener in listeners if hasattr(listener, "on_eval")]
+
+    def on_eval(event: EvalPoint) -> None:
+        for j, members in jobs.items():
+            if j in pruned:
+                continue
+            idx = np.asarray(members)
+            part = dataclasses.replace(event, seeds=tuple(event.seeds[m] for m in members),
+                                       overall_accuracy=event.overall_accuracy[idx], per_task=event.per_task[idx])
+            for listen in hearing:
+                listen(j, part)
+
+    return on_eval
 
 
 def first_phase_seeds(cfg: Mapping) -> int:
@@ -355,9 +394,10 @@ def _largest_phase(cfgs: Sequence[Mapping]) -> int:
     return max(first, sum(c["n_seeds"] for c in cfgs) - first)
 
 
-def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall, *, pruned=False) -> dict[str, Any]:
-    """The result dict of one job (schema 2; a pruned job adds the optional ``tasks_trained``, one that
-    held examples out the optional validation keys).
+def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall, *, pruned=False,
+            resources: Mapping[str, float]) -> dict[str, Any]:
+    """The result dict of one job (schema 3; a pruned job adds the optional ``tasks_trained``, one that
+    held examples out the optional validation keys, one with ``eval_every`` the ``curve``).
 
     A pruned job (a listener stopped it at a task boundary) has ``status: "pruned"``, null final
     accuracies and means (it has no final accuracy: it never finished the last task), its
@@ -369,6 +409,9 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
 
     def as_list(m: np.ndarray) -> list:
         return [[None if not math.isfinite(v) else float(v) for v in row] for row in m]
+
+    def values(v: np.ndarray) -> list:
+        return [None if not math.isfinite(x) else float(x) for x in v]
 
     final = [outcome[(j, s)][0] for s in trained]
     matrix = [as_list(outcome[(j, s)][1]) for s in trained]
@@ -383,6 +426,16 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
                                     for (v, _), d in zip(held_out, diverged)],
             "validation_accuracy_matrix": [as_list(m) for _, m in held_out],
         }
+    curves = {}  # optional: only a job with eval_every has it
+    if trained and all(outcome[(j, s)][9] is not None for s in trained):
+        curves = {"curve": [
+            {"step": [int(x) for x in step], "task": [int(x) for x in task], "accuracy": values(acc),
+             "task_accuracy": as_list(per_task)}
+            for step, task, acc, per_task in (outcome[(j, s)][9] for s in trained)
+        ]}
+    initial = [values(outcome[(j, s)][6]) for s in trained]
+    classes = [None if d or pruned or outcome[(j, s)][7] is None else values(outcome[(j, s)][7])
+               for s, d in zip(trained, diverged)]
     status = "pruned" if pruned else "diverged" if any(diverged) else "ok"
     if status == "ok":
         mean, std = _mean_std(final_list)
@@ -410,8 +463,15 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         "forgetting": [metrics.forgetting(m) for m in matrix],
         "backward_transfer": [metrics.backward_transfer(m) for m in matrix],
         "active_fraction": active,
+        "initial_accuracy": initial,
+        "forward_transfer": [metrics.forward_transfer(m, b) for m, b in zip(matrix, initial)],
+        "learning_accuracy": [metrics.learning_accuracy(m) for m in matrix],
+        "class_accuracy": classes,
+        "train_loss": [values(outcome[(j, s)][8]) for s in trained],
         **validation,
+        **curves,
         "wall_time_s": round(wall, 3),
+        **resources,
         "versions": {"cl_sweep": __version__, "git": source_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **({"tasks_trained": [outcome[(j, s)][4] for s in trained]} if pruned else {}),
