@@ -45,7 +45,6 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import setup_globals
     from hydra.types import HydraContext, RunMode
-    from omegaconf import OmegaConf
 
     from cl_sweep.config import config_dir
     from hydra_plugins.cl_sweep_grid_sweeper.grid_sweeper import GridSweeper
@@ -82,7 +81,7 @@ def main() -> None:
                 fresh.append((time.perf_counter() - tic, time.process_time() - cpu))
                 assert len(got.pending) == len(jobs) and got.n_done == 0
                 if r == 0:
-                    check(loader, master, jobs, got, OmegaConf)
+                    check(loader, master, jobs, got)
 
                 copy = tmp / f"resume{r}"
                 shutil.copytree(REPO / "results" / "a6", copy)
@@ -105,9 +104,10 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check(loader, master, jobs, got, OmegaConf) -> None:
+def check(loader, master, jobs, got) -> None:
     """A few collected configs against Hydra's ``load_sweep_config`` (without the hydra node, resolved)."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     for i in range(0, len(jobs), len(jobs) // 4):
         cfg = loader.load_sweep_config(master, list(jobs[i]))
