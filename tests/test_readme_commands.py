@@ -390,6 +390,17 @@ EXCLUDED: dict[str, Excluded] = {
     ".venv/bin/python benchmarks/grid_time.py --whole-grid": Excluded(
         "the whole A.6 grid (hours on this CPU); the check: the script's --help", ".venv/bin/python benchmarks/grid_time.py --help",
         expect=r"--whole-grid"),
+    ".venv/bin/python benchmarks/collect_time.py": Excluded(
+        "collects the whole A.6 grid twice per round into copies of results/a6, a minute or two here; the check: the script's --help",
+        ".venv/bin/python benchmarks/collect_time.py --help", expect=r"--rounds"),
+    "cp -r results/a6 /tmp/a6_copy && time python -m cl_sweep --multirun +sweep=a6 'activation=glob(*)' 'optimizer=glob(*)' "
+    "progress=false hydra.sweep.dir=/tmp/a6_copy": Excluded(
+        "copies into the fixed /tmp/a6_copy (the machine is shared); tests/test_sweeps.py::"
+        "test_resuming_stored_results_trains_and_rewrites_nothing resumes a slice of it. The check: the same resume of "
+        "ReLU's 67 stored jobs, copied into the scratch folder",
+        "mkdir -p a6_copy/split_mnist && cp -r results/a6/split_mnist/relu a6_copy/split_mnist/ && time python -m cl_sweep "
+        "--multirun +sweep=a6 activation=relu 'optimizer=glob(*)' progress=false hydra.sweep.dir=$PWD/a6_copy",
+        expect=r"67 of 67 jobs already complete, not re-run", slow=True),
     "make soak JOBS=240": Excluded("240 jobs, about 6 minutes of both cores; the check: the same recipe with 2 jobs",
                                    "make soak JOBS=2", expect=r"soak: OK", slow=True),
     "make soak": Excluded("240 jobs, about 6 minutes; the check: the recipe", "make -n soak", expect=r"soak\.py --jobs 240"),

@@ -269,6 +269,99 @@ def test_fast_job_composition_equals_hydras(tmp_path):
     assert composer.hits == 3 and composer.misses == 5
 
 
+@pytest.mark.slow
+def test_resuming_stored_results_trains_and_rewrites_nothing(tmp_path):
+    """Stored A.6 results (Top-K subtract + Adagrad was stored with skip_completed=false, the rest
+    with progress=False) re-run with `progress=false`: a job is identified by what changes its
+    numbers, so all 12 are recognised, none trains, and no file under the sweep is touched."""
+    import shutil
+
+    stored = REPO / "results" / "a6" / "split_mnist" / "topk_subtract"
+    for folder in [*stored.glob("adagrad/activation.k=64,*"), *stored.glob("adagrad/activation.k=128,*"),
+                   *stored.glob("sgd/activation.k=64,*"), *stored.glob("sgd/activation.k=128,*")]:
+        shutil.copytree(folder, tmp_path / "split_mnist" / "topk_subtract" / folder.parent.name / folder.name)
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in tmp_path.rglob("*") if f.is_file()}
+    assert len(before) == 12
+    proc = run_cli("--multirun", "+sweep=a6", "activation=topk_subtract", "optimizer=adagrad,sgd", "activation.k=64,128",
+                   "progress=false", f"hydra.sweep.dir={tmp_path}", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "12 of 12 jobs already complete, not re-run" in out
+    assert "population 1/" not in out  # nothing trained
+    after = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in tmp_path.rglob("*") if f.is_file() and f.name != "multirun.yaml"}
+    assert after == before  # no result rewritten, no log file or folder added to a finished job
+
+
+PRESETS = sorted([("sweep", f.stem) for f in (REPO / "conf" / "sweep").glob("*.yaml")]
+                 + [("search", f.stem) for f in (REPO / "conf" / "search").glob("*.yaml")])
+# A trial of a search preset: its leaf overrides, as the Optuna sweeper gives them
+SEARCH_TRIALS = [
+    ["activation=hard_ash", "optimizer=rmsprop", "activation.alpha=3.0", "activation.z_k=2.2", "optimizer.learning_rate=5e-06"],
+    ["activation=relu", "optimizer=sgd", "optimizer.learning_rate=0.0004"],
+]
+
+
+@pytest.mark.parametrize("kind,preset", PRESETS, ids=[f"{k}={p}" for k, p in PRESETS])
+def test_fast_collection_equals_hydras_for_every_preset(tmp_path, kind, preset):
+    """For sampled jobs of every preset: SweepComposer.compose == Hydra's load_sweep_config (the
+    `hydra` node included), and plain_job (what the population launchers collect without a job
+    config) == what Hydra's run_job gives the job: its resolved config, task overrides and folder
+    (its key order too: result.json keeps it). A grid preset's jobs must take that fast path."""
+    import json
+    import os
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    import cl_sweep.config  # noqa: F401  (registers the structured schemas, as the entry point does)
+    from hydra_plugins.cl_sweep_grid_sweeper.grid_sweeper import GridSweeper
+    from hydra_plugins.cl_sweep_population_launcher._compose import SweepComposer
+
+    head = [f"+{kind}={preset}"]
+    # A.6 and the search presets keep their own folders (relative; nothing is written), the others take a Hydra override
+    master_overrides = head + (["hydra/launcher=population"] if kind == "search" else [])
+    if kind == "sweep" and preset != "a6":
+        master_overrides.append(f"hydra.sweep.dir={tmp_path}/{preset}")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3", job_name="cl_sweep"):
+        setup_globals()
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", master_overrides, RunMode.MULTIRUN)
+        if kind == "sweep":
+            sweeper = GridSweeper(grid=master.hydra.sweeper.grid)
+            sweeper.hydra_context, sweeper.config = HydraContext(config_loader=loader, callbacks=None), master
+            every = sweeper.job_overrides(head + [f"{group}=glob(*)" for group in sweeper.grid])
+            first = [j for j in every if j[: len(head) + len(sweeper.grid)] == every[0][: len(head) + len(sweeper.grid)]]
+            jobs = [first[0], first[-1]]  # two of one group: the first composed by Hydra, the second from the cache
+        else:
+            jobs = [head + trial for trial in SEARCH_TRIALS]
+        composer = SweepComposer(loader, master)
+        fast = 0
+        for idx, job in enumerate(jobs):
+            got = composer.plain_job(job, idx)
+            if got is None:
+                composer.compose(job)
+                got = composer.plain_job(job, idx)
+            cfg = loader.load_sweep_config(master, list(job))
+            assert OmegaConf.to_yaml(composer.compose(job)) == OmegaConf.to_yaml(cfg), job
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = idx
+            HydraConfig.instance().set_config(cfg)  # as Hydra's run_job
+            folder = os.path.abspath(os.path.join(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)))
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            want = (json.dumps(OmegaConf.to_container(task, resolve=True)), list(cfg.hydra.overrides.task), folder)
+            if got is not None:
+                fast += 1
+                assert (json.dumps(got.cfg), got.overrides, got.output_dir) == want, job
+    if kind == "sweep":
+        assert fast == len(jobs)  # a grid preset's folders are known without a job config
+    else:
+        assert fast == 0  # its sweep.dir names the job's choices: Hydra's own path
+
+
 def test_precompiling_in_threads_changes_no_number(tmp_path):
     """hydra.launcher.precompile (on by default on accelerators) compiles each structure's first
     population in parallel threads before training; the results must be those of a plain run."""

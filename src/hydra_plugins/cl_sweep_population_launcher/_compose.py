@@ -11,15 +11,148 @@ its ``hydra`` node finished exactly as ``ConfigLoaderImpl._load_configuration_im
 
 Anything unusual (a loader that is not Hydra's own, a sweep override, an override key not seen
 before) takes Hydra's own path, which also teaches the cache which keys are leaf overrides.
+
+Even a copied ``DictConfig`` costs milliseconds, and Hydra's ``run_job`` copies each job's config
+four more times: a sweep of thousands of jobs would spend a minute before training. `plain_job`
+therefore gives what a population launcher takes from a job (its resolved config without the
+``hydra`` node, its task overrides and its folder) from plain containers: the group's resolved
+config with each leaf value set as OmegaConf converted it (learned once per value), and the folder
+from ``hydra.sweep.dir`` and ``hydra.sweep.subdir`` where they interpolate only what is known
+without a job config (the group's choices, ``override_dirname``, the job number). Where any of
+that does not hold it returns None and the job takes the `compose` path.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Sequence
+import re
+from typing import Any, NamedTuple, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+class PlainJob(NamedTuple):
+    """A job as the population launchers need it: ``OmegaConf.to_container(cfg, resolve=True)`` of
+    its config without ``hydra``, ``hydra.overrides.task`` and ``hydra.runtime.output_dir``."""
+
+    cfg: dict
+    overrides: list[str]
+    output_dir: str
+
+
+_ABSENT = object()
+_INTERPOLATION = re.compile(r"\$\{([^${}\\]*)\}")
+
+
+def _plain_copy(value: Any) -> Any:
+    """A deep copy of plain containers (several times faster than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_copy(v) for v in value]
+    return value
+
+
+class _Folder:
+    """A group's job folder (``hydra.sweep.dir``/``hydra.sweep.subdir``) as a function of the per-job
+    values; ``ok`` is False where they interpolate anything else (then each job's config says)."""
+
+    def __init__(self, probe: DictConfig) -> None:
+        self.ok = False
+        sweep = probe.hydra.sweep
+        raw_dir, raw_sub = sweep._get_node("dir")._value(), sweep._get_node("subdir")._value()
+        if probe.hydra.callbacks:  # callbacks hear each job start: Hydra's own path
+            return
+        dir_parts = self._parts(raw_dir)
+        if dir_parts is None or any(isinstance(p, tuple) and not p[0].startswith("now:") for p in dir_parts):
+            return
+        self.sweep_dir = str(OmegaConf.select(probe, "hydra.sweep.dir"))  # `now` from the master's resolver cache
+        # literal text, or the interpolation's path: ("job.override_dirname",) / ("job.num",) / ("job.id",)
+        self.parts: list[str | tuple[str]] = []
+        for part in self._parts(raw_sub) or [None]:
+            if isinstance(part, tuple):
+                path = part[0]
+                for prefix in ("hydra:", "hydra."):
+                    path = path[len(prefix) :] if path.startswith(prefix) else path
+                if not part[0].startswith(("hydra:", "hydra.")):
+                    return
+                if path in ("job.override_dirname", "job.num", "job.id"):
+                    part = (path,)
+                elif path.startswith("runtime.choices.") and isinstance(OmegaConf.select(probe.hydra, path, default=None), str):
+                    part = OmegaConf.select(probe.hydra, path)  # the same for every job of the group
+                else:
+                    return
+            elif part is None:
+                return
+            self.parts.append(part)
+        dirname = probe.hydra.job.config.override_dirname
+        self.kv_sep, self.item_sep, self.exclude_keys = dirname.kv_sep, dirname.item_sep, list(dirname.exclude_keys)
+        self.ok = True
+
+    @staticmethod
+    def _parts(raw: Any) -> list[str | tuple[str]] | None:
+        """``raw`` as literal texts and (path,) interpolations; None for nested or escaped ones."""
+        if not isinstance(raw, str):
+            return [str(raw)]
+        if "\\" in raw or "${" in _INTERPOLATION.sub("", raw):
+            return None
+        parts: list[str | tuple[str]] = []
+        pos = 0
+        for m in _INTERPOLATION.finditer(raw):
+            parts += [raw[pos : m.start()], (m.group(1).strip(),)]
+            pos = m.end()
+        return parts + [raw[pos:]]
+
+    def output_dir(self, app_overrides: list, idx: int) -> str:
+        """``hydra.runtime.output_dir`` of job ``idx``, as Hydra's ``run_job`` sets it."""
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+
+        out = []
+        for part in self.parts:
+            if part == ("job.override_dirname",):
+                part = get_overrides_dirname(overrides=app_overrides, kv_sep=self.kv_sep, item_sep=self.item_sep,
+                                             exclude_keys=self.exclude_keys)
+            elif isinstance(part, tuple):
+                part = str(idx)
+            out.append(part)
+        return os.path.abspath(os.path.join(self.sweep_dir, "".join(out)))
+
+
+class _Plain:
+    """What `SweepComposer.plain_job` keeps per group: the resolved config and the leaf values."""
+
+    def __init__(self, base: DictConfig, finished: DictConfig) -> None:
+        task = OmegaConf.masked_copy(base, [k for k in base if k != "hydra"])
+        OmegaConf.set_struct(task, True)
+        resolved = OmegaConf.to_container(task, resolve=True)
+        # a task config that interpolates could change with a leaf value: such groups compose each job
+        self.cfg = resolved if resolved == OmegaConf.to_container(task, resolve=False) else None
+        self.scratch = task  # leaf values are set here once, to read back what OmegaConf made of them
+        self.values: dict[str, Any] = {}
+        self.folder = _Folder(finished)
+
+    def value(self, override: Any) -> tuple[bool, Any]:
+        """(True, value) for a leaf override that sets a plain value on an existing value node."""
+        line = override.input_line
+        if line not in self.values:
+            self.values[line] = (False, None)
+            key, value = override.key_or_group, override.value()
+            node = OmegaConf.select(self.scratch, key, default=_ABSENT, throw_on_missing=False)
+            if (node is _ABSENT or override.is_add() or override.is_force_add() or override.is_delete() or override.package is not None
+                    or isinstance(value, (dict, list)) or OmegaConf.is_config(node)):
+                return self.values[line]
+            try:
+                OmegaConf.update(self.scratch, key, value, merge=True)
+            except Exception:  # Hydra's own path raises its own error for it
+                return self.values[line]
+            parent_key, _, last = key.rpartition(".")
+            parent = OmegaConf.select(self.scratch, parent_key) if parent_key else self.scratch
+            if not OmegaConf.is_interpolation(parent, last):
+                got = OmegaConf.select(self.scratch, key)
+                if not OmegaConf.is_config(got):
+                    self.values[line] = (True, got)
+        return self.values[line]
 
 
 class SweepComposer:
@@ -32,6 +165,11 @@ class SweepComposer:
         self._bases: dict[tuple[str, ...], tuple[DictConfig, dict, list]] = {}
         self._leaf_keys: set[str] = set()  # override keys Hydra applied as config (value) overrides
         self._group_keys: set[str] = set()  # and those it used to build the defaults list
+        self._parsed: dict[str, Any] = {}  # override line -> Hydra's parsed override (parsing is slow)
+        self._plain: dict[tuple[str, ...], _Plain] = {}
+        self._repos: dict[tuple[str, ...], Any] = {}
+        self._probes: dict[tuple[str, ...], DictConfig] = {}
+        self._hydra_overrides = list(OmegaConf.to_container(master_config.hydra.overrides.hydra))  # the command line's
         try:
             from hydra._internal.config_loader_impl import ConfigLoaderImpl
             from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -44,19 +182,63 @@ class SweepComposer:
     def compose(self, sweep_overrides: Sequence[str]) -> DictConfig:
         if not self._fast:
             return self.loader.load_sweep_config(self.master, list(sweep_overrides))
-        overrides = list(OmegaConf.to_container(self.master.hydra.overrides.hydra)) + list(sweep_overrides)
-        parsed = self._parser.parse_overrides(overrides=overrides)
-        keys = [o.get_key_element() for o in parsed]
-        known = all(k in self._leaf_keys or k in self._group_keys for k in keys)
-        if known and not any(o.is_sweep_override() for o in parsed):
-            group_lines = tuple(o.input_line for o, k in zip(parsed, keys) if k in self._group_keys)
-            if group_lines in self._bases:
-                self.hits += 1
-                base, choices, sources = self._bases[group_lines]
-                leaf = [o for o, k in zip(parsed, keys) if k in self._leaf_keys]
-                return self._finish(copy.deepcopy(base), parsed, leaf, choices, sources)
+        overrides, parsed, group_lines = self._split(sweep_overrides)
+        if group_lines in self._bases:
+            self.hits += 1
+            return self._finish_base(group_lines, parsed)
         self.misses += 1
         return self._compose_with_hydra(overrides)
+
+    def _split(self, sweep_overrides: Sequence[str]) -> tuple[list[str], list, tuple[str, ...] | None]:
+        """All of a job's overrides, parsed, and its group-override lines (None: not from the cache)."""
+        overrides = self._hydra_overrides + list(sweep_overrides)
+        if any(line not in self._parsed for line in overrides):
+            for line, o in zip(overrides, self._parser.parse_overrides(overrides=overrides)):
+                self._parsed.setdefault(line, o)
+        parsed = [self._parsed[line] for line in overrides]
+        keys = [o.get_key_element() for o in parsed]
+        if not all(k in self._leaf_keys or k in self._group_keys for k in keys) or any(o.is_sweep_override() for o in parsed):
+            return overrides, parsed, None
+        return overrides, parsed, tuple(o.input_line for o, k in zip(parsed, keys) if k in self._group_keys)
+
+    def _finish_base(self, group_lines: tuple[str, ...], parsed: list) -> DictConfig:
+        base, choices, sources = self._bases[group_lines]
+        leaf = [o for o in parsed if o.get_key_element() in self._leaf_keys]
+        return self._finish(copy.deepcopy(base), parsed, leaf, choices, sources)
+
+    def plain_job(self, sweep_overrides: Sequence[str], idx: int) -> PlainJob | None:
+        """What the population launcher's collector takes from job ``idx`` (`PlainJob`), exactly as
+        composing it and running it under Hydra's ``run_job`` gives, without a ``DictConfig`` per
+        job; None where that cannot be told so (compose it then). The job's group must have been
+        composed once (`compose`)."""
+        if not self._fast:
+            return None
+        _, parsed, group_lines = self._split(sweep_overrides)
+        if group_lines not in self._bases or any(o.is_hydra_override() for o in parsed[len(self._hydra_overrides) :]):
+            return None
+        plain = self._plain.get(group_lines)
+        if plain is None:
+            probe = self._probes.pop(group_lines, None)
+            if probe is None:
+                probe = self._finish_base(group_lines, parsed)
+            plain = self._plain[group_lines] = _Plain(self._bases[group_lines][0], probe)
+        if plain.cfg is None or not plain.folder.ok:
+            return None
+        cfg, app = _plain_copy(plain.cfg), []
+        for o in parsed:
+            if o.is_hydra_override():
+                continue
+            app.append(o)
+            if o.get_key_element() in self._leaf_keys:
+                ok, value = plain.value(o)
+                if not ok:
+                    return None
+                *path, last = o.key_or_group.split(".")
+                node = cfg
+                for k in path:
+                    node = node[k]
+                node[last] = value
+        return PlainJob(cfg, [o.input_line for o in app], plain.folder.output_dir(app, idx))
 
     def _compose_with_hydra(self, overrides: list[str]) -> DictConfig:
         """Hydra's ``_load_configuration_impl`` (run mode RUN, as ``load_sweep_config``), keeping its base."""
@@ -65,7 +247,14 @@ class SweepComposer:
 
         loader, config_name = self.loader, self.master.hydra.job.config_name
         loader.ensure_main_config_source_available()
-        parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, overrides)
+        parsed = [self._parsed.get(line) or self._parser.parse_overrides(overrides=[line])[0] for line in overrides]
+        # One caching repository per search path (set by the Hydra overrides): each config file is
+        # read and parsed once per sweep, not once per composition, as Hydra does within one.
+        searchpath = tuple(o.input_line for o in parsed if o.is_hydra_override())
+        repo = self._repos.get(searchpath)
+        if repo is None:
+            parsed, repo = loader._parse_overrides_and_create_caching_repo(config_name, overrides)
+            self._repos[searchpath] = repo
         loader.validate_sweep_overrides_legal(overrides=parsed, run_mode=RunMode.RUN, from_shell=True)
         defaults_list = create_defaults_list(
             repo=repo, config_name=config_name, overrides_list=parsed, prepend_hydra=True, skip_missing=False
@@ -81,7 +270,9 @@ class SweepComposer:
             self._leaf_keys |= {o.get_key_element() for o in leaf}
             group = [o for o in parsed if id(o) not in leaf_ids]
             self._group_keys |= {o.get_key_element() for o in group}
-            self._bases[tuple(o.input_line for o in group)] = (copy.deepcopy(cfg), choices, sources)
+            lines = tuple(o.input_line for o in group)
+            self._bases[lines] = (copy.deepcopy(cfg), choices, sources)
+            self._probes[lines] = cfg  # the finished job config, until `plain_job` learns its group from it
         return self._finish(cfg, parsed, leaf, choices, sources)
 
     def _finish(self, cfg: DictConfig, parsed: list, leaf: list, choices: dict, sources: list) -> DictConfig:

@@ -13,37 +13,16 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from cl_sweep.progress import report, sweep_progress
 
-from ._compose import SweepComposer
+from .collect import Pending, collect_jobs
 
 log = logging.getLogger(__name__)
-
-
-class _Pending:
-    """What the collector learned about one job inside Hydra's job context."""
-
-    def __init__(self, cfg: dict, overrides: list[str], output_dir: str, done: Optional[dict], reporter: Any = None):
-        self.cfg, self.overrides, self.output_dir, self.done = cfg, overrides, output_dir, done
-        self.reporter = reporter  # the sweeper's pruning link of this job (`cl_sweep.cli.task_reporter`), or None
-
-
-def _collect(cfg: DictConfig) -> _Pending:
-    """Stand-in task function: records the job's resolved config and folder, trains nothing."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from cl_sweep.cli import completed, task_reporter
-
-    hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    done = completed(hc.runtime.output_dir, overrides, plain)
-    return _Pending(plain, overrides, hc.runtime.output_dir, done, None if done is not None else task_reporter())
 
 
 class PopulationLauncher(Launcher):
@@ -74,9 +53,8 @@ class PopulationLauncher(Launcher):
             return self._launch(job_overrides, initial_job_idx)
 
     def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from cl_sweep.config import ConfigError, validate
         from cl_sweep.results import check_results_folder
-        from cl_sweep.training.train import objective, population_key
+        from cl_sweep.training.train import population_key
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -88,38 +66,8 @@ class PopulationLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs as populations of up to {self.max_population} models")
 
-        returns: list[JobReturn] = []
-        pending: list[tuple[int, _Pending]] = []
-        composer = SweepComposer(self.hydra_context.config_loader, self.config)
         tic = time.perf_counter()
-        n_done = 0
-        for i, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + i
-            sweep_config = composer.compose(list(overrides))
-            try:
-                validate(sweep_config)
-            except ConfigError as e:
-                which = "sweep" if initial_job_idx == 0 else "batch"
-                raise SystemExit(f"cl_sweep: job {' '.join(overrides)}: {e} (no job of this {which} was started)") from None
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            ret = run_job(
-                hydra_context=self.hydra_context, task_function=_collect, config=sweep_config,
-                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
-            )
-            returns.append(ret)
-            if ret.status == JobStatus.COMPLETED:
-                p = ret.return_value
-                if p.done is not None:
-                    log.debug(f"\t#{idx} already complete, not re-run: {p.output_dir}")
-                    ret.return_value = objective(p.done, trained=False)
-                    report(ret)
-                    n_done += 1
-                else:
-                    pending.append((i, p))
-            else:
-                report(ret)
+        returns, pending, n_done, composer = collect_jobs(self.config, self.hydra_context, job_overrides, initial_job_idx)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(
             f"composed and collected {len(job_overrides)} jobs in {time.perf_counter() - tic:.1f} s "
@@ -128,7 +76,7 @@ class PopulationLauncher(Launcher):
         if n_done:  # one line for a resumed sweep, not one per finished job (hydra.verbose lists them)
             log.info(f"{n_done} of {len(job_overrides)} jobs already complete, not re-run: their results are kept")
 
-        groups: dict[Any, list[tuple[int, _Pending]]] = {}
+        groups: dict[Any, list[tuple[int, Pending]]] = {}
         for i, p in pending:
             groups.setdefault(population_key(p.cfg), []).append((i, p))
         precompile = self.precompile
