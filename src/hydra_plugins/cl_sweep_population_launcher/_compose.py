@@ -62,7 +62,9 @@ class _Folder:
         self.ok = False
         sweep = probe.hydra.sweep
         raw_dir, raw_sub = sweep._get_node("dir")._value(), sweep._get_node("subdir")._value()
-        if probe.hydra.callbacks:  # callbacks hear each job start: Hydra's own path
+        # callbacks hear each job start: Hydra's own path; cl_sweep's sweep line (`cl_sweep.progress.JobEnd`)
+        # needs no job context here, since this launcher reports its jobs to the line itself
+        if any(cb.get("_target_") != "cl_sweep.progress.JobEnd" for cb in (probe.hydra.callbacks or {}).values()):
             return
         dir_parts = self._parts(raw_dir)
         if dir_parts is None or any(isinstance(p, tuple) and not p[0].startswith("now:") for p in dir_parts):
