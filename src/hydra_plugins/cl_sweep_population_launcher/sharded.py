@@ -78,6 +78,17 @@ def cut(costs: Sequence[float], n: int) -> list[int]:
     return bounds + [len(costs)]
 
 
+def spans(numbers: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``: a shard's job numbers in one short line."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def bad_shards(shards: Any, n_jobs: int, batch: bool) -> Optional[str]:
     """The paragraph refusing ``hydra.launcher.shards``, or None when it is allowed."""
     if isinstance(shards, int) and not isinstance(shards, bool) and 1 <= shards <= n_jobs:
@@ -113,7 +124,7 @@ class ShardedLauncher(PopulationLauncher):
             jobs = shard.jobs
             log.info(
                 f"shard {shard.number}/{shard.of}: {len(jobs)} jobs of {len(shard.groups)} structures, "
-                f"{sum(cost(p.cfg) for _, p in jobs):.0f} model-steps (jobs {', '.join(str(i + initial_job_idx) for i, _ in jobs)})"
+                f"{sum(cost(p.cfg) for _, p in jobs):.0f} model-steps (jobs {spans([i + initial_job_idx for i, _ in jobs])})"
             )
         tic = time.perf_counter()
         for shard, outcome in zip(plan, self._run(plan)):
@@ -170,9 +181,10 @@ class ShardedLauncher(PopulationLauncher):
                 "re-running the same command trains the others"
             )
             return
+        pending = dict(shard.jobs)
         for i, status, value in outcome:
             if status == "ok":
-                p = dict(shard.jobs)[i]
+                p = pending[i]
                 result = is_complete(p.output_dir)
                 returns[i].return_value = value
                 if result is not None:
@@ -217,13 +229,17 @@ class SubmititShardedLauncher(ShardedLauncher):
         self.cluster, self.folder = cluster, submitit_folder
         self.params = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in params.items() if v is not None}
 
-    def _run(self, shards: list[Shard]) -> list[Any]:
+    def executor(self) -> Any:
+        """The submitit executor of the shards: one array task each (sbatch options from the config)."""
         import submitit
 
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
         params = {k if k in self._BASE else f"{self.cluster}_{k}": v for k, v in self.params.items()}
-        executor.update_parameters(name="cl_sweep_shard", **params)
-        jobs = executor.map_array(train_shard, shards)
+        executor.update_parameters(name="cl_sweep_shard", **params)  # refuses a key the cluster lacks
+        return executor
+
+    def _run(self, shards: list[Shard]) -> list[Any]:
+        jobs = self.executor().map_array(train_shard, shards)
         log.info(f"submitted {len(jobs)} shards as submitit {self.cluster} jobs {', '.join(j.job_id for j in jobs)}; logs in {self.folder}")
         outcomes = []
         for job in jobs:
@@ -249,7 +265,7 @@ class RayShardedLauncher(ShardedLauncher):
             print("cl_sweep: hydra/launcher=population_ray needs Ray: pip install -e '.[ray]'. Nothing was trained.", file=sys.stderr)
             raise SystemExit(2) from None
         try:
-            ray.init(address=self.address, log_to_driver=True, logging_level=logging.WARNING)
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as e:
             print(f"cl_sweep: hydra.launcher.address={self.address}: no Ray cluster there ({e}). Start one "
                   "(`ray start --head`) or give its address. Nothing was trained.", file=sys.stderr)

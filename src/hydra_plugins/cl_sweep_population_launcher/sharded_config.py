@@ -41,6 +41,8 @@ class PopulationSlurmConf(_ShardedConf):
     partition: Optional[str] = None  # sbatch --partition (null: the cluster's default)
     account: Optional[str] = None  # sbatch --account, if the cluster wants one
     qos: Optional[str] = None
+    nodes: int = 1
+    tasks_per_node: int = 1  # one process per shard
     gpus_per_node: int = 1  # one GPU per shard
     gres: Optional[str] = None  # some clusters want gres: gpu:1 instead of gpus_per_node
     cpus_per_task: Optional[int] = 8  # the shard's CPUs (sbatch --cpus-per-task); its XLA uses them all
