@@ -171,6 +171,23 @@ def test_population_slurm_submits_one_sbatch_array_with_one_gpu_per_shard(tmp_pa
     assert f"#SBATCH --output={tmp_path}/.submitit/%A_%a/%A_%a_0_log.out\n" in script
 
 
+def test_local_shards_see_their_own_gpu_or_this_processes(tmp_path, monkeypatch):
+    """submitit's local executor sets CUDA_VISIBLE_DEVICES itself (none by default); each shard's setup line
+    gives it its GPU of visible_gpus in turn, else the GPUs this process sees."""
+    from hydra.utils import instantiate
+    from test_launchers import compose_with_hydra
+
+    def setup(*overrides: str, k: int) -> list[str]:
+        conf = compose_with_hydra(["hydra/launcher=population_submitit_local", f"hydra.sweep.dir={tmp_path}", *overrides])
+        return instantiate(conf.hydra.launcher)._local_executor(k)._executor.parameters["setup"]
+
+    assert setup("hydra.launcher.visible_gpus=[0,1]", k=3) == ["export CUDA_VISIBLE_DEVICES=1"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert setup(k=0) == ["unset CUDA_VISIBLE_DEVICES"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert setup(k=1) == ["export CUDA_VISIBLE_DEVICES=2,3"]
+
+
 @pytest.fixture
 def ray_head(tmp_path):
     """A Ray head on this machine (`ray start --head --block`, 2 CPUs), stopped with its process group. The
@@ -200,7 +217,7 @@ def ray_head(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=20)
+            head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):

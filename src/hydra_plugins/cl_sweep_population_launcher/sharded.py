@@ -227,7 +227,18 @@ class SubmititShardedLauncher(ShardedLauncher):
                  precompile: Optional[bool] = None, **params: Any) -> None:
         super().__init__(shards=shards, max_population=max_population, precompile=precompile)
         self.cluster, self.folder = cluster, submitit_folder
+        self.visible_gpus = list(params.pop("visible_gpus", None) or [])
         self.params = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in params.items() if v is not None}
+
+    def _local_executor(self, k: int) -> Any:
+        """Shard k's local executor: the shard sees its own GPU of ``visible_gpus``, or this process's GPUs
+        (submitit's local executor sets CUDA_VISIBLE_DEVICES to its own choice, none by default)."""
+        gpus = self.visible_gpus
+        devices = str(gpus[k % len(gpus)]) if gpus else os.environ.get("CUDA_VISIBLE_DEVICES")
+        line = "unset CUDA_VISIBLE_DEVICES" if devices is None else f"export CUDA_VISIBLE_DEVICES={devices}"
+        executor = self.executor()
+        executor.update_parameters(local_setup=[line])
+        return executor
 
     def executor(self) -> Any:
         """The submitit executor of the shards: one array task each (sbatch options from the config)."""
@@ -239,7 +250,10 @@ class SubmititShardedLauncher(ShardedLauncher):
         return executor
 
     def _run(self, shards: list[Shard]) -> list[Any]:
-        jobs = self.executor().map_array(train_shard, shards)
+        if self.cluster == "local":
+            jobs = [self._local_executor(k).submit(train_shard, shard) for k, shard in enumerate(shards)]
+        else:
+            jobs = self.executor().map_array(train_shard, shards)
         log.info(f"submitted {len(jobs)} shards as submitit {self.cluster} jobs {', '.join(j.job_id for j in jobs)}; logs in {self.folder}")
         outcomes = []
         for job in jobs:

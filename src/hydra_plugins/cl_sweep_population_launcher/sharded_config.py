@@ -26,7 +26,9 @@ class PopulationSubmititLocalConf(_ShardedConf):
     cluster: str = "local"
     submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"  # each shard's pickles and logs
     timeout_min: int = 1440
-    gpus_per_node: int = 0
+    # GPU ids the shards take in turn, one each (shard k gets visible_gpus[k % len]), e.g. [0,1,2,3];
+    # null: every shard sees the GPUs this process sees (submitit's local executor would hide them).
+    visible_gpus: Optional[list] = None
     # Each shard's XLA uses every CPU (the local population launcher's bits); cpu_threads=N limits it.
 
 
