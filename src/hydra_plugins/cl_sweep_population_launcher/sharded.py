@@ -28,6 +28,8 @@ from typing import Any, Optional, Sequence
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cl_sweep.progress import report, sweep_progress
+
 from .population_launcher import PopulationLauncher, _Pending
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,10 @@ class ShardedLauncher(PopulationLauncher):
         if refusal:
             print(refusal, file=sys.stderr)
             raise SystemExit(2)
+        with sweep_progress(len(job_overrides), self.config):  # counts each shard's jobs when it ends
+            return self._launch_shards(job_overrides, initial_job_idx)
+
+    def _launch_shards(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         returns, groups = self.collect(job_overrides, initial_job_idx)
         if not groups:
             return returns
@@ -175,6 +181,7 @@ class ShardedLauncher(PopulationLauncher):
                     returns[i]._return_value = RuntimeError(f"shard {shard.number}/{shard.of} ended before this job finished: {outcome}")
                 else:
                     returns[i].return_value = objective(done)
+                report(returns[i])
             log.error(
                 f"shard {shard.number}/{shard.of} ended early ({type(outcome).__name__}: {str(outcome).strip()[:300]}): "
                 f"{len(shard.jobs) - len(lost)} of its {len(shard.jobs)} jobs finished and are kept; "
@@ -193,6 +200,7 @@ class ShardedLauncher(PopulationLauncher):
             else:
                 returns[i].status = JobStatus.FAILED
                 returns[i]._return_value = RuntimeError(value)
+            report(returns[i])
 
 
 def train_shard(shard: Shard) -> list[tuple[int, str, Any]]:
@@ -207,7 +215,8 @@ def train_shard(shard: Shard) -> list[tuple[int, str, Any]]:
     launcher = PopulationLauncher(max_population=shard.max_population, precompile=shard.precompile)
     launcher.config = shard.config
     returns = {i: JobReturn(status=JobStatus.COMPLETED) for i, _ in shard.jobs}
-    launcher.train(shard.groups, returns)
+    with sweep_progress(len(returns), shard.config):  # the shard's own line in its log, no per-task bars
+        launcher.train(shard.groups, returns)
     out = []
     for i, r in returns.items():
         if r.status == JobStatus.COMPLETED:
