@@ -353,6 +353,42 @@ EXCLUDED: dict[str, Excluded] = {
         "+sweep=a6 activation=hard_ash optimizer=rmsprop hydra/launcher=slurm_gpu hydra.launcher.partition=gpu "
         "hydra.sweeper.dry_run=true",
         expect=r"(?s)SlurmLauncher.*partition: gpu.*\d+ jobs \(dry run"),
+    # --- sharded population sweeps: tests/test_sharded.py runs them as written, with the slice ---------
+    "python -m cl_sweep --multirun +sweep=a6 activation=relu optimizer=sgd,adagrad hydra/launcher=population_submitit_local "
+    "hydra.launcher.shards=2": Excluded(
+        "run as written (with the slice and a sweep folder) by tests/test_sharded.py::"
+        "test_two_local_shards_match_the_population_launcher_and_resume_after_sigkill, which also kills a shard, "
+        "resumes and compares every number with `population`'s; the check: the grid it launches",
+        "python -m cl_sweep --multirun +sweep=a6 activation=relu optimizer=sgd,adagrad hydra/launcher=population_submitit_local "
+        "hydra.launcher.shards=2 hydra.sweeper.dry_run=true", expect=r"6 jobs \(dry run"),
+    "python -m cl_sweep --multirun +sweep=a6 'activation=glob(*)' 'optimizer=glob(*)' hydra/launcher=population_slurm "
+    "hydra.launcher.shards=8 hydra.launcher.partition=gpu": Excluded(
+        "no SLURM here (tests/test_sharded.py submits the launcher's array to a fake sbatch and checks the script); "
+        "the check: the config composes to the sharded submitit launcher with 8 shards on partition gpu, and the "
+        "grid sweeper's dry run lists the whole grid",
+        "python -m cl_sweep --cfg hydra +sweep=a6 hydra/launcher=population_slurm hydra.launcher.shards=8 "
+        "hydra.launcher.partition=gpu | grep -E 'SubmititShardedLauncher|shards: 8|partition: gpu' && python -m cl_sweep "
+        "--multirun +sweep=a6 'activation=glob(*)' 'optimizer=glob(*)' hydra/launcher=population_slurm hydra.launcher.shards=8 "
+        "hydra.launcher.partition=gpu hydra.sweeper.dry_run=true",
+        expect=r"(?s)shards: 8.*SubmititShardedLauncher.*partition: gpu.*1943 jobs \(dry run"),
+    "pip install -e '.[ray]'": Excluded(
+        "pip-installs into the venv every test shares (`.[dev]` already holds Ray); the check: the extra is declared "
+        "and Ray imports", _pyproject_extras("ray") + " && .venv/bin/python -c 'import ray; print(ray.__version__)'"),
+    "ray start --head --num-cpus=2": Excluded(
+        "starts Ray daemons that outlive the command; tests/test_sharded.py's ray_head fixture starts this head "
+        "(with --block, its own port and temp folder) and stops its process group; the check: the CLI",
+        ".venv/bin/ray start --help", expect=r"--head"),
+    "python -m cl_sweep --multirun +sweep=a6 activation=relu optimizer=sgd,adagrad hydra/launcher=population_ray "
+    "hydra.launcher.shards=2": Excluded(
+        "needs the Ray head of the line before; run as written (with the slice and a sweep folder) on a head of its "
+        "own by tests/test_sharded.py::test_ray_shards_on_a_local_head_match_the_population_launcher; the check: "
+        "the grid it launches",
+        "python -m cl_sweep --multirun +sweep=a6 activation=relu optimizer=sgd,adagrad hydra/launcher=population_ray "
+        "hydra.launcher.shards=2 hydra.sweeper.dry_run=true", expect=r"6 jobs \(dry run"),
+    "python benchmarks/shards_time.py --rounds 2": Excluded(
+        "4 sweeps of 6 jobs on 1000 examples per task, minutes; each is the README's submitit command, which "
+        "tests/test_sharded.py runs; the check: the script's --help",
+        ".venv/bin/python benchmarks/shards_time.py --help", expect=r"--rounds"),
     "bash benchmarks/gpu_check.sh": Excluded("needs a GPU machine and runs the whole A.6 grid there; the check: the script parses",
                                              "bash -n benchmarks/gpu_check.sh"),
     "bash benchmarks/gpu_carry.sh": Excluded("downloads wheels for the GPU bundle from the network; the check: the script parses",

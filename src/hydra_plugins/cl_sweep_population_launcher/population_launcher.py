@@ -50,9 +50,38 @@ class PopulationLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         # the sweep's line: its sweeper's (grid, Optuna), else this batch's own (Hydra's basic sweeper)
         with sweep_progress(len(job_overrides), self.config):
-            return self._launch(job_overrides, initial_job_idx)
+            returns, groups = self.collect(job_overrides, initial_job_idx)
+            self.train(groups, returns)
+            return returns
 
-    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def train(self, groups: dict, returns: list) -> None:
+        """Trains the collected groups (`collect`), filling each job's JobReturn."""
+        pending = [p for jobs in groups.values() for _, p in jobs]
+        precompile = self.precompile
+        if precompile is None:
+            import jax
+
+            precompile = jax.default_backend() != "cpu" and len(groups) > 1
+        if precompile and groups:
+            self._precompile(list(groups.values()))
+        from cl_sweep.tracking import Tracking, TrackerError
+
+        try:  # every tracker the sweep's jobs ask for starts before any of them trains
+            tracking = Tracking.open([p.cfg for p in pending])
+        except TrackerError as e:
+            raise SystemExit(f"cl_sweep: {e}") from None
+        try:
+            self._train(groups, returns, tracking)
+        finally:
+            tracking.close()
+
+    def collect(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> tuple[list[JobReturn], dict]:
+        """Composes, checks and collects every job (creating its folder and Hydra files, training nothing).
+
+        Returns one JobReturn per job, in order (an already complete job's holds its stored
+        objective), and the jobs left to train grouped by population key, in the sweep's order:
+        ``{key: [(index in job_overrides, Pending), ...]}``. The sharded launchers split these.
+        """
         from cl_sweep.results import check_results_folder
         from cl_sweep.training.train import population_key
 
@@ -79,24 +108,7 @@ class PopulationLauncher(Launcher):
         groups: dict[Any, list[tuple[int, Pending]]] = {}
         for i, p in pending:
             groups.setdefault(population_key(p.cfg), []).append((i, p))
-        precompile = self.precompile
-        if precompile is None:
-            import jax
-
-            precompile = jax.default_backend() != "cpu" and len(groups) > 1
-        if precompile and groups:
-            self._precompile(list(groups.values()))
-        from cl_sweep.tracking import Tracking, TrackerError
-
-        try:  # every tracker the sweep's jobs ask for starts before any of them trains
-            tracking = Tracking.open([p.cfg for _, p in pending])
-        except TrackerError as e:
-            raise SystemExit(f"cl_sweep: {e}") from None
-        try:
-            self._train(groups, returns, tracking)
-        finally:
-            tracking.close()
-        return returns
+        return returns, groups
 
     def _train(self, groups: dict, returns: list, tracking) -> None:
         from cl_sweep.cli import pruning_listeners, run_jobs, summary
