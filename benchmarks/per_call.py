@@ -1,0 +1,79 @@
+"""Does filling populations across jobs pay? Two 5-seed jobs of one structure trained one call each
+(what the population launcher does without early stop: on a CPU, populations of 2, 2 and 1 per job)
+against both in one call (5 full populations of 2).
+
+    python benchmarks/per_call.py [--rounds 2] [--limit-per-task N]
+
+Both ways train the same 10 models (the default job, Hard ASH + Adagrad, at learning rates 2e-4 and
+1e-4) in this process, after one warm-up round that compiles; the rounds alternate the two ways, so
+a busy machine slows both alike. The numbers of every model must be the same both ways (checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--limit-per-task", type=int, default=None, help="training examples per task (default: all)")
+    args = ap.parse_args()
+
+    from hydra import compose, initialize_config_dir
+
+    import cl_sweep.config  # noqa: F401  registers the schemas
+    from cl_sweep.training.engine import default_max_population
+    from cl_sweep.training.train import train_jobs
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    extra = [f"benchmark.limit_per_task={args.limit_per_task}"] if args.limit_per_task else []
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfgs = [compose(config_name="config", overrides=["progress=false", f"optimizer.learning_rate={lr}", *extra])
+                for lr in (2e-4, 1e-4)]
+    cap = default_max_population()
+
+    def apart():
+        return [r for c in cfgs for r in train_jobs([c], [[]])]
+
+    def together():
+        return train_jobs(cfgs, [[], []])
+
+    ways = {"one job per call": apart, "both jobs in one call": together}
+    for fn in ways.values():  # warm-up: compiles every population size used
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    numbers: dict[str, list] = {}
+    for r in range(args.rounds):
+        for name in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
+            tic = time.perf_counter()
+            results = ways[name]()
+            times[name].append(time.perf_counter() - tic)
+            numbers[name] = [(res["final_accuracy"], res["accuracy_matrix"]) for res in results]
+    same = numbers["one job per call"] == numbers["both jobs in one call"]
+    print(f"CPU: {cpu_name()}; populations of up to {cap} models; 2 jobs x 5 seeds; {args.rounds} rounds, alternating")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name}: {med:.2f} s (median; rounds {', '.join(f'{t:.2f}' for t in ts)}) = {med / 10:.3f} s per model")
+    ratio = statistics.median(times["one job per call"]) / statistics.median(times["both jobs in one call"])
+    print(f"one job per call / both in one call: {ratio:.3f}; every model's numbers identical both ways: {same}")
+    if not same:
+        raise SystemExit("the two ways gave different numbers")
+
+
+if __name__ == "__main__":
+    main()
