@@ -232,7 +232,7 @@ class MLflowTracker:
                     if key == "final_accuracy":
                         means["final/final_accuracy_std"] = float(np.std(values))
             if means:
-                self.log(run_id, max(int(s.get("tasks_trained", 0)) for s, _ in seeds), means)
+                self.log(run_id, max(int(s.get("step", s.get("tasks_trained", 0))) for s, _ in seeds), means)
             statuses = {status for _, status in seeds}
             self.client.set_terminated(run_id, "FAILED" if "failed" in statuses else
                                        "KILLED" if "pruned" in statuses else "FINISHED")
