@@ -437,6 +437,18 @@ EXCLUDED: dict[str, Excluded] = {
         "mkdir -p a6_copy/split_mnist && cp -r results/a6/split_mnist/relu a6_copy/split_mnist/ && time python -m cl_sweep "
         "--multirun +sweep=a6 activation=relu 'optimizer=glob(*)' progress=false hydra.sweep.dir=$PWD/a6_copy",
         expect=r"67 of 67 jobs already complete, not re-run", slow=True),
+    ".venv/bin/python benchmarks/logger_cost.py --rounds 3 --limit-per-task 1000": Excluded(
+        "17 whole 5-seed jobs (5 loggers x 3 rounds and 2 untimed), 5 to 40 minutes; the check: the same script "
+        "on 64 examples per task, 1 seed, 1 round, logger=none against csv",
+        ".venv/bin/python benchmarks/logger_cost.py --rounds 1 --limit-per-task 64 --seeds 1 --loggers csv",
+        expect=r"(?s)logger=csv.*overhead", slow=True),
+    ".venv/bin/python benchmarks/step_time.py --populations 1,2": Excluded(
+        "minutes of both cores (its --ablation form runs on 8 steps above); the check: its --help",
+        ".venv/bin/python benchmarks/step_time.py --help", expect=r"--populations"),
+    "bash scripts/screenshot_tracking.sh": Excluded(
+        "needs Chromium (Debian's, as root) and a second venv with the full mlflow and playwright from the network, "
+        "then trains a sweep and serves MLflow's UI (about 5 minutes); the check: the script parses",
+        "bash -n scripts/screenshot_tracking.sh"),
     "make soak JOBS=240": Excluded("240 jobs, about 6 minutes of both cores; the check: the same recipe with 2 jobs",
                                    "make soak JOBS=2", expect=r"soak: OK", slow=True),
     "make soak": Excluded("240 jobs, about 6 minutes; the check: the recipe", "make -n soak", expect=r"soak\.py --jobs 240"),
@@ -739,6 +751,33 @@ def run_documented(command: Command, workdir: Path, env: dict) -> None:
             f"found {len(results)}:\n{tail(output_of(proc))}")
     else:
         assert results, f"`{full}` wrote no result.json under {where}/:\n{tail(output_of(proc))}"
+    tracked_runs(last, workdir, results)
+
+
+def tracked_runs(cmd: str, workdir: Path, results: list[Path]) -> None:
+    """A command with ``logger=`` leaves one run per (job, seed) in each tracker, where its keys put them."""
+    import sqlite3
+
+    from cl_sweep.results import read_result
+
+    keys = dict(t.split("=", 1) for t in shlex.split(cmd) if "=" in t and not t.startswith("-"))
+    name = keys.get("logger", "none")
+    chosen = keys["logger.loggers"].strip("[]").split(",") if name == "many" else [] if name == "none" else [name]
+    runs = sum(len(read_result(f)["seeds"]) for f in results)
+    for tracker in chosen:
+        prefix = f"logger.{tracker}." if name == "many" else "logger."
+        own = {k[len(prefix):]: v for k, v in keys.items() if k.startswith(prefix)}
+        if tracker in ("csv", "tensorboard"):
+            roots = [workdir / own["save_dir"]] if "save_dir" in own else [f.parent / tracker for f in results]
+            found = sum(len([d for d in root.rglob("seed_*") if d.is_dir()]) for root in roots)
+        elif tracker == "mlflow":
+            with sqlite3.connect(workdir / own["tracking_uri"].removeprefix("sqlite:///")) as db:
+                found = db.execute("select count(*) from tags where key = 'mlflow.parentRunId'").fetchone()[0]
+        elif tracker == "wandb":
+            found = len(list((workdir / own.get("dir", ".") / "wandb").glob("offline-run-*")))
+        else:
+            raise AssertionError(f"`{cmd}`: no read-back here for logger {tracker}: add one to tracked_runs")
+        assert found == runs, f"`{cmd}`: logger {tracker} left {found} runs, not one per (job, seed): {runs}"
 
 
 def run_check(cmd: str, spec: Excluded, workdir: Path, env: dict) -> None:

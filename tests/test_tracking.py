@@ -111,6 +111,9 @@ def test_mlflow_parent_run_per_grid_point_nested_run_per_seed_in_sqlite(tmp_path
     for job in ("0", "1"):
         result = _result(sweep / job)
         parent = parents[parents["tags.grid_point"] == str(sweep / job)]
+        assert parent["tags.mlflow.runName"].iloc[0] == f"sweep/{job}" and parent["status"].iloc[0] == "FINISHED"
+        assert parent["metrics.final/final_accuracy"].iloc[0] == pytest.approx(result["final_accuracy_mean"])  # its seeds' mean
+        assert parent["metrics.final/final_accuracy_std"].iloc[0] == pytest.approx(result["final_accuracy_std"])
         mine = children[children["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
         assert sorted(mine["params.seed"].astype(int)) == list(SEEDS)
         assert set(mine["params.optimizer.learning_rate"]) == {str(result["hyperparameters"]["optimizer.learning_rate"])}

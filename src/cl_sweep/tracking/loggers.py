@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 from urllib.parse import urlparse
 
+import numpy as np
+
 from cl_sweep.components.registry import register_logger
 from cl_sweep.tracking import RunInfo, TrackerError
 
@@ -162,7 +164,10 @@ def tensorboard(*, save_dir: Optional[str] = None) -> TensorBoardTracker:
 
 # --- MLflow ----------------------------------------------------------------------------------------
 class MLflowTracker:
-    """A parent run per grid point, a nested run per seed; tags ``sweep`` and ``grid_point`` on both."""
+    """A parent run per grid point, named ``<sweep>/<job>`` as W&B's group (a bare job number would
+    repeat in every sweep of an experiment), with a nested run per seed; tags ``sweep`` and
+    ``grid_point`` on both. The parent ends with its seeds' mean final metrics under the seeds' own
+    keys (and ``final/final_accuracy_std``), so MLflow's runs table sorts grid points by them."""
 
     def __init__(self, tracking_uri: str | None, experiment_name: str, artifact_location: str | None) -> None:
         from mlflow.tracking import MlflowClient
@@ -178,14 +183,16 @@ class MLflowTracker:
         else:
             self.experiment_id = experiment.experiment_id
         self.parents: dict[str, str] = {}
+        self.parent_of: dict[str, str] = {}  # a seed's run -> its grid point's run
+        self.ended: dict[str, list[tuple[Mapping[str, float], str]]] = {}  # parent -> its seeds' (summary, status)
 
     def _parent(self, run: RunInfo) -> str:
         if run.grid_point not in self.parents:
-            label = run.name.rsplit("-seed", 1)[0]
-            parent = self.client.create_run(self.experiment_id, run_name=label, tags=dict(run.tags))
+            parent = self.client.create_run(self.experiment_id, run_name=run.relative.as_posix(), tags=dict(run.tags))
             params = {k: v for k, v in run.params.items() if k != "seed"}
             self._params(parent.info.run_id, params)
             self.parents[run.grid_point] = parent.info.run_id
+            self.ended[parent.info.run_id] = []
         return self.parents[run.grid_point]
 
     def _params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -198,6 +205,7 @@ class MLflowTracker:
         child = self.client.create_run(self.experiment_id, run_name=run.name,
                                        tags={**run.tags, "mlflow.parentRunId": parent, "seed": str(run.seed)})
         self._params(child.info.run_id, run.params)
+        self.parent_of[child.info.run_id] = parent
         return child.info.run_id
 
     def log(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
@@ -210,12 +218,29 @@ class MLflowTracker:
         self.log(run_id, int(summary.get("step", summary.get("tasks_trained", 0))), {f"final/{k}": v for k, v in summary.items()})
         if heatmap is not None:
             self.client.log_artifact(run_id, str(heatmap))
-        self.client.set_terminated(run_id, {"finished": "FINISHED", "pruned": "KILLED"}.get(status, "FAILED"))
+        self.client.set_terminated(run_id, _MLFLOW_STATUS.get(status, "FAILED"))
+        self.ended[self.parent_of.pop(run_id)].append((summary, status))
 
     def close(self) -> None:
         for run_id in self.parents.values():
-            self.client.set_terminated(run_id, "FINISHED")
+            seeds = self.ended.get(run_id, [])
+            means = {}
+            for key in ("final_accuracy", "average_accuracy", "forgetting", "backward_transfer"):
+                values = [s[key] for s, _ in seeds if key in s]
+                if values:
+                    means[f"final/{key}"] = float(np.mean(values))
+                    if key == "final_accuracy":
+                        means["final/final_accuracy_std"] = float(np.std(values))
+            if means:
+                self.log(run_id, max(int(s.get("step", s.get("tasks_trained", 0))) for s, _ in seeds), means)
+            statuses = {status for _, status in seeds}
+            self.client.set_terminated(run_id, "FAILED" if "failed" in statuses else
+                                       "KILLED" if "pruned" in statuses else "FINISHED")
         self.parents.clear()
+        self.ended.clear()
+
+
+_MLFLOW_STATUS = {"finished": "FINISHED", "pruned": "KILLED"}
 
 
 @register_logger("mlflow", checks={"tracking_uri": _optional_text, "experiment_name": _text,
