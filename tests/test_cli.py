@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cl_sweep.results import read_result
+from cl_sweep.results import SCHEMA_VERSION, read_result
 from conftest import run_cli
 
 # A documented small slice of real MNIST: 200 examples per task, 2 seeds, so one job is seconds.
@@ -137,7 +137,11 @@ def test_permuted_mnist_smoke_run_records_stability_and_plasticity(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = read_result(tmp_path / "result.json")
-    assert r["schema"] == 2 and r["benchmark"] == "permuted_mnist"
+    assert r["schema"] == SCHEMA_VERSION and r["benchmark"] == "permuted_mnist"
+    # schema 3 on permuted tasks: every permutation's class accuracy of the final model, the untrained
+    # model's accuracy on the tasks evaluated before training (task 1 only, as in the matrix)
+    assert len(r["class_accuracy"][0]) == 10 and all(0 <= a <= 1 for a in r["class_accuracy"][0])
+    assert r["initial_accuracy"][0][0] is not None and 0 < r["initial_accuracy"][0][0] < 0.3
     m = r["accuracy_matrix"][0]
     assert [[v is not None for v in row] for row in m] == [[True, False, False], [True, True, False], [True, False, True]]
     assert all(v > 0.3 for v in metrics.plasticity(m))  # every new permutation is learnt (chance: 0.1)
