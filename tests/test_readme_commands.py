@@ -442,6 +442,9 @@ EXCLUDED: dict[str, Excluded] = {
         "on 64 examples per task, 1 seed, 1 round, logger=none against csv",
         ".venv/bin/python benchmarks/logger_cost.py --rounds 1 --limit-per-task 64 --seeds 1 --loggers csv",
         expect=r"(?s)logger=csv.*overhead", slow=True),
+    "benchmarks/step_time.py --populations 2 --repeats 3": Excluded(
+        "the quiet before/after comparison of Tracking (four runs of both cores, minutes); the check: its --help",
+        ".venv/bin/python benchmarks/step_time.py --help", expect=r"--repeats"),
     ".venv/bin/python benchmarks/step_time.py --populations 1,2": Excluded(
         "minutes of both cores (its --ablation form runs on 8 steps above); the check: its --help",
         ".venv/bin/python benchmarks/step_time.py --help", expect=r"--populations"),
