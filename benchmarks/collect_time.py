@@ -27,7 +27,11 @@ import shutil
 import statistics
 import tempfile
 import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optuna_batch import cpu_name  # noqa: E402  (the same CPU line as the other benchmarks)
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = ["+sweep=a6", "activation=glob(*)", "optimizer=glob(*)", "progress=false"]
@@ -118,15 +122,6 @@ def check(loader, master, jobs, got) -> None:
         assert json.dumps(p.cfg) == want and p.overrides == list(cfg.hydra.overrides.task), jobs[i]
     HydraConfig.instance().set_config(master)
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -29,17 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optuna_batch import cpu_name  # noqa: E402  (the same CPU line as the other benchmarks)
+
 LOGGERS = ("none", "csv", "tensorboard", "mlflow", "wandb")
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def logger_overrides(name: str, tmp: Path) -> list[str]:
@@ -123,7 +117,7 @@ def main() -> None:
     import jax
 
     job = "python -m cl_sweep progress=false " + " ".join(job_args) + (" " if job_args else "") + "logger=..."
-    print(f"\nCPU: {cpu_model()} ({os.cpu_count()} cores), jax {jax.__version__}, Python {platform.python_version()}")
+    print(f"\nCPU: {cpu_name()} ({os.cpu_count()} cores), jax {jax.__version__}, Python {platform.python_version()}")
     print(f"job: {job}; {args.rounds} interleaved rounds; medians over rounds")
     print(f"{'logger':<13}{'wall s':>8}{'overhead s':>12}{'overhead %':>12}{'CPU s':>8}{'overhead s':>12}{'overhead %':>12}")
     for name in names:

@@ -12,20 +12,13 @@ a busy machine slows both alike. The numbers of every model must be the same bot
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optuna_batch import cpu_name  # noqa: E402  (the same CPU line as the other benchmarks)
 
 
 def main() -> None:
