@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
 TEST_DEBS := dataset-fashion-mnist postgresql
 
 .DEFAULT_GOAL := help
-.PHONY: help setup mnist data fashion-mnist test-deps train test test-fast tables figures dashboard bench reproduce postgres postgres-stop soak bench-launchers clean
+.PHONY: help setup mnist data fashion-mnist test-deps train test test-fast tables figures dashboard bench reproduce search postgres postgres-stop soak bench-launchers clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,15 @@ comma := ,
 reproduce:  ## run the A.6 grid into results/a6, column by column (ROWS=..., OPTIMIZERS=...); resumable
 	for opt in $(OPTIMIZERS); do \
 	  $(PY) -m cl_sweep --multirun +sweep=a6 activation=$(ROWS) optimizer=$$opt progress=false hydra.sweep.dir=results/a6 || exit 1; \
+	done
+
+# The Table 2 cells outside the paper's mean +- std (README "Wider search"), as activation:optimizer.
+SEARCH_CELLS ?= hard_sigmoid:adagrad ash:sgdm hard_ash:sgdm topk_subtract:adam topk_mask:rmsprop topk_mask:adagrad sigmoid:sgd hard_sigmoid:sgd
+search:  ## TPE + median pruning (+search=a6_wide) on each of SEARCH_CELLS into results/search/<activation>-<optimizer>; its study in results/search/optuna.sqlite3; resumable
+	mkdir -p results/search
+	for cell in $(SEARCH_CELLS); do act=$${cell%%:*}; opt=$${cell##*:}; \
+	  $(PY) -m cl_sweep --multirun +search=a6_wide activation=$$act optimizer=$$opt progress=false \
+	    hydra.sweep.dir=results/search/$$act-$$opt hydra.sweeper.storage=sqlite:///$(CURDIR)/results/search/optuna.sqlite3 || exit 1; \
 	done
 
 figures:  ## draw every figure from stored results into figures/ (RESULTS=<folder> for another folder, FIGURES=<folder> for another output)
