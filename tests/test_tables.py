@@ -603,6 +603,44 @@ def test_strategy_runs_stay_out_of_the_paper_tables_and_get_their_own(tmp_path: 
     assert (tmp_path / "out" / "strategies.md").is_file()
 
 
+def test_search_trials_never_win_a_grid_cell_and_get_their_own_table(tmp_path: Path) -> None:
+    grid, search = tmp_path / "grid", tmp_path / "search"
+    for lr, acc in ((1e-4, 0.47), (2e-4, 0.45)):
+        put(grid, f"g{lr}", activation="hard_sigmoid", hyperparameters={"optimizer.learning_rate": lr}, accuracy=[acc] * 5,
+            overrides=["+sweep=a6"])
+    trials = ((3.1e-5, [0.58] * 5), (4.2e-4, [0.30] * 5), (7.7e-5, [0.52, 0.50]))  # the last one pruned below
+    for i, (lr, acc) in enumerate(trials):
+        path = put(search, f"t{i}", activation="hard_sigmoid", hyperparameters={"optimizer.learning_rate": lr},
+                   accuracy=acc, overrides=["+search=a6_wide"])
+        if i == 2:  # a pruned trial: two seeds stopped at a task boundary (tasks_trained), no final accuracy
+            r = json.loads(path.read_text())
+            r.update(status="pruned", tasks_trained=[1, 1], final_accuracy=[None, None], final_accuracy_mean=None,
+                     final_accuracy_std=None)
+            validate_result(r)
+            path.write_text(json.dumps(r))
+    jobs, _ = tables.load_results(grid, search)
+    summary = tables.summarize(jobs)
+    assert len(tables.plain_runs(summary)) == 2  # the grid's points only
+    md = tables.write_tables(summary, tmp_path / "out", jobs=jobs)
+    row2 = next(line for line in md.splitlines() if line.startswith("| Hard Sigmoid") and "(56.5 ± 1.2)" in line)
+    assert "47.0 ± 0.0 ✗ [2/3] (56.5 ± 1.2)" in row2 and "58.0" not in row2  # Table 2 stays the grid's (2 of its 3 A.6 points)
+    found = tables.search_table(summary)
+    (row,) = found.data.to_dict("records")
+    assert (row["grid_mean"], row["search_mean"], row["grid_points"]) == pytest.approx((47.0, 58.0, 2))
+    assert (row["trials"], row["pruned"], row["within_paper_std"], row["diff"]) == (3, 1, False, pytest.approx(11.0))
+    text = (tmp_path / "out" / "search.md").read_text()
+    assert found.display.iloc[0, :7].tolist() == [
+        "Hard Sigmoid", "Adagrad", "47.0 ± 0.0 [2]", "58.0 ± 0.0 ✗", "+11.0", "56.5 ± 1.2", "3 (1 pruned)"]
+    assert "58.0 ± 0.0 ✗" in text and "3 (1 pruned)" in text
+    assert "optimizer.learning_rate=3.1e-05" in text and (tmp_path / "out" / "search.csv").is_file()
+
+    # A folder of searches alone: they are its grid points, and there is nothing to set them beside.
+    alone, _ = tables.load_results(search)
+    alone = tables.summarize(alone)
+    assert len(tables.plain_runs(alone)) == 3 and tables.search_table(alone) is None
+    assert cell(tables.best_per_cell(tables.plain_runs(alone)), "hard_sigmoid", "adagrad")["mean"] == pytest.approx(58.0)
+
+
 def test_best_views_say_how_much_of_the_row_was_run(tmp_path: Path) -> None:
     put(tmp_path, "a", activation="hard_ash", optimizer="adagrad", accuracy=[0.78] * 5)
     put(tmp_path, "b", activation="hard_ash", optimizer="adam", accuracy=[0.60] * 5)

@@ -1444,12 +1444,114 @@ def _own_keys(hp_key: str) -> str:
     return ", ".join(kv) or DEFAULTS_KEY_LABEL
 
 
+#: The source prefix of an Optuna search's jobs (`_source`: ``+search=a6_wide`` -> ``search/a6_wide``).
+SEARCH_SOURCE = "search/"
+
+
+def _searched(sources: Any) -> bool:
+    """Whether a grid point comes from Optuna searches only (every source a ``search/...`` one)."""
+    return bool(sources) and all(str(s).startswith(SEARCH_SOURCE) for s in sources)
+
+
+def grid_runs(summary: pd.DataFrame) -> pd.DataFrame:
+    """The grid points a table may pick a cell's winner from: all but those that only an Optuna search
+    (``+search=...``) produced, in each benchmark that has any other. A search's best trial is picked
+    on the same test accuracy among many more points, so it would flatter a cell that the A.6 grid
+    defines (Table 2 stays the grid's); `search_table` shows it beside the grid instead. A benchmark
+    with searches only (a folder of one study) keeps them: they are all it has."""
+    if summary.empty or "sources" not in summary.columns:
+        return summary
+    searched = summary["sources"].map(_searched)
+    with_grid = set(summary.loc[~searched, "benchmark"])
+    return summary[~searched | ~summary["benchmark"].isin(with_grid)]
+
+
 def plain_runs(summary: pd.DataFrame) -> pd.DataFrame:
-    """The grid points of the paper's main setting (Tables 1 and 2): no strategy, standard optimizers."""
+    """The grid points of the paper's main setting (Tables 1 and 2): no strategy, standard optimizers,
+    and not found by a search alone where a grid ran (`grid_runs`)."""
     if summary.empty:
         return summary
+    summary = grid_runs(summary)
     # A.9's decaying SGD is an appendix variant of SGD, not a column of Table 2.
     return summary[summary["hyperparameters"].map(_paper_variant) & ~summary["optimizer"].isin(APPENDIX_OPTIMIZERS)]
+
+
+def _short_values(keys: str) -> str:
+    """``k=v, ...`` with each sampled float to 3 significant digits (``0.00020923190206007523`` -> ``0.000209``)."""
+    def short(kv: str) -> str:
+        k, sep, v = kv.partition("=")
+        try:
+            return f"{k}={float(v):.3g}" if sep and not v.lstrip("-").isdigit() else kv
+        except ValueError:
+            return kv
+    return ", ".join(short(kv) for kv in keys.split(", "))
+
+
+def search_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, *, select: str = "test") -> Table | None:
+    """Wider searches beside the grid: for every (activation, optimizer) cell of the paper's setting that
+    an Optuna search (``+search=...``) ran, the search's best trial beside the grid's best (Table 2's
+    cell) and the paper's value; None when no search ran or the benchmark has searches only.
+
+    A trial is a grid point of its own (its sampled values); pruned trials are counted, never averaged
+    in; the best is picked by ``select`` among the complete ones, as in `best_per_cell`.
+    """
+    if summary.empty or "sources" not in summary.columns:
+        return None
+    s = summary[summary["benchmark"] == benchmark]
+    s = s[s["hyperparameters"].map(_paper_variant) & ~s["optimizer"].isin(APPENDIX_OPTIMIZERS)]
+    searched = s["sources"].map(_searched)
+    if not searched.any() or searched.all():
+        return None
+    grid = {(r.activation, r.optimizer): r for _, r in best_per_cell(s[~searched], select=select).iterrows()}
+    ref = _paper_table2(benchmark)
+    display_rows, data_rows = [], []
+    for _, found in best_per_cell(s[searched], select=select).iterrows():
+        act, opt = found["activation"], found["optimizer"]
+        base, pv = grid.get((act, opt)), ref.get(act, {}).get(opt)
+        mean = float(found["mean"])
+        within = within_paper(mean, pv)
+        base_mean = math.nan if base is None else float(base["mean"])
+        diff = mean - base_mean
+        sources = sorted({str(x) for x in found["sources"]})
+        display_rows.append(
+            {
+                "Activation": paper.activation_name(act),
+                "Optimizer": paper.optimizer_name(opt),
+                "Grid (Table 2)": _ours(base) + ("" if base is None else f" [{int(base['n_grid_points'])}]"),
+                "Search": _ours(found) + (f" {_mark(within)}" if within is not None else ""),
+                "Search - grid": f"{diff:+.{_DISPLAY_DECIMALS}f}" if math.isfinite(diff) else MISSING,
+                "Paper": _fmt_paper(pv),
+                "Trials": f"{int(found['n_grid_points'])} ({int(found['n_pruned'])} pruned)",
+                "Best trial": MISSING if found["hp_key"] is None else _short_values(_component_keys(found["hp_key"])),
+            }
+        )
+        data_rows.append(
+            {
+                "benchmark": benchmark, "activation": act, "optimizer": opt,
+                "grid_mean": base_mean, "grid_std": math.nan if base is None else float(base["std"]),
+                "grid_points": 0 if base is None else int(base["n_grid_points"]),
+                "search_mean": mean, "search_std": float(found["std"]), "search_seeds": int(found["n_seeds"]),
+                "diff": diff, "paper_mean": math.nan if pv is None else pv.mean,
+                "paper_std": math.nan if pv is None else pv.std, "within_paper_std": within,
+                "trials": int(found["n_grid_points"]), "pruned": int(found["n_pruned"]),
+                "hyperparameters": found["hp_key"], "sources": ";".join(sources),
+            }
+        )
+    return Table.of(
+        "search",
+        f"Wider searches beside the grid ({benchmark})",
+        display_rows,
+        ["Activation", "Optimizer", "Grid (Table 2)", "Search", "Search - grid", "Paper", "Trials", "Best trial"],
+        data_rows,
+        "Final accuracy (%), mean ± std over seeds: the grid's best point (Table 2's cell; in brackets its "
+        "grid points) beside the best trial of an Optuna search (`+search=...`) on the same cell"
+        + (f"; {WITHIN}/{OUTSIDE} = the search's best within/outside the paper's mean ± std." if ref else "."),
+        [
+            "The tables pick their cells from the grid only: a search's best trial is chosen by the same test "
+            "accuracy among many more points, so it is shown here, beside the grid, and never becomes a cell. "
+            "Pruned trials are counted, not averaged in."
+        ],
+    )
 
 
 def _best_beside(cells: pd.DataFrame, plain: pd.DataFrame, by: list[str], own: str, select: str = "test") -> Iterator[tuple]:
@@ -1661,6 +1763,8 @@ def write_tables(
         extra.append(comparison)
     if (pareto := pareto_table(full, benchmark)) is not None:
         extra.append(pareto)
+    if (searches := search_table(full, benchmark, select=select)) is not None:
+        extra.append(searches)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
         extra.append(appendix_table(everything, jobs, select=select))
     out.mkdir(parents=True, exist_ok=True)
