@@ -137,6 +137,24 @@ def test_a_job_with_a_validation_set_stores_its_accuracy(compose, model, fractio
 
 
 @pytest.mark.slow
+def test_the_early_stop_rule_reads_validation_accuracy_when_examples_are_held_out(compose):
+    """Selecting by validation must not peek at the test set: the 2-seed rule that decides which grid points
+    get all their seeds compares the held-out examples' accuracy with its threshold, not the test accuracy."""
+    from cl_sweep.training.train import train_jobs
+
+    overrides = [*SLICE, "benchmark.validation_fraction=0.2"]
+    [first] = train_jobs([OmegaConf.to_container(compose(overrides), resolve=True)], [[]])
+    val, test = float(np.mean(first["validation_accuracy"])), float(np.mean(first["final_accuracy"]))
+    assert abs(val - test) > 1e-3, (val, test)  # the two sets must disagree for the check to mean anything
+    threshold = (val + test) / 2  # between them: validation and test accuracy give opposite decisions
+    cfg = compose([*overrides, "n_seeds=3", "early_stop.enabled=true", f"early_stop.threshold={threshold}"])
+    [result] = train_jobs([OmegaConf.to_container(cfg, resolve=True)], [[]])
+    assert result["final_accuracy"][:2] == first["final_accuracy"]  # the same two first seeds
+    assert result["early_stopped"] is (val < threshold)
+    assert result["seeds"] == ([0, 1] if val < threshold else [0, 1, 2])
+
+
+@pytest.mark.slow
 def test_permuted_job_evaluates_the_held_out_images_under_each_permutation(compose):
     from cl_sweep.training.train import train_jobs
 

@@ -175,7 +175,8 @@ def train_and_evaluate(cfg: DictConfig | Mapping, *, overrides: Sequence[str] = 
     """Trains all seeds of one config together and returns the schema-1 result dict (not yet written).
 
     With ``early_stop.enabled``, the first ``after_seeds`` seeds train first; if their mean final
-    accuracy is below ``threshold`` the rest are skipped and ``early_stopped`` is true.
+    accuracy (validation accuracy when the benchmark holds examples out) is below ``threshold`` the rest
+    are skipped and ``early_stopped`` is true.
     """
     return train_jobs([cfg], [overrides])[0]
 
@@ -210,7 +211,8 @@ def train_jobs(
     the members per compiled call (memory, and the CPU's sweet spot); None means
     `cl_sweep.training.engine.default_max_population` (2 on CPU).
     Early stop is per job: phase 1 trains every job's first ``after_seeds`` seeds, phase 2 the
-    remaining seeds of the jobs whose phase-1 mean reached the threshold. ``wall_time_s`` of each
+    remaining seeds of the jobs whose phase-1 mean reached the threshold (their final accuracy, on the
+    held-out validation examples when the benchmark has them). ``wall_time_s`` of each
     job is its share of the population's wall time.
 
     ``compile_only`` compiles the programs of the first call and returns [] (training nothing):
@@ -309,7 +311,9 @@ def train_jobs(
         if not split_jobs or len(ss) <= es["after_seeds"] or j in pruned:
             continue
         done = [outcome[(j, s)] for s in ss[: es["after_seeds"]]]
-        ok = [f for f, _, d, *_ in done if not d]
+        # With held-out validation examples the rule reads their accuracy, not the test set's: a sweep
+        # that selects by validation (benchmark.validation_fraction) never sees test accuracy before it reports.
+        ok = [f if v is None else v[0] for f, _, d, _, _, v, *_ in done if not d]
         mean = float(np.mean(ok)) if ok else float("nan")
         if mean >= es["threshold"]:
             rest += [(j, s) for s in ss[es["after_seeds"] :]]
