@@ -641,6 +641,44 @@ def test_search_trials_never_win_a_grid_cell_and_get_their_own_table(tmp_path: P
     assert cell(tables.best_per_cell(tables.plain_runs(alone)), "hard_sigmoid", "adagrad")["mean"] == pytest.approx(58.0)
 
 
+def put_held_out(root: Path, subdir: str, lr: float, test: float, validation: float, fraction: float = 0.1) -> Path:
+    """A 3-seed Hard ASH + Adagrad result of a job that held ``fraction`` of its examples out (schema 2)."""
+    r = make_result(hyperparameters={"optimizer.learning_rate": lr, "benchmark.validation_fraction": fraction},
+                    accuracy=[test] * 3, n_seeds_requested=3)
+    r.update(schema=2, average_accuracy=[[test]] * 3, forgetting=[None] * 3, backward_transfer=[None] * 3,
+             active_fraction=[[0.1]] * 3, validation_accuracy=[validation] * 3,
+             validation_accuracy_matrix=[[[validation]]] * 3)
+    return write_result(r, root / subdir)
+
+
+def test_held_out_runs_stay_out_of_the_paper_cells_and_show_how_optimistic_test_selection_is(tmp_path: Path) -> None:
+    for lr, acc in ((1e-4, 0.78), (2e-4, 0.76)):
+        put(tmp_path / "a6", f"{lr}", hyperparameters={"optimizer.learning_rate": lr}, accuracy=[acc] * 5)
+    put_held_out(tmp_path / "honest", "a", 1e-4, test=0.75, validation=0.80)  # best on validation
+    put_held_out(tmp_path / "honest", "b", 2e-4, test=0.79, validation=0.74)  # best on test, above the stored grid
+    jobs, _ = tables.load_results(tmp_path)
+    summary = tables.summarize(jobs)
+    assert len(tables.plain_runs(summary)) == 2 and len(tables.plain_runs(summary, "validation")) == 2
+    assert set(tables.plain_runs(summary)["hp_key"]) == {"optimizer.learning_rate=0.0001", "optimizer.learning_rate=0.0002"}
+    assert tables.plain_runs(summary, "validation")["val_mean"].notna().all()  # the held-out runs, the only ones it can pick
+    md = tables.write_tables(summary, tmp_path / "out", jobs=jobs)
+    row2 = next(line for line in md.splitlines() if line.startswith("| Hard ASH") and "(78.3 ± 1.4)" in line)
+    assert "78.0 ± 0.0" in row2 and "79.0" not in row2  # Table 2: the stored grid, trained on every example
+
+    table = tables.selection_table(summary)
+    (row,) = table.data.to_dict("records")
+    assert (row["stored_mean"], row["by_test_mean"], row["by_validation_mean"]) == pytest.approx((78.0, 79.0, 75.0))
+    assert row["optimism"] == pytest.approx(4.0) and row["same_point"] is False and row["validation_fraction"] == 0.1
+    assert row["by_validation_hyperparameters"].endswith("optimizer.learning_rate=0.0001")
+    assert table.display.iloc[0].tolist() == [
+        "Hard ASH", "Adagrad", "0.1", "2/18", "78.0 ± 0.0", "79.0 ± 0.0", "75.0 ± 0.0", "+4.0", "no"]
+    assert (tmp_path / "out" / "selection.md").is_file()
+    # validation-selected tables take the held-out runs (the others have no validation accuracy to pick by)
+    tables.write_tables(summary, tmp_path / "val", jobs=jobs, select="validation")
+    assert "75.0 ± 0.0" in (tmp_path / "val" / "table2.md").read_text()
+    assert tables.selection_table(tables.summarize(tables.load_results(tmp_path / "a6")[0])) is None
+
+
 def test_best_views_say_how_much_of_the_row_was_run(tmp_path: Path) -> None:
     put(tmp_path, "a", activation="hard_ash", optimizer="adagrad", accuracy=[0.78] * 5)
     put(tmp_path, "b", activation="hard_ash", optimizer="adam", accuracy=[0.60] * 5)

@@ -1453,27 +1453,113 @@ def _searched(sources: Any) -> bool:
     return bool(sources) and all(str(s).startswith(SEARCH_SOURCE) for s in sources)
 
 
-def grid_runs(summary: pd.DataFrame) -> pd.DataFrame:
-    """The grid points a table may pick a cell's winner from: all but those that only an Optuna search
-    (``+search=...``) produced, in each benchmark that has any other. A search's best trial is picked
-    on the same test accuracy among many more points, so it would flatter a cell that the A.6 grid
-    defines (Table 2 stays the grid's); `search_table` shows it beside the grid instead. A benchmark
-    with searches only (a folder of one study) keeps them: they are all it has."""
+def _validation_fraction(hp: Any) -> float:
+    """The share of each task's training examples a grid point held out (``benchmark.validation_fraction``; 0: none)."""
+    value = hp.get("benchmark.validation_fraction", 0) if isinstance(hp, dict) else 0
+    return float(value or 0)
+
+
+def grid_runs(summary: pd.DataFrame, select: str = "test") -> pd.DataFrame:
+    """The grid points a table may pick a cell's winner from: per benchmark, those of the first kind it
+    has, in this order: runs on all training examples (the paper's protocol), runs that held examples
+    out (``benchmark.validation_fraction`` > 0; first under ``select="validation"``, the only ones it can
+    pick), and Optuna searches (``+search=...``, every source a ``search/...`` one).
+
+    So a search's best trial, picked by the same test accuracy among many more points, never becomes a
+    cell that the A.6 grid defines (Table 2 stays the grid's; `search_table` shows it beside), and runs
+    trained on fewer examples never mix into the paper's cells (`selection_table` compares them). A
+    folder of one kind alone (one study, one held-out sweep) keeps it: it is all there is.
+    """
     if summary.empty or "sources" not in summary.columns:
         return summary
     searched = summary["sources"].map(_searched)
-    with_grid = set(summary.loc[~searched, "benchmark"])
-    return summary[~searched | ~summary["benchmark"].isin(with_grid)]
+    held = summary["hyperparameters"].map(_validation_fraction) > 0
+    kind = np.where(searched, 2, np.where(held, 1, 0))
+    order = (1, 0, 2) if select == "validation" else (0, 1, 2)
+    rank = pd.Series([order.index(k) for k in kind], index=summary.index)
+    first = rank.groupby(summary["benchmark"]).transform("min")
+    return summary[rank == first]
 
 
-def plain_runs(summary: pd.DataFrame) -> pd.DataFrame:
+def plain_runs(summary: pd.DataFrame, select: str = "test") -> pd.DataFrame:
     """The grid points of the paper's main setting (Tables 1 and 2): no strategy, standard optimizers,
-    and not found by a search alone where a grid ran (`grid_runs`)."""
+    and of the kind `grid_runs` picks for ``select``."""
     if summary.empty:
         return summary
-    summary = grid_runs(summary)
+    summary = grid_runs(summary, select)
     # A.9's decaying SGD is an appendix variant of SGD, not a column of Table 2.
     return summary[summary["hyperparameters"].map(_paper_variant) & ~summary["optimizer"].isin(APPENDIX_OPTIMIZERS)]
+
+
+def selection_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK) -> Table | None:
+    """How optimistic best-of-grid on test is: for every cell of the paper's setting whose grid also ran
+    with held-out examples (``benchmark.validation_fraction`` > 0), the stored grid's test-selected best
+    (Table 2's cell) beside the held-out runs' best picked by test accuracy and by validation accuracy
+    (its test accuracy reported), and the difference between the two picks; None without such runs."""
+    if summary.empty:
+        return None
+    s = summary[summary["benchmark"] == benchmark]
+    s = s[s["hyperparameters"].map(_paper_variant) & ~s["optimizer"].isin(APPENDIX_OPTIMIZERS)]
+    if "sources" in s.columns:
+        s = s[~s["sources"].map(_searched)]
+    fraction = s["hyperparameters"].map(_validation_fraction)
+    if not (fraction > 0).any():
+        return None
+    stored = {(r.activation, r.optimizer): r for _, r in best_per_cell(s[fraction == 0]).iterrows()}
+    display_rows, data_rows = [], []
+    for f in sorted(set(fraction[fraction > 0])):
+        held = s[fraction == f]
+        by_test, by_val = best_per_cell(held), best_per_cell(held, select="validation")
+        for (_, t), (_, v) in zip(by_test.iterrows(), by_val.iterrows()):
+            act, opt = t["activation"], t["optimizer"]
+            base = stored.get((act, opt))
+            expected = paper.a6_cell_size(act, opt) if benchmark == paper.PAPER_BENCHMARK else None
+            coverage = f"{int(t['n_grid_points'])}" + (f"/{expected}" if expected else "")
+            optimism = float(t["mean"]) - float(v["mean"])
+            display_rows.append(
+                {
+                    "Activation": paper.activation_name(act),
+                    "Optimizer": paper.optimizer_name(opt),
+                    "Held out": f"{f:g}",
+                    "Grid points": coverage,
+                    "All examples, by test (Table 2)": _ours(base),
+                    "Held out, by test": _ours(t),
+                    "Held out, by validation": _ours(v),
+                    "Optimism": f"{optimism:+.{_DISPLAY_DECIMALS}f}" if math.isfinite(optimism) else MISSING,
+                    "Same point": "yes" if t["hp_key"] == v["hp_key"] else "no",
+                }
+            )
+            data_rows.append(
+                {
+                    "benchmark": benchmark, "activation": act, "optimizer": opt, "validation_fraction": f,
+                    "grid_points": int(t["n_grid_points"]), "a6_grid_points": expected,
+                    "stored_mean": math.nan if base is None else float(base["mean"]),
+                    "stored_std": math.nan if base is None else float(base["std"]),
+                    "by_test_mean": float(t["mean"]), "by_test_std": float(t["std"]),
+                    "by_validation_mean": float(v["mean"]), "by_validation_std": float(v["std"]),
+                    "by_validation_val_mean": float(v["val_mean"]), "optimism": optimism,
+                    "same_point": t["hp_key"] == v["hp_key"],
+                    "by_test_hyperparameters": t["hp_key"], "by_validation_hyperparameters": v["hp_key"],
+                }
+            )
+    return Table.of(
+        "selection",
+        f"Honest model selection: best grid point by test vs by validation accuracy ({benchmark})",
+        display_rows,
+        ["Activation", "Optimizer", "Held out", "Grid points", "All examples, by test (Table 2)", "Held out, by test",
+         "Held out, by validation", "Optimism", "Same point"],
+        data_rows,
+        "Final test accuracy (%), mean ± std over seeds, of the best grid point of each cell: the stored grid "
+        "trained on every example and picked by test accuracy (the paper's rule, Table 2), and the same grid "
+        "re-run holding out a share of each task's training examples, picked by test accuracy and by the "
+        "held-out (validation) accuracy. Optimism = by test - by validation on the same runs: how much picking "
+        "on the test set flatters a cell. Grid points: of the held-out runs (k/N: k of the cell's N A.6 points).",
+        [
+            "The held-out runs never train on the held-out examples, and the 2-seed early-stop rule reads their "
+            "accuracy, so the validation pick never sees the test set. The held-out runs are not pooled into "
+            "the other tables (grid_runs)."
+        ],
+    )
 
 
 def _short_values(keys: str) -> str:
@@ -1587,7 +1673,7 @@ def strategies_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMA
 
     return _beside_table(
         "strategies", f"Continual-learning strategies ({benchmark})",
-        _best_beside(with_strategy, plain_runs(s.drop(columns="_strategy")), ["activation", "optimizer", "_strategy"],
+        _best_beside(with_strategy, plain_runs(s.drop(columns="_strategy"), select), ["activation", "optimizer", "_strategy"],
                      "strategy.", select),
         label, ("Without strategy", "without_strategy_mean"), "Strategy hyperparameters",
         "Final accuracy (%) of the best grid point with each strategy, beside the best of the same "
@@ -1642,7 +1728,7 @@ def models_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, 
 
     return _beside_table(
         "models", f"Other models ({benchmark})",
-        _best_beside(s, plain_runs(summary[summary["benchmark"] == benchmark]), ["_arch", "activation", "optimizer"],
+        _best_beside(s, plain_runs(summary[summary["benchmark"] == benchmark], select), ["_arch", "activation", "optimizer"],
                      "model.", select),
         label, ("Paper's MLP", "paper_mlp_mean"), "Model hyperparameters",
         "Final accuracy (%) of the best grid point of each model other than the paper's MLP (one hidden "
@@ -1751,7 +1837,7 @@ def write_tables(
     out = Path(out_dir)
     everything = summary  # the appendix table (A.7 runs on i.i.d. MNIST) spans benchmarks
     full = summary[summary["benchmark"] == benchmark] if not summary.empty else summary  # this benchmark's rows only
-    summary = plain_runs(full)  # the paper's tables compare activations and optimizers alone
+    summary = plain_runs(full, select)  # the paper's tables compare activations and optimizers alone
     best = best_per_cell(summary, select=select)
     sections = [f"# Results: {benchmark}", ""]
     extra = [metrics_table(summary, benchmark, select=select)]
@@ -1765,11 +1851,13 @@ def write_tables(
         extra.append(pareto)
     if (searches := search_table(full, benchmark, select=select)) is not None:
         extra.append(searches)
+    if (selection := selection_table(full, benchmark)) is not None:
+        extra.append(selection)
     if jobs is not None and benchmark == paper.PAPER_BENCHMARK:
         extra.append(appendix_table(everything, jobs, select=select))
     out.mkdir(parents=True, exist_ok=True)
     for table in [*render_tables(best, benchmark, select=select), *extra]:
-        if select != "test" and table.name != "pareto":  # the paper's rule goes unsaid, as it always has
+        if select != "test" and table.name not in ("pareto", "selection"):  # the paper's rule goes unsaid, as it always has
             table.notes = [*table.notes, SELECTION_NOTES[select]]
         md = table.to_markdown()
         (out / f"{table.name}.md").write_text(md)
@@ -1801,7 +1889,7 @@ def write_index(summary: pd.DataFrame, out_dir: Path, benchmarks: Sequence[str],
     best cell, picked by ``select``) and the result files that could not be read (listed here only)."""
     tops = {}
     for b in benchmarks:  # every winner first: a refused selection writes nothing
-        best = best_per_cell(plain_runs(summary[summary["benchmark"] == b]), select=select)
+        best = best_per_cell(plain_runs(summary[summary["benchmark"] == b], select), select=select)
         tops[b] = best_over(best, "benchmark", select=select) if not best.empty else best
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# Tables", "", "One folder per benchmark, written by `make tables` from the stored results "
@@ -1945,7 +2033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plots:
         from cl_sweep.analysis import plots  # matplotlib is slow to import; only load it when plotting
 
-        best = best_per_cell(plain_runs(summary), select=args.select)
+        best = best_per_cell(plain_runs(summary, args.select), select=args.select)
         for benchmark, out in targets:
             if (best["benchmark"] == benchmark).any():
                 png = plots.table2_heatmap(best, out / "table2_heatmap.png", benchmark=benchmark)
