@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cl_sweep.components import activations
 from cl_sweep.components.activations import ACTIVATIONS, get_activation
 
 ALL_NAMES = (

@@ -76,3 +76,10 @@ def test_analysis_loads_without_jax() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_ruff_finds_no_errors() -> None:
+    """`ruff check` with the project's rules ([tool.ruff] in pyproject.toml: undefined and unused names,
+    syntax errors) passes on the whole checkout."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(SRC.parent)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

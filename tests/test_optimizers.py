@@ -10,7 +10,6 @@ import numpy as np
 import optax
 import pytest
 
-from cl_sweep.components import optimizers
 from cl_sweep.components.optimizers import OPTIMIZERS, get_optimizer, with_update_clip
 
 # docs/protocol.md, "The A.6 grids": the default column.
