@@ -198,11 +198,7 @@ def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os
         path: the PNG to write.
         title: the figure's title.
     """
-    n = max(1, len(cells))
-    cols = min(n, 4)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.4 * cols, 3.3 * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panels(len(cells), max_cols=4, size=(3.4, 3.3))
     cmap = colormaps["viridis"].with_extremes(bad=_NAN_COLOUR)
     norm = colors.Normalize(*_ACC_RANGE)
     image = None
@@ -221,8 +217,6 @@ def accuracy_matrix_heatmaps(cells: list[tuple[str, np.ndarray]], path: str | os
         ax.set_xlabel("evaluated on task")
         ax.set_ylabel("after training task")
         ax.set_title(name, fontsize=9)
-    for ax in axes[len(cells):]:
-        ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="test accuracy (%)")
     return _save(fig, path, title, dpi=110)
@@ -238,11 +232,7 @@ def learning_curves(runs: list[tuple[str, dict]], path: str | os.PathLike, *, ti
         path: the PNG to write.
         title: the figure's title.
     """
-    n = max(1, len(runs))
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(5.2 * cols, 3.6 * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    fig, axes = _panels(len(runs), max_cols=3, size=(5.2, 3.6), sharey=True)
     cmap = colormaps["tab10"]
     for ax, (name, curve) in zip(axes, runs):
         step, task = np.asarray(curve["step"]), np.asarray(curve["task"])
@@ -261,8 +251,6 @@ def learning_curves(runs: list[tuple[str, dict]], path: str | os.PathLike, *, ti
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize="x-small", loc="lower left")
-    for ax in axes[len(runs):]:
-        ax.set_visible(False)
     return _save(fig, path, title, dpi=110)
 
 
@@ -291,6 +279,18 @@ def pareto_scatter(points: pd.DataFrame, path: str | os.PathLike, *, title: str 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path, title, dpi=120)
+
+
+def _panels(n: int, *, max_cols: int, size: tuple[float, float], sharey: bool = False) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n`` panels (at least one) in rows of up to ``max_cols``, each ``size`` inches, with
+    room for a title; the flat array of axes, the unused ones at the end hidden."""
+    cols = min(max(1, n), max_cols)
+    rows = math.ceil(max(1, n) / cols)
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=sharey)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
 
 
 def _save(fig: Figure, path: str | os.PathLike, title: str, *, dpi: int) -> Path:
