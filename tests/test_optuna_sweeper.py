@@ -343,6 +343,26 @@ def test_resume_counts_complete_trials_with_default_name(tmp_path: Path) -> None
     assert results.best_value == load(tmp_path).best_value and set(results.best_params) == {"x", "y"}
 
 
+def test_run_control_keys_stay_out_of_the_study_name_and_old_names_resume(tmp_path: Path) -> None:
+    """The task's declared run-control keys (the toy app's `sleep`; cl_sweep's progress, cpu_threads, ...)
+    change no number: a re-run with another value resumes the study, and a study named with them (before
+    they left names) is still found."""
+    run_app(tmp_path, *SPACE, "sleep=0", n_trials=2)
+    run_app(tmp_path, *SPACE, "sleep=0.01", n_trials=3)
+    study = load(tmp_path)  # one study: the second run resumed it
+    assert len(study.trials) == 3 and "sleep" not in study.study_name
+
+    space = build_search_space({"x": "interval(0,1)"}, ["y=range(0,4)", "sleep=0"])
+    legacy = default_study_name("my_app", space)
+    assert legacy != default_study_name("my_app", space, ignore=["sleep"]) and "|sleep=0|" in legacy
+    old = tmp_path / "old"
+    old.mkdir()
+    run_app(old, *SPACE, "sleep=0", n_trials=2, study_name=f"'{legacy}'")  # quoted: the name holds = and |
+    out = run_app(old, *SPACE, "sleep=0", n_trials=3)
+    assert f"Resuming study {legacy!r}" in out
+    assert optuna.get_all_study_names(f"sqlite:///{old}/s.db") == [legacy] and len(load(old).trials) == 3
+
+
 @pytest.mark.slow
 def test_seed_gives_identical_fresh_studies(tmp_path: Path) -> None:
     seeded = [*SPACE, "hydra.sweeper.sampler.seed=123"]

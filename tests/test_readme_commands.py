@@ -332,6 +332,8 @@ EXCLUDED: dict[str, Excluded] = {
     ".venv/bin/pip install -e '.[tfds]'": Excluded(
         "downloads TensorFlow (274 MB) into the shared venv; the check: the extra is declared", _pyproject_extras("tfds")),
     # --- hours, or the checkout's stored results ---------------------------------------------
+    "make search": Excluded("about an hour of training, written into the checkout's results/search; the check: the recipe",
+                            "make -n search", expect=r"(?s)\+search=a6_wide activation=\$act optimizer=\$opt.*results/search"),
     "make reproduce": Excluded("hours of training, written into the checkout's results/a6",
                                "make -n reproduce", expect=r"\+sweep=a6"),
     "git clone -q . /tmp/frozen && PYTHONPATH=/tmp/frozen/src .venv/bin/python -m cl_sweep --multirun "
@@ -603,7 +605,8 @@ def is_grid(cmd: str) -> bool:
 
 
 def is_optuna(cmd: str) -> bool:
-    return is_multirun(cmd) and "hydra/sweeper=optuna" in cmd
+    """An Optuna sweep: named on the command line, or a `+search=` preset (each selects the Optuna sweeper)."""
+    return is_multirun(cmd) and ("hydra/sweeper=optuna" in cmd or bool(re.search(r"(?:^|\s)'?\+search=", cmd)))
 
 
 def sweep_presets(cmd: str) -> list[str]:
@@ -899,6 +902,7 @@ def test_parsing_rules() -> None:
     assert not is_placeholder("make soak JOBS=240") and not is_placeholder('make reproduce OPTIMIZERS="adagrad sgd"')
     assert is_grid("python -m cl_sweep --multirun +sweep=a6 x=1") and not is_grid("python -m cl_sweep +sweep=a6")
     assert is_optuna("python -m cl_sweep --multirun hydra/sweeper=optuna +search=a6")
+    assert is_optuna("python -m cl_sweep --multirun +search=a6_wide x=1") and not is_optuna("python -m cl_sweep +search=a6")
     assert is_training(".venv/bin/python -m cl_sweep a=1") and not is_training("python -m cl_sweep.analysis.tables results")
     assert basic_sweep_jobs("python -m cl_sweep --multirun seed=0,5,10 activation=topk_subtract activation.k=64,96") == 6
     assert is_permuted("python -m cl_sweep --multirun +sweep=a10_zk") and not is_permuted("python -m cl_sweep --multirun +sweep=a6")

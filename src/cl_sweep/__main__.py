@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cl_sweep.config import config_dir  # importing it registers the typed schemas before Hydra composes
-from cl_sweep.results import METRICS
+from cl_sweep.results import METRICS, RUN_CONTROL_KEYS
 
 
 def _load_plugins() -> None:
@@ -36,8 +36,10 @@ def main(cfg: DictConfig) -> float:
 
 
 # What a sweep of this task optimises when it does not say (read by hydra/sweeper=optuna): the
-# returned final_accuracy_mean, maximised; `metrics` are the names hydra.sweeper.objectives may use.
-main.__wrapped__.sweep_objective = {"metric": "final_accuracy_mean", "direction": "maximize", "metrics": list(METRICS)}
+# returned final_accuracy_mean, maximised; `metrics` are the names hydra.sweeper.objectives may use;
+# `run_control` the keys that change no number (progress, cpu_threads, ...), left out of study names.
+main.__wrapped__.sweep_objective = {"metric": "final_accuracy_mean", "direction": "maximize", "metrics": list(METRICS),
+                                    "run_control": sorted(RUN_CONTROL_KEYS)}
 
 
 if __name__ == "__main__":

@@ -562,9 +562,7 @@ class OptunaSweeperImpl(Sweeper):
         storage = make_storage(
             self.storage_url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
         )
-        name = self.study_name or default_study_name(
-            str(self.config.hydra.job.name), space, extra=self._name_extra()
-        )
+        name = self.study_name or self._default_name(space, storage)
         # Placeholder sampler: the real one is seeded from the study's trial count below.
         study = optuna.create_study(
             study_name=name,
@@ -594,6 +592,22 @@ class OptunaSweeperImpl(Sweeper):
             if self.custom_search_space:
                 study.set_user_attr("custom_search_space", self.custom_search_space)
         return study, storage
+
+    def _default_name(self, space: SearchSpace, storage: Any) -> str:
+        """The study's default name, without the task's declared ``run_control`` keys (they change no
+        number, so toggling one resumes the study). A study made before they left the name is found
+        under its old name when the storage has that one and not the new one."""
+        assert self.config is not None
+        job, extra = str(self.config.hydra.job.name), self._name_extra()
+        ignored = [str(k) for k in (self.declared or {}).get("run_control", ())]
+        name = default_study_name(job, space, extra=extra, ignore=ignored)
+        legacy = default_study_name(job, space, extra=extra)
+        if legacy != name:
+            existing = set(optuna.study.get_all_study_names(storage))
+            if name not in existing and legacy in existing:
+                log.info(f"Resuming study {legacy!r}, named before run-control keys ({', '.join(sorted(ignored))}) left study names")
+                return legacy
+        return name
 
     def _name_extra(self) -> list[str]:
         """What besides the space tells studies apart in the default name: objectives, directions, extender."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,7 +334,7 @@ def describe_distribution(dist: BaseDistribution) -> str:
     return repr(dist)
 
 
-def default_study_name(job_name: str, space: SearchSpace, extra: Sequence[str] = ()) -> str:
+def default_study_name(job_name: str, space: SearchSpace, extra: Sequence[str] = (), ignore: Iterable[str] = ()) -> str:
     """Derive a readable, deterministic study name for a sweep.
 
     The name is ``<job>|<sorted fixed overrides>|space(<params>)=<hash>`` where the hash
@@ -346,12 +346,16 @@ def default_study_name(job_name: str, space: SearchSpace, extra: Sequence[str] =
         space: The parsed search space.
         extra: More that tells studies apart (objectives, directions, a custom_search_space),
             appended as given; empty for a single-objective sweep (names as before).
+        ignore: Keys whose fixed overrides do not change the task's numbers (the task's declared
+            ``run_control`` keys, e.g. cl_sweep's ``progress``): left out, so toggling one resumes the study.
 
     Returns:
         The study name.
     """
     digest = hashlib.sha1(space.to_json().encode()).hexdigest()[:8]
-    parts = [job_name, *sorted(space.fixed_canonical), f"space({','.join(sorted(space.distributions))})={digest}", *extra]
+    ignore = set(ignore)
+    fixed = [o for o in space.fixed_canonical if o.lstrip("+~").split("=", 1)[0].strip() not in ignore]
+    parts = [job_name, *sorted(fixed), f"space({','.join(sorted(space.distributions))})={digest}", *extra]
     name = "|".join(parts)
     if len(name) > _MAX_STUDY_NAME:
         full = hashlib.sha1(name.encode()).hexdigest()[:12]

@@ -72,7 +72,9 @@ def my_app(cfg: DictConfig) -> float | None:
 
 # The app's own objective is maximised (as cl_sweep's entry point declares its accuracy); without this
 # line the Optuna sweeper would minimise it, upstream's default for an app that says nothing.
-my_app.__wrapped__.sweep_objective = {"direction": "maximize"}
+# `run_control`: keys that change no number (here how long a job sleeps, whether it writes markers), left
+# out of the default study name so that a re-run with another value resumes the same study.
+my_app.__wrapped__.sweep_objective = {"direction": "maximize", "run_control": ["sleep", "markers"]}
 
 
 if __name__ == "__main__":
