@@ -276,6 +276,31 @@ def test_switch_turns_the_kernel_off():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_result_records_the_fast_paths_that_trained_it(tmp_path, switch):
+    """`versions.fast_paths` says how a job was trained: what `engine.fast_paths` chooses in that process
+    (whichever path this machine takes), and the plain program and radix select with the kernels off."""
+    from conftest import run_cli
+    from cl_sweep.results import read_result
+
+    args = ["activation=topk_subtract", "optimizer=adagrad", "benchmark.limit_per_task=64", "n_seeds=1", "progress=false",
+            f"hydra.run.dir={tmp_path}"]
+    proc = run_cli(*args, env={kernels.ENV_SWITCH: switch})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recorded = read_result(tmp_path / "result.json")["versions"]["fast_paths"]
+    code = ("import json; from cl_sweep.training import engine; "
+            "print(json.dumps(engine.fast_paths(engine.Structure('topk_subtract', 'adagrad', input_size=784, num_classes=10))))")
+    here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, kernels.ENV_SWITCH: switch})
+    assert recorded == json.loads(here.stdout.strip().splitlines()[-1])
+    assert recorded["backend"] == "cpu"
+    if switch == "0":
+        assert recorded == {"backend": "cpu", "fused_update": False, "kth_largest": "radix"}
+    else:
+        assert recorded["kth_largest"] == ("kernel" if _supported_here() else "radix")
+
+
 @needs_kernel
 def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("CL_SWEEP_DATA_DIR", str(tmp_path))

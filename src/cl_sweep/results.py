@@ -69,7 +69,8 @@ key                         meaning
 ``validation_accuracy_matrix``  (opt.) per seed, T x T, like ``accuracy_matrix`` on the
                             held-out validation examples; present with ``validation_accuracy``
 ``wall_time_s``             wall-clock seconds of the job (compilation included)
-``versions``                versions of cl_sweep, jax and jaxlib that produced the file
+``versions``                versions of cl_sweep, jax and jaxlib that produced the file, and ``fast_paths``
+                            (how it was trained: ``engine.fast_paths``; newer files only)
 ``created``                 UTC timestamp (ISO 8601)
 ==========================  ==================================================================
 

@@ -269,6 +269,22 @@ def _programs(structure: Structure, permuted: bool = False, fused: bool | None =
     return _build_programs(structure, permuted, fused)
 
 
+def fast_paths(structure: Structure, permuted: bool = False) -> dict[str, Any]:
+    """How this process trains ``structure``, as a result file's ``versions.fast_paths`` records it:
+    the backend, whether the first layer's update runs in the fused CPU kernel (`_programs`' own
+    choice; a model with its own rule, FlyModel, never does) and which k-th-largest select any Top-K
+    threshold uses (`ops.kth_largest`: ``kernel`` on a CPU whose kernels build, else ``radix``).
+    Every path gives the same numbers (each is tested against the plain program); the record says
+    how a result was made."""
+    fused = model_of(structure).trainer is None and fused_update_applies(structure) and fused_update_verified(structure, permuted)
+    cpu = jax.default_backend() == "cpu"
+    return {
+        "backend": jax.default_backend(),
+        "fused_update": bool(fused),
+        "kth_largest": "kernel" if cpu and kernels.available() else "radix",
+    }
+
+
 def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
     """Whether the fused kernel is available and trains bit-identically to the plain program here.
 

@@ -21,8 +21,8 @@ from cl_sweep.components.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.progress import task_bars
 from cl_sweep.training.engine import (
-    DeviceData, EvalPoint, Member, Structure, TaskEnd, default_max_population, model_of, padded_population, to_device,
-    train_population,
+    DeviceData, EvalPoint, Member, Structure, TaskEnd, default_max_population, fast_paths, model_of, padded_population,
+    to_device, train_population,
 )
 from cl_sweep.components.optimizers import get_optimizer
 from cl_sweep.components.strategies import get_strategy
@@ -323,13 +323,14 @@ def train_jobs(
         run(rest)
     wall = time.perf_counter() - start
     share = wall / len(cfgs)
+    paths = fast_paths(structure, split.permutations is not None)
     resources = {
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
         "time_per_model_s": round(wall / max(1, len(outcome)), 3),
     }
     return [
         _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share,
-                pruned=j in pruned, resources=resources)
+                pruned=j in pruned, resources=resources, paths=paths)
         for j, ss in enumerate(seeds)
     ]
 
@@ -399,7 +400,7 @@ def _largest_phase(cfgs: Sequence[Mapping]) -> int:
 
 
 def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall, *, pruned=False,
-            resources: Mapping[str, float]) -> dict[str, Any]:
+            resources: Mapping[str, float], paths: Mapping[str, Any]) -> dict[str, Any]:
     """The result dict of one job (schema 3; a pruned job adds the optional ``tasks_trained``, one that
     held examples out the optional validation keys, one with ``eval_every`` the ``curve``).
 
@@ -476,7 +477,8 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
         **curves,
         "wall_time_s": round(wall, 3),
         **resources,
-        "versions": {"cl_sweep": __version__, "git": source_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__},
+        "versions": {"cl_sweep": __version__, "git": source_revision(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                     "fast_paths": dict(paths)},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **({"tasks_trained": [outcome[(j, s)][4] for s in trained]} if pruned else {}),
     }
