@@ -244,3 +244,15 @@ def test_pruning_in_populations_saves_model_steps_at_an_equal_best_value(tmp_pat
     assert steps_pruned < steps_plain == 8 * len(results[0]["accuracy_matrix"][0])
     assert pruned.best_value == pytest.approx(plain.best_value, abs=2e-3)
     assert pruned.best_trial.number == plain.best_trial.number
+
+
+@pytest.mark.slow
+def test_a_stored_search_trial_re_runs_alone_from_its_overrides(tmp_path: Path) -> None:
+    """A trial of a pruning search (results/search/) is re-run as a single job from the overrides its
+    result records: it belongs to no study then, so nothing reports or prunes, and it trains to the end."""
+    stored = read_result(next(iter(find_result_files(Path(__file__).resolve().parents[1] / "results" / "search"))))
+    assert "+search=a6_wide" in stored["overrides"]
+    proc = run_cli(*stored["overrides"], "benchmark.limit_per_task=64", "n_seeds=1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    again = read_result(tmp_path / "result.json")
+    assert again["status"] in ("ok", "diverged") and "tasks_trained" not in again

@@ -114,6 +114,8 @@ def job_reporter(hydra_config: Any) -> TrialReporter | None:
     pruner_cfg = hydra_config.sweeper.get("pruner")
     if not prunes(pruner_cfg):
         return None
+    if str(hydra_config.get("mode")) != "RunMode.MULTIRUN" or OmegaConf.is_missing(hydra_config.job, "num"):
+        return None  # a single run (a search's trial re-run from its overrides) belongs to no study
     folder = Path(str(hydra_config.sweep.dir)).resolve()
     number = int(hydra_config.job.num)
     study = _LIVE.get(str(folder))
