@@ -633,6 +633,9 @@ def test_search_trials_never_win_a_grid_cell_and_get_their_own_table(tmp_path: P
         "Hard Sigmoid", "Adagrad", "47.0 ± 0.0 [2]", "58.0 ± 0.0 ✗", "+11.0", "56.5 ± 1.2", "3 (1 pruned)"]
     assert "58.0 ± 0.0 ✗" in text and "3 (1 pruned)" in text
     assert "optimizer.learning_rate=3.1e-05" in text and (tmp_path / "out" / "search.csv").is_file()
+    # sampled values shortened, but never a momentum, decay or b2 rounded up to 1
+    assert tables._short_values("optimizer.b2=0.99975123, optimizer.momentum=0.9937, activation.k=38, x=0.000209231") == (
+        "optimizer.b2=0.999751, optimizer.momentum=0.9937, activation.k=38, x=0.000209")
 
     # A folder of searches alone: they are its grid points, and there is nothing to set them beside.
     alone, _ = tables.load_results(search)

@@ -1562,12 +1562,21 @@ def selection_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMAR
     )
 
 
+def _short_float(x: float) -> str:
+    """3 significant digits (``0.00020923190206007523`` -> ``0.000209``), or, just below 1 (a momentum, a
+    decay, Adam's b2), 3 of its distance to 1 (``0.999750123`` -> ``0.99975``), never rounding up to 1."""
+    if 0.9 < x < 1:
+        digits = 2 - math.floor(math.log10(1 - x))
+        return f"{x:.{digits}f}".rstrip("0")
+    return f"{x:.3g}"
+
+
 def _short_values(keys: str) -> str:
-    """``k=v, ...`` with each sampled float to 3 significant digits (``0.00020923190206007523`` -> ``0.000209``)."""
+    """``k=v, ...`` with each sampled float shortened by `_short_float`."""
     def short(kv: str) -> str:
         k, sep, v = kv.partition("=")
         try:
-            return f"{k}={float(v):.3g}" if sep and not v.lstrip("-").isdigit() else kv
+            return f"{k}={_short_float(float(v))}" if sep and not v.lstrip("-").isdigit() else kv
         except ValueError:
             return kv
     return ", ".join(short(kv) for kv in keys.split(", "))
