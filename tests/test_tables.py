@@ -680,6 +680,11 @@ def test_held_out_runs_stay_out_of_the_paper_cells_and_show_how_optimistic_test_
     tables.write_tables(summary, tmp_path / "val", jobs=jobs, select="validation")
     assert "75.0 ± 0.0" in (tmp_path / "val" / "table2.md").read_text()
     assert tables.selection_table(tables.summarize(tables.load_results(tmp_path / "a6")[0])) is None
+    # a search beside both is set beside the grid on all examples, never beside the held-out re-run
+    put(tmp_path / "search", "t", hyperparameters={"optimizer.learning_rate": 3e-4}, accuracy=[0.70] * 5,
+        overrides=["+search=a6_wide"])
+    (row,) = tables.search_table(tables.summarize(tables.load_results(tmp_path)[0])).data.to_dict("records")
+    assert (row["grid_mean"], row["grid_points"], row["search_mean"]) == pytest.approx((78.0, 2, 70.0))
 
 
 def test_best_views_say_how_much_of_the_row_was_run(tmp_path: Path) -> None:

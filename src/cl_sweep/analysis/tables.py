@@ -1597,7 +1597,7 @@ def search_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, 
     searched = s["sources"].map(_searched)
     if not searched.any() or searched.all():
         return None
-    grid = {(r.activation, r.optimizer): r for _, r in best_per_cell(s[~searched], select=select).iterrows()}
+    grid = {(r.activation, r.optimizer): r for _, r in best_per_cell(grid_runs(s[~searched], select), select=select).iterrows()}
     ref = _paper_table2(benchmark)
     display_rows, data_rows = [], []
     for _, found in best_per_cell(s[searched], select=select).iterrows():
