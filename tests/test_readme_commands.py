@@ -332,6 +332,13 @@ EXCLUDED: dict[str, Excluded] = {
     ".venv/bin/pip install -e '.[tfds]'": Excluded(
         "downloads TensorFlow (274 MB) into the shared venv; the check: the extra is declared", _pyproject_extras("tfds")),
     # --- hours, or the checkout's stored results ---------------------------------------------
+    "python -m cl_sweep --multirun +sweep=a6 activation=hard_ash,ash,topk_subtract,relu optimizer=adagrad "
+    "benchmark.validation_fraction=0.1 progress=false hydra.sweep.dir=results/a6_validation": Excluded(
+        "half an hour of training, written into the checkout's results/a6_validation; the check: the same sweep as "
+        "a dry run into a scratch folder",
+        "python -m cl_sweep --multirun +sweep=a6 activation=hard_ash,ash,topk_subtract,relu optimizer=adagrad "
+        "benchmark.validation_fraction=0.1 progress=false hydra.sweep.dir=$PWD/validation_check hydra.sweeper.dry_run=true",
+        expect=r"54 jobs \(dry run"),
     "make search": Excluded("about an hour of training, written into the checkout's results/search; the check: the recipe",
                             "make -n search", expect=r"(?s)\+search=a6_wide activation=\$act optimizer=\$opt.*results/search"),
     "make reproduce": Excluded("hours of training, written into the checkout's results/a6",
