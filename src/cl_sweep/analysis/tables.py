@@ -1486,7 +1486,11 @@ def plain_runs(summary: pd.DataFrame, select: str = "test") -> pd.DataFrame:
     and of the kind `grid_runs` picks for ``select``."""
     if summary.empty:
         return summary
-    summary = grid_runs(summary, select)
+    return _paper_setting(grid_runs(summary, select))
+
+
+def _paper_setting(summary: pd.DataFrame) -> pd.DataFrame:
+    """The grid points of the paper's setting (`_paper_variant`), of every kind of run."""
     # A.9's decaying SGD is an appendix variant of SGD, not a column of Table 2.
     return summary[summary["hyperparameters"].map(_paper_variant) & ~summary["optimizer"].isin(APPENDIX_OPTIMIZERS)]
 
@@ -1498,8 +1502,7 @@ def selection_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMAR
     (its test accuracy reported), and the difference between the two picks; None without such runs."""
     if summary.empty:
         return None
-    s = summary[summary["benchmark"] == benchmark]
-    s = s[s["hyperparameters"].map(_paper_variant) & ~s["optimizer"].isin(APPENDIX_OPTIMIZERS)]
+    s = _paper_setting(summary[summary["benchmark"] == benchmark])
     if "sources" in s.columns:
         s = s[~s["sources"].map(_searched)]
     fraction = s["hyperparameters"].map(_validation_fraction)
@@ -1592,8 +1595,7 @@ def search_table(summary: pd.DataFrame, benchmark: str = paper.PAPER_BENCHMARK, 
     """
     if summary.empty or "sources" not in summary.columns:
         return None
-    s = summary[summary["benchmark"] == benchmark]
-    s = s[s["hyperparameters"].map(_paper_variant) & ~s["optimizer"].isin(APPENDIX_OPTIMIZERS)]
+    s = _paper_setting(summary[summary["benchmark"] == benchmark])
     searched = s["sources"].map(_searched)
     if not searched.any() or searched.all():
         return None

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from optuna.pruners import BasePruner, NopPruner
 from optuna.trial import Trial, TrialState
@@ -114,7 +115,7 @@ def job_reporter(hydra_config: Any) -> TrialReporter | None:
     pruner_cfg = hydra_config.sweeper.get("pruner")
     if not prunes(pruner_cfg):
         return None
-    if str(hydra_config.get("mode")) != "RunMode.MULTIRUN" or OmegaConf.is_missing(hydra_config.job, "num"):
+    if hydra_config.get("mode") != RunMode.MULTIRUN:
         return None  # a single run (a search's trial re-run from its overrides) belongs to no study
     folder = Path(str(hydra_config.sweep.dir)).resolve()
     number = int(hydra_config.job.num)
