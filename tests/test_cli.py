@@ -40,6 +40,21 @@ def test_bad_input_exits_nonzero_with_one_clear_paragraph(tmp_path, args, needle
     assert not (tmp_path / "result.json").exists()  # nothing trained, nothing written
 
 
+def test_two_hydra_modes_are_refused_in_one_paragraph_that_names_what_works(tmp_path):
+    """`--multirun --cfg job` (a user wanting to see a sweep's configs) is Hydra's bare ValueError with a
+    traceback; ours names the two flags and the two commands that do what was meant, and both run."""
+    proc = run_cli("--multirun", "--cfg", "job", "activation=relu,hard_ash", f"hydra.sweep.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    [paragraph] = [line for line in proc.stderr.splitlines() if line.startswith("cl_sweep: ")]
+    assert "--multirun and --cfg cannot be combined" in paragraph
+    one = run_cli("--cfg", "job", "activation=relu", timeout=120)
+    assert one.returncode == 0 and "name: relu" in one.stdout, one.stderr[-2000:]
+    listed = run_cli("--multirun", "activation=relu,hard_ash", "hydra/sweeper=grid", "hydra.sweeper.dry_run=true",
+                     f"hydra.sweep.dir={tmp_path}", timeout=120)
+    assert listed.returncode == 0 and "2 jobs (dry run: nothing launched)" in listed.stdout, listed.stderr[-2000:]
+    assert not list(tmp_path.rglob("result.json"))
+
+
 def test_unknown_option_lists_allowed_options(tmp_path):
     proc = run_cli("activation=hardash", f"hydra.run.dir={tmp_path}", timeout=120)
     assert "hard_ash" in proc.stderr and "topk_subtract" in proc.stderr

@@ -36,12 +36,37 @@ def main(cfg: DictConfig) -> float:
 
 
 # What a sweep of this task optimises when it does not say (read by hydra/sweeper=optuna): the
-# returned final_accuracy_mean, maximised; `metrics` are the names hydra.sweeper.objectives may use;
+# returned accuracy, maximised: final_accuracy_mean, or validation_accuracy_mean when the benchmark
+# holds examples out (benchmark.validation_fraction > 0; its pruner then reads validation too); `metrics` are the names hydra.sweeper.objectives may use;
 # `run_control` the keys that change no number (progress, cpu_threads, ...), left out of study names.
 main.__wrapped__.sweep_objective = {"metric": "final_accuracy_mean", "direction": "maximize", "metrics": list(METRICS),
                                     "run_control": sorted(RUN_CONTROL_KEYS)}
 
 
+def _one_mode(argv: list[str]) -> None:
+    """Refuses, in one paragraph, a command line naming two of Hydra's modes (``--multirun --cfg job``):
+    Hydra raises a bare ValueError with a traceback for it, and says nothing of what to do instead."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:  # a malformed flag: Hydra's own parser says what is wrong when main() runs
+        return
+    given = [flag for flag, on in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
+                                   ("--info", args.info), ("--shell-completion", args.shell_completion)) if on]
+    if len(given) < 2:
+        return
+    print(
+        f"cl_sweep: {' and '.join(given)} cannot be combined: a command runs one of Hydra's modes (--run, "
+        "--multirun, --cfg, --info, --shell-completion). To see one job's config, drop --multirun and give "
+        "each key one value (python -m cl_sweep --cfg job activation=relu); to list a sweep's jobs without "
+        "running them, drop --cfg and add hydra/sweeper=grid hydra.sweeper.dry_run=true.",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
 if __name__ == "__main__":
+    _one_mode(sys.argv[1:])
     _load_plugins()
     sys.exit(main())

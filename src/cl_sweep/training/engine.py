@@ -208,6 +208,9 @@ class TaskEnd:
     stopped: np.ndarray | None = None  # [P] bool: stopped at an earlier boundary (its rows stay NaN)
     train_loss: np.ndarray | None = None  # [P, T]: each task's mean training loss, NaN for a program without one
     global_step: int = 0  # optimizer steps each member took up to the end of this task, over all tasks
+    # [P, T]: running accuracy on the held-out validation examples (None: the benchmark holds none out).
+    # A pruner reads it instead of ``overall_accuracy`` so a sweep that selects by validation never sees test accuracy.
+    validation_overall: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -872,6 +875,7 @@ def run_tasks(
             active_fraction=active_fraction[:n_real].copy(), diverged=diverged[:n_real].copy(),
             steps=int(steps), elapsed_s=time.perf_counter() - start_time, stopped=stopped[:n_real].copy(),
             train_loss=train_loss[:n_real].copy(), global_step=done,
+            validation_overall=None if validation is None else validation_overall[:n_real].copy(),
         ))
         new = [int(p) for p in sorted(set(stop or ())) if 0 <= p < n_real and not stopped[p]]
         if not new or t == T - 1:

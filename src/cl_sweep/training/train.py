@@ -356,6 +356,7 @@ def _per_job(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int]) -> C
                 overall_accuracy=event.overall_accuracy[idx], active_fraction=event.active_fraction[idx],
                 diverged=event.diverged[idx], stopped=None if event.stopped is None else event.stopped[idx],
                 train_loss=None if event.train_loss is None else event.train_loss[idx],
+                validation_overall=None if event.validation_overall is None else event.validation_overall[idx],
             )
             verdicts = [listener(j, part) for listener in listeners]  # every listener hears every task
             if any(v is True for v in verdicts) and event.task < event.num_tasks - 1:  # the last task ends it anyway
@@ -485,12 +486,18 @@ def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wal
 
 
 def objective(result: Mapping[str, Any], *, trained: bool = True) -> float:
-    """The float a sweeper optimises: ``final_accuracy_mean``, NaN for a diverged job; it carries the
-    job's other metrics by name (:class:`cl_sweep.results.Objective`) for ``hydra.sweeper.objectives``,
-    and how many models it trained (none when ``trained`` is false: its result was already complete)."""
+    """The float a sweeper optimises: the job's selection accuracy, NaN for a diverged job.
+
+    That is ``validation_accuracy_mean`` when the benchmark held examples out
+    (``benchmark.validation_fraction`` > 0: a sweep then selects on validation and never on test,
+    as the tables do), else ``final_accuracy_mean``. It carries the job's metrics by name
+    (:class:`cl_sweep.results.Objective`) for ``hydra.sweeper.objectives`` (naming
+    ``final_accuracy_mean`` there optimises test accuracy regardless), and how many models it
+    trained (none when ``trained`` is false: its result was already complete)."""
     from cl_sweep.results import Objective, metrics
 
-    mean = result["final_accuracy_mean"]
+    named = metrics(dict(result))
+    mean = named["validation_accuracy_mean"] if "validation_accuracy" in result else result["final_accuracy_mean"]
     value = float("nan") if mean is None or not math.isfinite(mean) else float(mean)
-    return Objective(value, metrics(dict(result)), pruned=result["status"] == "pruned",
+    return Objective(value, named, pruned=result["status"] == "pruned",
                      models=len(result["seeds"]) if trained else 0)

@@ -10,7 +10,8 @@ process (the basic and population launchers) uses the sweeper's live study objec
 cluster) opens the study from its storage with the pruner of its own ``hydra.sweeper.pruner``.
 
 After each task the job reports its running accuracy, the mean over the non-diverged seeds
-of the job's call of ``overall_accuracy`` after that task (NaN when all diverged), with step =
+of the job's call of ``overall_accuracy`` after that task (``validation_overall`` when the
+benchmark holds examples out: the study then never sees test accuracy; NaN when all diverged), with step =
 the task index, and asks ``should_prune``. Each step is reported once: a job whose seeds are
 trained in several sequential calls (a CPU's population cap) reports from its first call
 only, so it can be pruned only there; a pruned job trains none of its later seeds.
@@ -102,7 +103,10 @@ class TrialReporter:
             return False
         self.reported.add(event.task)
         ok = ~np.asarray(event.diverged, bool)
-        value = float(np.mean(event.overall_accuracy[ok, event.task])) if ok.any() else math.nan
+        # With held-out examples the validation accuracy, as the job's final value: test accuracy never steers the study.
+        running = getattr(event, "validation_overall", None)
+        running = event.overall_accuracy if running is None else running
+        value = float(np.mean(running[ok, event.task])) if ok.any() else math.nan
         self.trial.report(value, event.task)
         pruned = self.trial.should_prune()
         if pruned:
