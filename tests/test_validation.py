@@ -252,6 +252,24 @@ def test_cells_without_validation_accuracy_are_refused_and_bad_select_too():
             analysis.best(points, select=bad)
 
 
+def test_the_refusal_lists_a_few_cells_and_names_the_folder_of_the_held_out_runs(tmp_path):
+    """`make tables SELECT=validation` over a folder of many grids and one held-out sweep: the paragraph
+    names five cells and how many more, and the sweep folder whose tables it can make instead."""
+    from cl_sweep import analysis
+
+    names = ["relu", "hard_ash", "ash", "lwta", "swish", "sigmoid", "topk_mask", "topk_subtract"]
+    points = _points([("relu", "lr=0.1", 80.0, 70.0)] + [(a, "lr=0.1", 60.0, float("nan")) for a in names[1:]])
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "multirun.yaml").write_text("{}\n")
+    points["paths"] = [[tmp_path / "held" / "split_mnist" / "relu-adam" / "0" / "result.json"]] + [
+        [tmp_path / "grid" / "split_mnist" / f"{a}-adam" / "0" / "result.json"] for a in names[1:]]
+    with pytest.raises(ValueError) as refused:
+        analysis.best(points, select="validation")
+    text = str(refused.value)
+    assert "7 cell(s)" in text and "; and 2 more." in text and "split_mnist / topk_subtract / adam" not in text
+    assert f"under {tmp_path / 'held'}: " in text and f"tables {tmp_path / 'held'} --select validation" in text
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("objectives", [None, "final_accuracy_mean"])
 def test_an_optuna_search_optimises_and_prunes_on_validation_accuracy(tmp_path, objectives):

@@ -628,13 +628,35 @@ def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFram
         )
         rows.append(row)
     if unselectable:
+        shown = "; ".join(unselectable[:5]) + (f"; and {len(unselectable) - 5} more" if len(unselectable) > 5 else "")
+        held = _held_out_folder(summary)
+        alone = (f"The held-out runs here are under {held}: tables of them alone come from "
+                 f"`python -m cl_sweep.analysis.tables {held} --select validation` (make tables RESULTS={held} "
+                 "SELECT=validation). Else run " if held else "Run ")
         raise ValueError(
             f"select='validation': {len(unselectable)} cell(s) have finished grid points but none with a validation "
-            f"accuracy, so none can be picked by it: {'; '.join(unselectable)}. Run them with "
+            f"accuracy, so none can be picked by it: {shown}. {alone}those cells with "
             "benchmark.validation_fraction > 0 (e.g. 0.1), leave out the results that have none, or select by "
             "test accuracy (select='test', the paper's rule)"
         )
     return _paper_sorted(pd.DataFrame(rows, columns=list(BEST_COLUMNS)))
+
+
+def _held_out_folder(summary: pd.DataFrame) -> str | None:
+    """The folder that holds every result with a validation accuracy in ``summary`` (None: none, or no paths)."""
+    if "paths" not in summary.columns:
+        return None
+    held = summary[np.isfinite(summary["val_mean"].astype(float))]
+    paths = [str(Path(p).parent) for ps in held["paths"] if isinstance(ps, (list, tuple)) for p in ps]
+    if not paths:
+        return None
+    common = Path(os.path.commonpath(paths))
+    # a sweep's folder, not one job's: up to the first level with the benchmark/cell folders below it
+    for parent in [common, *common.parents]:
+        if (parent / "multirun.yaml").is_file():
+            common = parent
+            break
+    return os.path.relpath(common) if not Path(os.path.relpath(common)).as_posix().startswith("..") else str(common)
 
 
 # --------------------------------------------------------------------------------------------
