@@ -631,8 +631,8 @@ def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFram
         shown = "; ".join(unselectable[:5]) + (f"; and {len(unselectable) - 5} more" if len(unselectable) > 5 else "")
         held = _held_out_folder(summary)
         alone = (f"The held-out runs here are under {held}: tables of them alone come from "
-                 f"`python -m cl_sweep.analysis.tables {held} --select validation` (make tables RESULTS={held} "
-                 "SELECT=validation). Else run " if held else "Run ")
+                 f"`python -m cl_sweep.analysis.tables {held} --select validation --out tables_validation`. "
+                 "Else run " if held else "Run ")
         raise ValueError(
             f"select='validation': {len(unselectable)} cell(s) have finished grid points but none with a validation "
             f"accuracy, so none can be picked by it: {shown}. {alone}those cells with "
