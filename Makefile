@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RESULTS ?= results
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)  # Debian packages for the tests (see test-deps) need root
-PYTEST_ARGS ?= -n 2   # two workers: the slow tests are subprocess-bound
+PYTEST_ARGS ?= -n 2 --durations=25   # two workers: the slow tests are subprocess-bound; the 25 slowest listed at the end (where the suite's time goes)
 # Debian packages the test suite uses, installed by `make test` (never by `make setup`): Fashion-MNIST's
 # files (the Fashion-MNIST tests; offline there is no other source) and a PostgreSQL server (the
 # shared-study tests; the run starts it on loopback and stops it when it ends).

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,9 @@ from cl_sweep.models import mlp
 from cl_sweep.data.datasets import load_dataset
 from cl_sweep.training.engine import Member, Structure
 from cl_sweep.data.tasks import batch_schedule, class_incremental_split, task_order
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optuna_batch import cpu_name  # noqa: E402  (the same CPU line as the other benchmarks)
 
 BATCH = 64
 HIDDEN = 1000
@@ -145,7 +150,7 @@ def main() -> None:
     ) / P
 
     total_steps = sum(-(-len(ix) // BATCH) for ix in split.train_indices)
-    print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print(f"machine: {platform.machine()}, {cpu_name()}, {jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
     print(f"fused update kernel (cl_sweep.training.kernels): {'used' if fused_here else 'not used'}")
     print(f"steps timed per call: {steps}; best of {args.repeats} interleaved rounds; ms per training step per model")
     print(f"{'variant':<28}{'population':>11}{'ms/step/model':>15}{'x floor':>9}")

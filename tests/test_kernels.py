@@ -135,20 +135,20 @@ def _train_both_ways(structure, members, a_hp, o_hp, data, order, permuted=False
             jnp.int32(0), jnp.int32(steps), a, o, jnp.asarray(perm),
         )
         states[fused] = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+    states["start"] = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(engine._programs(structure, permuted, fused=False)[0](keys, o))]
     init_w1 = np.asarray(engine._programs(structure, permuted, fused=False)[0](keys, o)[0]["w1"])
     return states, init_w1
 
 
 def _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=False):
-    """Where the engine's proof holds on this machine, the kernel trains bit for bit like the plain
-    program; where it does not (XLA emits other code on other CPUs), the engine runs the plain
-    program (that the kernel still computes the same update up to float32 rounding is
-    test_fused_update_computes_the_optax_chain's)."""
+    """Where the engine's proof holds on this machine, the kernel trains like the plain program within
+    the stated tolerance (bit for bit on the CPU whose XLA code it mirrors); where it does not, the
+    engine runs the plain program (that the kernel still computes the same update up to float32
+    rounding is test_fused_update_computes_the_optax_chain's)."""
     if engine.fused_update_verified(structure, permuted):
         assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, True)
-        for plain, fused in zip(states[False], states[True]):
-            assert plain.shape == fused.shape
-            np.testing.assert_array_equal(fused.view(np.uint8), plain.view(np.uint8))
+        verdict = engine.compare_states(states[False], states[True], start=states["start"])
+        assert verdict["passed"], verdict
     else:
         assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, False)
         for plain, fused in zip(states[False], states[True]):
@@ -159,9 +159,10 @@ def _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=
 @pytest.mark.slow
 @pytest.mark.parametrize("population", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
-def test_fused_training_is_bit_identical_to_the_plain_program(case, population, mnist_slice):
+def test_fused_training_matches_the_plain_program_within_the_tolerance(case, population, mnist_slice):
     """At the paper's shapes (784 -> 1000 -> 10, batch 64), 10 steps of real MNIST: every weight and
-    optimizer state equal bit for bit, with and without the kernel, wherever the engine uses it."""
+    optimizer state within `engine.FUSED_UPDATE_TOLERANCE` of the plain program's (of each array's
+    largest value), with and without the kernel, wherever the engine uses it."""
     data, split = mnist_slice
     structure, a_hp, o_hp = CASES[case]
     assert engine.fused_update_applies(structure)
@@ -175,8 +176,8 @@ def test_fused_training_is_bit_identical_to_the_plain_program(case, population, 
 @needs_kernel
 @pytest.mark.slow
 def test_fused_population_results_equal_plain_ones(mnist_slice):
-    """The whole trainer, default path against the plain program: equal bits whether or not this
-    machine's proof lets the engine use the kernel."""
+    """The whole trainer, default path against the plain program: the same accuracies whether or not
+    this machine's proof lets the engine use the kernel."""
     data, split = mnist_slice
     structure, a_hp, o_hp = CASES["hard_ash+adagrad (the default)"]
     members = [Member(s, a_hp, o_hp) for s in (0, 1)]
@@ -188,7 +189,9 @@ def test_fused_population_results_equal_plain_ones(mnist_slice):
             results[fused] = engine.train_population(structure, members, data, split, progress=False, limit_per_task=640)
         finally:
             engine._programs = original
-    np.testing.assert_array_equal(results[None].accuracy_matrix, results[False].accuracy_matrix)
+    # Bit for bit where the kernel mirrors this CPU's XLA code; elsewhere float32 rounding may move a few
+    # of the 10,000 test images per member across a decision boundary, never a visible share of them.
+    assert np.abs(results[None].accuracy_matrix - results[False].accuracy_matrix).max() <= 2e-3
     assert results[None].final_accuracy.min() > 0.15  # trained: above chance (0.1) over the 10 classes
 
 
@@ -219,12 +222,15 @@ def fresh_proofs(tmp_path, monkeypatch):
 
 @needs_kernel
 @pytest.mark.slow
-def test_equality_proof_is_recorded_and_reused(fresh_proofs, monkeypatch):
+def test_the_proof_is_recorded_and_reused(fresh_proofs, monkeypatch):
     structure = Structure("hard_ash", "rmsprop", model_static=dict(update_clip=None))
     outcome = engine.fused_update_verified(structure)  # proved here, whichever way it goes on this CPU
     proofs = json.loads(kernels._proofs_file().read_text())
     assert kernels._proofs_file().parent == fresh_proofs / "kernels"
-    assert [v for k, v in proofs.items() if "'rmsprop'" in k and "('update_clip', None)" in k] == [outcome]
+    [recorded] = [v for k, v in proofs.items() if "'rmsprop'" in k and "('update_clip', None)" in k]
+    assert recorded["passed"] == outcome and recorded["tolerance"] == engine.FUSED_UPDATE_TOLERANCE
+    assert recorded["max_rel_diff"] <= engine.FUSED_UPDATE_TOLERANCE or not outcome
+    assert recorded["identical"] is (recorded["max_rel_diff"] == 0)
     # a new process (here: cleared caches) takes the recorded outcome without proving again
     engine._fused_update_verified.cache_clear()
     monkeypatch.setattr(engine, "_prove_fused_update", lambda *a: pytest.fail("proved again"))
@@ -265,6 +271,51 @@ def test_fused_kernel_refused_where_it_does_not_apply():
         assert not engine.fused_update_applies(structure)
         with pytest.raises(ValueError, match="does not apply"):
             engine._programs(structure, fused=True)
+
+
+def test_the_proof_tells_rounding_from_a_wrong_update():
+    """`engine.compare_states`, the proof's rule, on one Adagrad-like step of a [784, 64] weight: bit-equal
+    states are identical; float32 rounding (an ulp of every weight) passes; a learning rate off by 0.1 %
+    fails by far, as do a NaN where the plain program has a number, another shape and a flipped flag."""
+    rng = np.random.default_rng(0)
+    w = (0.1 * rng.normal(size=(784, 64))).astype(np.float32)
+    acc = rng.uniform(0.1, 1.0, size=(784, 64)).astype(np.float32)
+    flags = np.array([True, False])
+    start, plain = [w, flags], [w - np.float32(0.01) * acc, flags]
+    same = engine.compare_states(plain, [plain[0].copy(), flags.copy()], start=start)
+    assert same == {"identical": True, "passed": True, "max_rel_diff": 0.0, "tolerance": engine.FUSED_UPDATE_TOLERANCE}
+    rounding = engine.compare_states(plain, [np.nextafter(plain[0], np.float32(np.inf)), flags], start=start)
+    assert rounding["passed"] and not rounding["identical"] and 0 < rounding["max_rel_diff"] < engine.FUSED_UPDATE_TOLERANCE / 10
+    wrong = engine.compare_states(plain, [w - np.float32(0.01 * 1.001) * acc, flags], start=start)
+    assert not wrong["passed"] and wrong["max_rel_diff"] > 5 * engine.FUSED_UPDATE_TOLERANCE
+    nan = plain[0].copy()
+    nan[0, 0] = np.nan
+    assert not engine.compare_states(plain, [nan, flags], start=start)["passed"]
+    assert not engine.compare_states(plain, [plain[0][:10], flags], start=start)["passed"]
+    assert not engine.compare_states(plain, [plain[0], ~flags], start=start)["passed"]
+    assert engine.compare_states([nan], [nan.copy()])["identical"]  # NaN at the same place, same bits
+    # an array training did not move must come out bit for bit
+    assert not engine.compare_states([w], [np.nextafter(w, np.float32(np.inf))], start=[w])["passed"]
+
+
+@needs_kernel
+@pytest.mark.slow
+@pytest.mark.parametrize("fused", [True, False])
+def test_training_is_deterministic_on_one_path(fused, mnist_slice):
+    """The same members trained twice in a row give the same bits, with the kernel and without it
+    (whichever this machine's proof would pick)."""
+    data, split = mnist_slice
+    structure, a_hp, o_hp = CASES["hard_ash+adagrad (the default)"]
+    members = [Member(s, a_hp, o_hp) for s in (0, 1)]
+    original = engine._programs
+    engine._programs = lambda s, p=False, f=None: original(s, p, fused)
+    try:
+        first, second = (engine.train_population(structure, members, data, split, progress=False, limit_per_task=320)
+                         for _ in range(2))
+    finally:
+        engine._programs = original
+    np.testing.assert_array_equal(first.accuracy_matrix, second.accuracy_matrix)
+    np.testing.assert_array_equal(first.active_fraction, second.active_fraction)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import os
 import sys
@@ -263,7 +264,9 @@ def _programs(structure: Structure, permuted: bool = False, fused: bool | None =
     With ``permuted`` the inputs are shown through a per-task pixel permutation (a traced
     [784] index array), so all tasks of permuted MNIST share one program. ``fused`` (None: when
     `fused_update_applies` and `kernels.available`) updates the first layer with the fused CPU
-    kernel; the numbers are bit-identical either way (tested), only the speed differs.
+    kernel (None: where this machine's proof passes, `fused_update_verified`); the numbers agree
+    within `FUSED_UPDATE_TOLERANCE` (bit for bit on the CPU the kernel mirrors), and each path is
+    deterministic.
     """
     if fused is None:
         fused = fused_update_applies(structure) and fused_update_verified(structure, permuted)
@@ -277,8 +280,9 @@ def fast_paths(structure: Structure, permuted: bool = False) -> dict[str, Any]:
     the backend, whether the first layer's update runs in the fused CPU kernel (`_programs`' own
     choice; a model with its own rule, FlyModel, never does) and which k-th-largest select any Top-K
     threshold uses (`ops.kth_largest`: ``kernel`` on a CPU whose kernels build, else ``radix``).
-    Every path gives the same numbers (each is tested against the plain program); the record says
-    how a result was made."""
+    The k-th-largest selects give the same numbers; the fused update agrees with the plain program
+    within `FUSED_UPDATE_TOLERANCE` (bit for bit where it mirrors this CPU's XLA code). The record
+    says how a result was made."""
     fused = model_of(structure).trainer is None and fused_update_applies(structure) and fused_update_verified(structure, permuted)
     cpu = jax.default_backend() == "cpu"
     return {
@@ -288,18 +292,32 @@ def fast_paths(structure: Structure, permuted: bool = False) -> dict[str, Any]:
     }
 
 
-def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
-    """Whether the fused kernel is available and trains bit-identically to the plain program here.
+#: How far the fused kernel's training may stray from the plain XLA program's, and still be used:
+#: after the proof's three steps, every weight and optimizer state within this fraction of how far
+#: training moved that array (|fused - plain| <= FUSED_UPDATE_TOLERANCE * max|plain - start|, NaN
+#: where the plain program has NaN). Where the kernel is not bit-identical (another CPU's XLA
+#: contracts other multiply-adds) the two differ by float32 rounding: 1.1e-5 at most on an Intel
+#: Xeon (family 6 model 106), RMSprop without the update clip. A wrong update is far beyond it: a
+#: learning rate off by 0.1 % is 1e-3 (tests/test_kernels.py).
+FUSED_UPDATE_TOLERANCE = 1e-4
 
-    The kernel mirrors what XLA:CPU emits for the plain program, and that depends on how XLA
-    fuses it at the given shapes, so the proof runs at the structure's own shapes: three steps of
-    two members (batch 64, ReLU in place of the activation, which does not touch the fused loops)
-    both ways, every parameter and optimizer state compared bit for bit (tests/test_kernels.py
-    also checks one member and the real activations). On a difference it returns False and the
-    engine keeps the plain program (logged once per machine, when the proof fails; afterwards at
-    debug level). Once per machine and
-    (optimizer, clip, layer sizes): about two seconds, mostly the plain program's compilation; the
-    outcome is stored beside the compiled kernels (`kernels.record_proof`).
+
+def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
+    """Whether the fused kernel is available and trains like the plain program here, within
+    :data:`FUSED_UPDATE_TOLERANCE` (bit for bit where this machine's XLA emits the code the kernel mirrors).
+
+    The kernel mirrors what XLA:CPU emits for the plain program on the CPU it was written for;
+    elsewhere XLA contracts other multiply-adds and the two differ in float32 rounding. So the
+    proof runs at the structure's own shapes: three steps of two members (batch 64, ReLU in place
+    of the activation, which does not touch the fused loops) both ways, every parameter and
+    optimizer state compared (`compare_states`; tests/test_kernels.py also checks one member, the
+    real activations and real MNIST). Beyond the tolerance it returns False and the engine keeps
+    the plain program (logged once per machine; afterwards at debug level); within it but not bit
+    for bit, the kernel is used and that is logged once too: the job is deterministic on this
+    machine and path (the same config and seed give the same bits), and `CL_SWEEP_CPU_KERNELS=0`
+    gives the plain program's bits. Once per machine and (optimizer, clip, layer sizes): about two
+    seconds, mostly the plain program's compilation; the outcome is stored beside the compiled
+    kernels (`kernels.record_proof`).
     """
     if not kernels.available():
         return False
@@ -311,25 +329,74 @@ def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
 @functools.lru_cache(maxsize=None)
 def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
     # The outcome is a property of this library, jaxlib, optax, XLA flags and shapes: stored once
-    # per machine beside the library, it spares later processes the two compilations.
-    key = f"{structure!r} permuted={permuted} optax={optax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}"
+    # per machine beside the library, it spares later processes the two compilations. The rule is
+    # part of the key: an outcome proved under another rule (bit equality before) is proved again.
+    key = (f"{structure!r} permuted={permuted} optax={optax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} "
+           f"tolerance={FUSED_UPDATE_TOLERANCE:g}")
     recorded = kernels.recorded_proof(key)
     first_time = recorded is None
     if first_time:
         recorded = _prove_fused_update(structure, permuted)
         kernels.record_proof(key, recorded)
-    if not recorded:
-        model = model_of(structure)
+    if isinstance(recorded, bool):  # a bare outcome (a test's stand-in): bit for bit, or not at all
+        recorded = {"passed": recorded, "identical": recorded}
+    model = model_of(structure)
+    what = f"{structure.optimizer}, clip {model.update_clip}, {structure.input_size} -> {model.fused.width}"
+    if not recorded["passed"]:
         kernels.not_used(
-            f"{structure.optimizer}, clip {model.update_clip}, {structure.input_size} -> {model.fused.width}: "
-            "its results differ from the plain program's on this machine",
+            f"{what}: its results differ from the plain program's on this machine by "
+            f"{recorded.get('max_rel_diff', float('nan')):.2g} of the largest value, beyond the tolerance "
+            f"{FUSED_UPDATE_TOLERANCE:g}",
             what="the fused update kernel is",
             first_time=first_time,
         )
-    return recorded
+    elif not recorded["identical"]:
+        kernels.log.log(
+            logging.INFO if first_time else logging.DEBUG,
+            f"cl_sweep: the fused update kernel ({what}) is used within tolerance: on this CPU it differs from "
+            f"the plain XLA program in float32 rounding ({recorded.get('max_rel_diff', float('nan')):.2g} of the "
+            f"largest value after 3 steps; tolerance {FUSED_UPDATE_TOLERANCE:g}), so results are deterministic "
+            f"here but not the plain program's bits ({kernels.ENV_SWITCH}=0 gives those). Said once on this machine.",
+        )
+    return bool(recorded["passed"])
 
 
-def _prove_fused_update(structure: Structure, permuted: bool) -> bool:
+def compare_states(plain: Sequence[np.ndarray], fused: Sequence[np.ndarray], start: Sequence[np.ndarray] | None = None,
+                   tolerance: float = FUSED_UPDATE_TOLERANCE) -> dict[str, Any]:
+    """The proof's verdict on two trained states (lists of arrays in the same order).
+
+    ``identical``: every array equal bit for bit. ``max_rel_diff``: the largest |fused - plain| over
+    every array, each divided by how far training moved that array (the largest |plain - start|;
+    without ``start``, its largest magnitude): a wrong learning rate shows in full even where the
+    weights are large beside one step. ``passed``: the shapes and dtypes agree, NaN/inf sit at the
+    same places, non-float arrays and arrays training did not move are equal bit for bit, and
+    ``max_rel_diff`` <= ``tolerance``.
+    """
+    identical, passed, worst = True, True, 0.0
+    starts = [None] * len(plain) if start is None else start
+    for a, b, a0 in zip(plain, fused, starts, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return {"identical": False, "passed": False, "max_rel_diff": math.inf, "tolerance": tolerance}
+        if np.array_equal(a.view(np.uint8), b.view(np.uint8)):
+            continue
+        identical = False
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.floating):
+            passed, worst = False, math.inf
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        finite = np.isfinite(a64)
+        if not np.array_equal(finite, np.isfinite(b64)) or not np.array_equal(a64[~finite], b64[~finite], equal_nan=True):
+            passed, worst = False, math.inf
+            continue
+        moved = a64 if a0 is None else a64 - np.asarray(a0, np.float64)
+        scale = float(np.max(np.abs(moved[finite]))) if finite.any() else 0.0
+        diff = float(np.max(np.abs(a64[finite] - b64[finite]))) if finite.any() else 0.0
+        worst = max(worst, diff / scale if scale > 0 else (math.inf if diff > 0 else 0.0))
+    return {"identical": identical, "passed": passed and worst <= tolerance, "max_rel_diff": worst, "tolerance": tolerance}
+
+
+def _prove_fused_update(structure: Structure, permuted: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     n_in, batch = structure.input_size, 64
     images = jnp.asarray(rng.integers(0, 256, size=(4 * batch, n_in), dtype=np.uint8))
@@ -338,16 +405,18 @@ def _prove_fused_update(structure: Structure, permuted: bool) -> bool:
           "rmsprop": {"learning_rate": [0.001, 0.05], "decay": [0.9, 0.5]}}[structure.optimizer]
     opt_hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
     batch_idx = jnp.asarray(rng.integers(0, 4 * batch, size=(2, 3, batch), dtype=np.int32))
-    out = []
+    out, start = [], None
     for fused in (False, True):
         init, train_steps, _ = _build_programs(structure, permuted, fused)
         state = init(jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)]), opt_hp)
+        if start is None:
+            start = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state[:4])]
         state = train_steps(
             state, images, labels, batch_idx, jnp.ones((3, batch), jnp.float32), jnp.int32(0), jnp.int32(3), {},
             opt_hp, jnp.arange(n_in, dtype=jnp.int32),
         )
         out.append([np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state[:4])])  # not the loss sum
-    return all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(*out))
+    return compare_states(*out, start=start)
 
 
 def task_accuracies(correct: jax.Array, test_task_onehot: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -11,21 +11,23 @@
    ``lax.top_k`` reports for it, a byte-wise radix select over the surviving candidates instead of
    32 compare+count passes over every unit (cl_sweep.training.ops.kth_largest).
 
-Same numbers. The k-th largest is exact either way. The fused update repeats, operation by
-operation, what XLA:CPU emits for the engine's plain program (the same fused multiply-adds where
-XLA's LLVM backend contracts them, including in the remainder of its unrolled loop, and XLA's
-rsqrt: the AVX hardware estimate refined by one Newton step), so training with it is
-bit-identical to training without it and stored results stay re-runnable bit for bit. Which
-multiply-adds XLA contracts depends on how it fuses the program at the given shapes, so the
-engine proves the equality on the machine it runs on, at the structure's own shapes, before it
-uses the kernel (``engine.fused_update_verified``) and otherwise keeps the plain program with a
-warning; ``tests/test_kernels.py`` checks it at the paper's shapes.
+Same numbers. The k-th largest is exact either way. The fused update was written to repeat,
+operation by operation, what XLA:CPU emits for the engine's plain program on one CPU (the same
+fused multiply-adds where XLA's LLVM backend contracts them, including in the remainder of its
+unrolled loop, and XLA's rsqrt: the AVX hardware estimate refined by one Newton step); there
+training with it is bit-identical to training without it. Which multiply-adds XLA contracts
+depends on the CPU and on how it fuses the program at the given shapes, so the engine proves, on
+the machine it runs on and at the structure's own shapes, that the two agree within a stated
+tolerance before it uses the kernel (``engine.fused_update_verified``,
+``engine.FUSED_UPDATE_TOLERANCE``), and otherwise keeps the plain program and says so once;
+``tests/test_kernels.py`` checks it at the paper's shapes. Either way a job is deterministic on
+one machine and path, and ``versions.fast_paths`` in its result file says which path it took.
 
 How they are built. The sources are compiled on first use with the system's ``g++``
 (``-O3 -march=native``, against the XLA FFI headers shipped in jaxlib) into
 ``<cache dir>/kernels/`` (the data cache, see cl_sweep.data.datasets.cache_dir), keyed by the sources, the
 jaxlib version and the CPU's flags, and registered as XLA FFI targets. Only x86-64 CPUs with AVX
-and FMA are supported (what the bit-for-bit argument was checked on); elsewhere, without a
+and FMA are supported (the instructions the kernels are written with); elsewhere, without a
 compiler, on a GPU, or with ``CL_SWEEP_CPU_KERNELS=0`` the engine runs the plain XLA program
 and ``kth_largest`` its radix select.
 """
@@ -128,15 +130,16 @@ def _proofs_file() -> Path:
     return cache_dir() / "kernels" / f"proofs-{_LIB_KEY}.json"
 
 
-def recorded_proof(key: str) -> bool | None:
-    """A stored outcome of an equality proof (see engine.fused_update_verified) for this library, or None."""
+def recorded_proof(key: str) -> dict | bool | None:
+    """A stored outcome of a proof (see engine.fused_update_verified: ``identical``, ``passed``,
+    ``max_rel_diff``, ``tolerance``) for this library, or None."""
     try:
         return json.loads(_proofs_file().read_text()).get(key)
     except (OSError, ValueError):
         return None
 
 
-def record_proof(key: str, ok: bool) -> None:
+def record_proof(key: str, ok: dict | bool) -> None:
     """Stores a proof's outcome beside the library, so later processes skip it (a lost race only costs a re-run)."""
     path = _proofs_file()
     try:
