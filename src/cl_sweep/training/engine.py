@@ -345,7 +345,7 @@ def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
     if not recorded["passed"]:
         kernels.not_used(
             f"{what}: its results differ from the plain program's on this machine by "
-            f"{recorded.get('max_rel_diff', float('nan')):.2g} of the largest value, beyond the tolerance "
+            f"{recorded.get('max_rel_diff', float('nan')):.2g} of how far 3 steps moved the weights, beyond the tolerance "
             f"{FUSED_UPDATE_TOLERANCE:g}",
             what="the fused update kernel is",
             first_time=first_time,
@@ -354,8 +354,8 @@ def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
         kernels.log.log(
             logging.INFO if first_time else logging.DEBUG,
             f"cl_sweep: the fused update kernel ({what}) is used within tolerance: on this CPU it differs from "
-            f"the plain XLA program in float32 rounding ({recorded.get('max_rel_diff', float('nan')):.2g} of the "
-            f"largest value after 3 steps; tolerance {FUSED_UPDATE_TOLERANCE:g}), so results are deterministic "
+            f"the plain XLA program in float32 rounding ({recorded.get('max_rel_diff', float('nan')):.2g} of how far "
+            f"3 steps moved the weights; tolerance {FUSED_UPDATE_TOLERANCE:g}), so results are deterministic "
             f"here but not the plain program's bits ({kernels.ENV_SWITCH}=0 gives those). Said once on this machine.",
         )
     return bool(recorded["passed"])
