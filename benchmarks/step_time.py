@@ -1,6 +1,6 @@
 """Milliseconds per training step per model: cl_sweep's engine against a minimal pure-JAX floor, timed in one run.
 
-    python benchmarks/step_time.py [--steps 200] [--repeats 5] [--populations 1,5,10,20] [--end-to-end] [--ablation]
+    python benchmarks/step_time.py [--steps 200] [--repeats 5] [--populations 1,5,10,20] [--end-to-end] [--ablation] [--optimizers]
 
 The floor is the smallest honest loop of the same shapes: one 784→1000→10 MLP, batch 64, ReLU,
 plain SGD, no weight norm, no update clip, batches gathered on-device from the same uint8 MNIST,
@@ -9,6 +9,8 @@ shared machine's drift hits both sides alike; read the ratios, not the absolute 
 ``--ablation`` also times the default model with one part swapped for the floor's (SGD for
 Adagrad, no weight norm, ReLU for Hard ASH, no update clip): where the time above the floor goes;
 and, where the fused update kernel runs (cl_sweep.training.kernels), the same model without it.
+``--optimizers`` times the default model with each optimizer against SGD (the fused ones also
+without the kernel).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def main() -> None:
     ap.add_argument("--populations", default="1,5,10,20")
     ap.add_argument("--end-to-end", action="store_true", help="also time one full default job (5 seeds, with evaluation)")
     ap.add_argument("--ablation", action="store_true", help="also time the default model with one part swapped for the floor's")
+    ap.add_argument("--optimizers", action="store_true",
+                    help="also time the default model with each optimizer (fused where the kernel is used, and without it), against SGD")
     args = ap.parse_args()
     steps = args.steps
 
@@ -129,6 +133,18 @@ def main() -> None:
     } if args.ablation else {}
     for name, (structure, a_hp, o_hp, *fused) in ablations.items():
         runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, o_hp, *fused)
+    # Each optimizer on the default model (A.6's middle values; the step time does not depend on them).
+    OPT_HP = {"sgd": {"learning_rate": 1e-3}, "sgdm": {"learning_rate": 1e-5, "momentum": 0.99},
+              "adagrad": ada_hp, "rmsprop": {"learning_rate": 5.5e-6, "decay": 0.9993},
+              "adam": {"learning_rate": 1e-5, "b1": 0.98, "b2": 0.9995}}
+    fused_opts = []
+    if args.optimizers:
+        for opt, o_hp in OPT_HP.items():
+            structure = Structure("hard_ash", opt)
+            runners[(f"hard_ash+{opt}", dflt)] = engine_runner(structure, dflt, ash_hp, o_hp)
+            if engine.fused_update_applies(structure) and engine.fused_update_verified(structure):
+                fused_opts.append(opt)
+                runners[(f"hard_ash+{opt}, plain XLA", dflt)] = engine_runner(structure, dflt, ash_hp, o_hp, False)
 
     times: dict = {k: [] for k in runners}
     for _ in range(args.repeats):  # interleaved rounds: drift hits every variant alike
@@ -165,6 +181,11 @@ def main() -> None:
     best_p = min((P for (n, P) in ms if n == "hard_ash+adagrad"), key=lambda P: ms[("hard_ash+adagrad", P)])
     print(f"population with the most models per second here: {best_p} "
           f"({1000 / ms[('hard_ash+adagrad', best_p)]:.0f} model-steps/s)")
+    if args.optimizers:
+        sgd_ms = ms[("hard_ash+sgd", dflt)]
+        ratios = ", ".join(f"{opt} {ms[(f'hard_ash+{opt}', dflt)] / sgd_ms:.2f}" for opt in OPT_HP if opt != "sgd")
+        print(f"target 2 of #16 (<= 1.15): each optimizer's step / SGD's, Hard ASH, population {dflt}: {ratios} "
+              f"(fused here: {', '.join(fused_opts) or 'none'})")
     print(f"evaluation after a task: {eval_ms:.1f} ms per model (10,000 test images, one forward)")
     per_model = total_steps * had / 1000 + 5 * eval_ms / 1000
     print(f"one Split-MNIST model ({total_steps} steps + 5 evaluations) at population {dflt}: {per_model:.2f} s; "

@@ -114,6 +114,7 @@ ASH = {"alpha": 3.0, "z_k": 2.3, "beta": 2.0}
 CASES = {
     "hard_ash+adagrad (the default)": (Structure("hard_ash", "adagrad"), ASH, {"learning_rate": 2e-4, "initial_accumulator_value": 1e-6}),
     "hard_ash+rmsprop": (Structure("hard_ash", "rmsprop"), ASH, {"learning_rate": 1e-4, "decay": 0.9}),
+    "hard_ash+sgdm": (Structure("hard_ash", "sgdm"), ASH, {"learning_rate": 1e-3, "momentum": 0.9}),
     "relu+adagrad, no clip": (Structure("relu", "adagrad", model_static=dict(update_clip=None)), {}, {"learning_rate": 1e-2, "initial_accumulator_value": 0.1}),
 }
 

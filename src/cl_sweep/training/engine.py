@@ -402,7 +402,8 @@ def _prove_fused_update(structure: Structure, permuted: bool) -> dict[str, Any]:
     images = jnp.asarray(rng.integers(0, 256, size=(4 * batch, n_in), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, structure.num_classes, size=4 * batch, dtype=np.int32))
     hp = {"adagrad": {"learning_rate": [0.01, 0.5], "initial_accumulator_value": [1e-6, 0.1]},
-          "rmsprop": {"learning_rate": [0.001, 0.05], "decay": [0.9, 0.5]}}[structure.optimizer]
+          "rmsprop": {"learning_rate": [0.001, 0.05], "decay": [0.9, 0.5]},
+          "sgdm": {"learning_rate": [0.001, 0.05], "momentum": [0.9, 0.5]}}[structure.optimizer]
     opt_hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
     batch_idx = jnp.asarray(rng.integers(0, 4 * batch, size=(2, 3, batch), dtype=np.int32))
     out, start = [], None
@@ -493,7 +494,8 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         g, colsum, beta = grad_parts(dout1)
         v, acc = kernels.fused_update(
             structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta,
-            opt_hp["learning_rate"], opt_hp.get("decay", 0.0), model.update_clip, colsum=colsum,
+            opt_hp["learning_rate"], opt_hp[kernels.HP[structure.optimizer]] if kernels.HP[structure.optimizer] else 0.0,
+            model.update_clip, colsum=colsum,
         )
         return {**params, layer: v}, kernels.replace_param_state(new_state, layer, acc), loss
 

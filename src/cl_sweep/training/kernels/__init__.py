@@ -1,6 +1,6 @@
 """Two C++ CPU kernels for the hottest parts of a training step, as XLA FFI calls.
 
-1. ``fused_update.cc``: the first layer's weight-norm gradient + Adagrad/RMSprop step + update clip
+1. ``fused_update.cc``: the first layer's weight-norm gradient + Adagrad/RMSprop/SGDM step + update clip
    in one pass. On the CPU a training step of the paper's MLP is memory-bound around its two
    GEMMs. For the 784 × 1000 first layer XLA:CPU writes the weight-norm gradient
    ``dv = G - (v - mu) * beta``, the optimizer's accumulator and the clipped update as three
@@ -57,16 +57,21 @@ __all__ = ["KINDS", "available", "eps_for", "fused_update", "kth_largest", "not_
 SOURCES = (Path(__file__).with_name("fused_update.cc"), Path(__file__).with_name("kth_largest.cc"))
 HEADERS = (Path(__file__).with_name("parallel.h"),)
 # optimizer name -> FFI target of its fused update
-KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop"}
+KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop", "sgdm": "cl_sweep_fused_sgdm"}
+# optimizer name -> the hyperparameter the kernel takes as ``hp`` (None: none, passed as 0)
+HP = {"adagrad": None, "rmsprop": "decay", "sgdm": "momentum"}
 KTH_LARGEST = "cl_sweep_kth_largest"
 # FFI target -> the handler symbol in the library
-_SYMBOLS = {KINDS["adagrad"]: "ClSweepFusedAdagrad", KINDS["rmsprop"]: "ClSweepFusedRmsprop", KTH_LARGEST: "ClSweepKthLargest"}
+_SYMBOLS = {KINDS["adagrad"]: "ClSweepFusedAdagrad", KINDS["rmsprop"]: "ClSweepFusedRmsprop", KINDS["sgdm"]: "ClSweepFusedSgdm",
+            KTH_LARGEST: "ClSweepKthLargest"}
 ENV_SWITCH = "CL_SWEEP_CPU_KERNELS"
 log = logging.getLogger(__name__)
 
 
 def eps_for(kind: str) -> float:
-    """The eps optax uses for ``kind`` (its default: cl_sweep's factories never set it)."""
+    """The eps optax uses for ``kind`` (its default: cl_sweep's factories never set it); 0 for SGDM, which has none."""
+    if kind == "sgdm":
+        return 0.0
     return float(inspect.signature(getattr(optax, kind)).parameters["eps"].default)
 
 
@@ -165,7 +170,7 @@ def reference_update(kind, g, v, acc, beta, lr, hp, clip):
     from cl_sweep.components.optimizers import get_optimizer, with_update_clip
 
     dv = g - (v - jnp.mean(v, axis=0, keepdims=True)) * beta
-    hps = {"learning_rate": lr, "initial_accumulator_value": 0.0} if kind == "adagrad" else {"learning_rate": lr, "decay": hp}
+    hps = {"learning_rate": lr, "initial_accumulator_value": 0.0} if kind == "adagrad" else {"learning_rate": lr, HP[kind]: hp}
     tx = with_update_clip(get_optimizer(kind).factory(**hps), clip)  # the registered optimizer, as the engine builds it
     state = replace_param_state(tx.init({"w": v}), "w", acc)
     u, new_state = tx.update({"w": dv}, state, {"w": v})
@@ -254,7 +259,7 @@ def _is_param(path, name: str) -> bool:
 
 
 def param_state(opt_state, name: str) -> jax.Array:
-    """The single optimizer-state leaf that belongs to parameter ``name`` (Adagrad's or RMSprop's accumulator)."""
+    """The single optimizer-state leaf that belongs to parameter ``name`` (Adagrad's or RMSprop's accumulator, SGDM's trace)."""
     leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0] if _is_param(path, name)]
     if len(leaves) != 1:
         raise ValueError(f"expected one optimizer-state leaf for {name!r}, found {len(leaves)}")

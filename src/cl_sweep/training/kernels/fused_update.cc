@@ -1,16 +1,18 @@
-// Fused weight-norm gradient + Adagrad/RMSprop step + update clip for one weight-normalised layer,
+// Fused weight-norm gradient + Adagrad/RMSprop/SGDM step + update clip for one weight-normalised layer,
 // as an XLA CPU FFI custom call. What it computes, and why, is in cl_sweep/training/kernels/__init__.py.
 //
 // Per element of a member's [in, out] weight v (s = sum_in v and beta: per output unit; lr, hp: per member):
 //   dv  = g - (v - s * inv_m) * beta                  the weight-norm gradient (cl_sweep.training.ops), mu = s / m
 //   acc = dv * dv + acc                               Adagrad (optax.scale_by_rss)
 //   acc = (1 - hp) * (dv * dv) + hp * acc             RMSprop (optax.scale_by_rms), hp = decay
-//   u   = (-lr) * (rsqrt(acc + eps) * dv)             Adagrad: 0 where acc <= 0
+//   acc = hp * acc + dv                               SGDM (optax.trace), hp = momentum; u = (-lr) * acc
+//   u   = (-lr) * (rsqrt(acc + eps) * dv)             Adagrad and RMSprop; Adagrad: 0 where acc <= 0
 //   v   = v + clip(u, -clip, clip)                    optax.clip, when clip > 0
 // The arithmetic follows what XLA:CPU emits for the same optax chain operation by operation
 // (same roundings, same fused multiply-adds, the same rsqrt: the hardware estimate refined by one
-// Newton step), so the result is bit-identical to the unfused program on the same CPU; the tests
-// check that.
+// Newton step) on the CPU it was written for, where the result is bit-identical to the unfused
+// program; on others XLA contracts other multiply-adds and the engine proves the two agree within a
+// stated tolerance before using the kernel (engine.fused_update_verified).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -27,7 +29,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-enum Kind { kAdagrad = 0, kRmsprop = 1 };
+enum Kind { kAdagrad = 0, kRmsprop = 1, kSgdm = 2 };
 
 // XLA:CPU's f32 rsqrt on AVX targets: the 12-bit hardware estimate, one Newton-Raphson step
 // h = (x*y)*y - 1, y' = (-y/2)*h + y, kept where x is +normal (or NaN); the bare estimate
@@ -62,9 +64,12 @@ inline void Update8(const float* g, const float* v, const float* acc, const floa
     const __m256 inv = _mm256_and_ps(Rsqrt(_mm256_add_ps(a, eps)),
                                      _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ));
     s = _mm256_mul_ps(inv, dv);
-  } else {
+  } else if constexpr (kKind == kRmsprop) {
     a = _mm256_fmadd_ps(one_minus_hp, _mm256_mul_ps(dv, dv), _mm256_mul_ps(hp, _mm256_loadu_ps(acc)));
     s = _mm256_mul_ps(dv, Rsqrt(_mm256_add_ps(a, eps)));
+  } else {  // SGDM: the momentum trace is the update
+    a = _mm256_fmadd_ps(hp, _mm256_loadu_ps(acc), dv);
+    s = a;
   }
   _mm256_storeu_ps(acc_out, a);
   if constexpr (kClip) {
@@ -151,3 +156,4 @@ ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::B
 
 CL_SWEEP_DEFINE_HANDLER(ClSweepFusedAdagrad, kAdagrad)
 CL_SWEEP_DEFINE_HANDLER(ClSweepFusedRmsprop, kRmsprop)
+CL_SWEEP_DEFINE_HANDLER(ClSweepFusedSgdm, kSgdm)
