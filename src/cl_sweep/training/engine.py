@@ -403,7 +403,8 @@ def _prove_fused_update(structure: Structure, permuted: bool) -> dict[str, Any]:
     labels = jnp.asarray(rng.integers(0, structure.num_classes, size=4 * batch, dtype=np.int32))
     hp = {"adagrad": {"learning_rate": [0.01, 0.5], "initial_accumulator_value": [1e-6, 0.1]},
           "rmsprop": {"learning_rate": [0.001, 0.05], "decay": [0.9, 0.5]},
-          "sgdm": {"learning_rate": [0.001, 0.05], "momentum": [0.9, 0.5]}}[structure.optimizer]
+          "sgdm": {"learning_rate": [0.001, 0.05], "momentum": [0.9, 0.5]},
+          "adam": {"learning_rate": [0.001, 0.05], "b1": [0.9, 0.5], "b2": [0.999, 0.9]}}[structure.optimizer]
     opt_hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
     batch_idx = jnp.asarray(rng.integers(0, 4 * batch, size=(2, 3, batch), dtype=np.int32))
     out, start = [], None
@@ -492,9 +493,12 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         updates, new_state = make_tx(opt_hp).update({layer: jnp.zeros_like(v), **drest}, opt_state, params)
         params = optax.apply_updates(params, updates)
         g, colsum, beta = grad_parts(dout1)
+        if structure.optimizer == "adam":  # the bias corrections at the step count the chain just advanced
+            hp = kernels.adam_hp(new_state, opt_hp["b1"], opt_hp["b2"], opt_static.get("bias_correction", True))
+        else:
+            hp = opt_hp[kernels.HP[structure.optimizer]] if kernels.HP[structure.optimizer] else 0.0
         v, acc = kernels.fused_update(
-            structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta,
-            opt_hp["learning_rate"], opt_hp[kernels.HP[structure.optimizer]] if kernels.HP[structure.optimizer] else 0.0,
+            structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta, opt_hp["learning_rate"], hp,
             model.update_clip, colsum=colsum,
         )
         return {**params, layer: v}, kernels.replace_param_state(new_state, layer, acc), loss

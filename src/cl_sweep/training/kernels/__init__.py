@@ -1,12 +1,12 @@
 """Two C++ CPU kernels for the hottest parts of a training step, as XLA FFI calls.
 
-1. ``fused_update.cc``: the first layer's weight-norm gradient + Adagrad/RMSprop/SGDM step + update clip
+1. ``fused_update.cc``: the first layer's weight-norm gradient + Adagrad/RMSprop/SGDM/Adam step + update clip
    in one pass. On the CPU a training step of the paper's MLP is memory-bound around its two
    GEMMs. For the 784 × 1000 first layer XLA:CPU writes the weight-norm gradient
    ``dv = G - (v - mu) * beta``, the optimizer's accumulator and the clipped update as three
    separate loops (this backend has no multi-output fusion), reading and writing 3 MB arrays
    eleven times per model per step; the kernel reads ``G``, ``v``, ``acc`` and writes ``v``, ``acc``
-   once. ``benchmarks/step_time.py --ablation`` measures what that saves.
+   once (Adam: its two moments). ``benchmarks/step_time.py --ablation`` / ``--optimizers`` measure what that saves.
 2. ``kth_largest.cc``: the k-th largest value of each row (Top-K's threshold) and the index
    ``lax.top_k`` reports for it, a byte-wise radix select over the surviving candidates instead of
    32 compare+count passes over every unit (cl_sweep.training.ops.kth_largest).
@@ -57,13 +57,14 @@ __all__ = ["KINDS", "available", "eps_for", "fused_update", "kth_largest", "not_
 SOURCES = (Path(__file__).with_name("fused_update.cc"), Path(__file__).with_name("kth_largest.cc"))
 HEADERS = (Path(__file__).with_name("parallel.h"),)
 # optimizer name -> FFI target of its fused update
-KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop", "sgdm": "cl_sweep_fused_sgdm"}
-# optimizer name -> the hyperparameter the kernel takes as ``hp`` (None: none, passed as 0)
-HP = {"adagrad": None, "rmsprop": "decay", "sgdm": "momentum"}
+KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop", "sgdm": "cl_sweep_fused_sgdm",
+         "adam": "cl_sweep_fused_adam"}
+# optimizer name -> the hyperparameter the kernel takes as ``hp`` (None: none, passed as 0; Adam: see fused_update)
+HP = {"adagrad": None, "rmsprop": "decay", "sgdm": "momentum", "adam": None}
 KTH_LARGEST = "cl_sweep_kth_largest"
 # FFI target -> the handler symbol in the library
 _SYMBOLS = {KINDS["adagrad"]: "ClSweepFusedAdagrad", KINDS["rmsprop"]: "ClSweepFusedRmsprop", KINDS["sgdm"]: "ClSweepFusedSgdm",
-            KTH_LARGEST: "ClSweepKthLargest"}
+            KINDS["adam"]: "ClSweepFusedAdam", KTH_LARGEST: "ClSweepKthLargest"}
 ENV_SWITCH = "CL_SWEEP_CPU_KERNELS"
 log = logging.getLogger(__name__)
 
@@ -177,14 +178,37 @@ def reference_update(kind, g, v, acc, beta, lr, hp, clip):
     return optax.apply_updates({"w": v}, u)["w"], param_state(new_state, "w")
 
 
+def adam_hp(opt_state, b1, b2, bias_correction: bool = True) -> tuple:
+    """Adam's ``hp`` for :func:`fused_update` after the step that produced ``opt_state``: (b1, b2, bc1, bc2)
+    with optax's bias corrections 1 - b^t at its (already incremented) count t, or 1 without them."""
+    if not bias_correction:
+        one = jnp.ones_like(jnp.asarray(b1, jnp.float32))
+        return b1, b2, one, one
+    [count] = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+               if any(isinstance(k, jax.tree_util.GetAttrKey) and k.name == "count" for k in path)]
+    return b1, b2, 1 - b1**count, 1 - b2**count
+
+
 def fused_update(kind, g, v, acc, beta, lr, hp, clip, colsum=None):
     """Same as :func:`reference_update`, in one pass (requires :func:`available`).
 
     ``colsum``, ``v``'s column sums [1, out], is computed here unless the caller already has it.
+    For Adam ``acc`` is the pair (mu, nu) and ``hp`` the tuple (b1, b2, bc1, bc2) (:func:`adam_hp`);
+    it returns (v, (mu, nu)).
     """
     colsum = jnp.sum(v, axis=-2, keepdims=True) if colsum is None else colsum
     inv_m = np.float32(1.0) / np.float32(jnp.shape(v)[-2])  # the constant XLA multiplies a mean by
     shape = jax.ShapeDtypeStruct(jnp.shape(v), jnp.float32)
+    if kind == "adam":
+        mu, nu = acc
+        hp4 = jnp.stack([jnp.asarray(h, jnp.float32) for h in hp], axis=-1)
+        call = jax.ffi.ffi_call(KINDS[kind], (shape, shape, shape), vmap_method="broadcast_all",
+                                input_output_aliases={1: 0, 2: 1, 3: 2})
+        v, mu, nu = call(
+            g, v, mu, nu, colsum, beta, jnp.asarray(lr, jnp.float32), hp4,
+            inv_m=inv_m, eps=np.float32(eps_for(kind)), clip=np.float32(clip or 0.0), threads=np.int64(os.cpu_count() or 1),
+        )
+        return v, (mu, nu)
     # Outputs may overwrite v and acc in place (each element is read before it is written): inside
     # the training loop XLA then writes straight into the loop-carried buffers instead of copying.
     call = jax.ffi.ffi_call(KINDS[kind], (shape, shape), vmap_method="broadcast_all", input_output_aliases={1: 0, 2: 1})
@@ -258,14 +282,26 @@ def _is_param(path, name: str) -> bool:
     return any(isinstance(k, jax.tree_util.DictKey) and k.key == name for k in path)
 
 
-def param_state(opt_state, name: str) -> jax.Array:
-    """The single optimizer-state leaf that belongs to parameter ``name`` (Adagrad's or RMSprop's accumulator, SGDM's trace)."""
-    leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0] if _is_param(path, name)]
-    if len(leaves) != 1:
-        raise ValueError(f"expected one optimizer-state leaf for {name!r}, found {len(leaves)}")
-    return leaves[0]
+def _moment(path) -> str | None:
+    return next((k.name for k in path if isinstance(k, jax.tree_util.GetAttrKey) and k.name in ("mu", "nu")), None)
 
 
-def replace_param_state(opt_state, name: str, value: jax.Array):
-    """``opt_state`` with parameter ``name``'s state leaf replaced by ``value``."""
-    return jax.tree_util.tree_map_with_path(lambda path, leaf: value if _is_param(path, name) else leaf, opt_state)
+def param_state(opt_state, name: str):
+    """The optimizer state that belongs to parameter ``name``: its one leaf (Adagrad's or RMSprop's
+    accumulator, SGDM's trace), or Adam's pair (mu, nu)."""
+    found = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0] if _is_param(path, name)]
+    if len(found) == 2 and sorted(_moment(p) or "" for p, _ in found) == ["mu", "nu"]:
+        return tuple(leaf for m in ("mu", "nu") for p, leaf in found if _moment(p) == m)
+    if len(found) != 1:
+        raise ValueError(f"expected one optimizer-state leaf for {name!r} (or Adam's mu and nu), found {len(found)}")
+    return found[0][1]
+
+
+def replace_param_state(opt_state, name: str, value):
+    """``opt_state`` with parameter ``name``'s state replaced by ``value`` (a leaf, or Adam's (mu, nu))."""
+    def swap(path, leaf):
+        if not _is_param(path, name):
+            return leaf
+        return value[("mu", "nu").index(_moment(path))] if isinstance(value, tuple) else value
+
+    return jax.tree_util.tree_map_with_path(swap, opt_state)

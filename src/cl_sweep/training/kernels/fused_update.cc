@@ -1,4 +1,4 @@
-// Fused weight-norm gradient + Adagrad/RMSprop/SGDM step + update clip for one weight-normalised layer,
+// Fused weight-norm gradient + Adagrad/RMSprop/SGDM/Adam step + update clip for one weight-normalised layer,
 // as an XLA CPU FFI custom call. What it computes, and why, is in cl_sweep/training/kernels/__init__.py.
 //
 // Per element of a member's [in, out] weight v (s = sum_in v and beta: per output unit; lr, hp: per member):
@@ -8,6 +8,10 @@
 //   acc = hp * acc + dv                               SGDM (optax.trace), hp = momentum; u = (-lr) * acc
 //   u   = (-lr) * (rsqrt(acc + eps) * dv)             Adagrad and RMSprop; Adagrad: 0 where acc <= 0
 //   v   = v + clip(u, -clip, clip)                    optax.clip, when clip > 0
+// Adam (ClSweepFusedAdam: two states, mu and nu, and the bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t
+// per member, 1 without bias correction; optax.scale_by_adam with eps_root = 0):
+//   mu  = (1 - b1) * dv + b1 * mu,  nu = (1 - b2) * (dv * dv) + b2 * nu
+//   u   = (-lr) * ((mu / bc1) / (sqrt(nu / bc2) + eps)), then the clip as above
 // The arithmetic follows what XLA:CPU emits for the same optax chain operation by operation
 // (same roundings, same fused multiply-adds, the same rsqrt: the hardware estimate refined by one
 // Newton step) on the CPU it was written for, where the result is bit-identical to the unfused
@@ -134,7 +138,105 @@ ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::B
   return ffi::Error::Success();
 }
 
+// Adam, one member: rows [r0, r1) of its [in, out] weight (the same centring and clip as Update8).
+template <bool kClip, bool kContractMean>
+inline void Adam8(const float* g, const float* v, const float* mu, const float* nu, const float* colsum,
+                  const float* beta, __m256 inv_m, __m256 neg_lr, __m256 b1, __m256 om_b1, __m256 b2, __m256 om_b2,
+                  __m256 bc1, __m256 bc2, __m256 eps, __m256 clip, __m256 neg_clip, float* v_out, float* mu_out,
+                  float* nu_out) {
+  const __m256 vv = _mm256_loadu_ps(v);
+  const __m256 centred = kContractMean ? _mm256_fnmadd_ps(_mm256_loadu_ps(colsum), inv_m, vv)
+                                       : _mm256_sub_ps(vv, _mm256_mul_ps(_mm256_loadu_ps(colsum), inv_m));
+  const __m256 dv = _mm256_fnmadd_ps(centred, _mm256_loadu_ps(beta), _mm256_loadu_ps(g));
+  const __m256 m = _mm256_fmadd_ps(om_b1, dv, _mm256_mul_ps(b1, _mm256_loadu_ps(mu)));
+  const __m256 n = _mm256_fmadd_ps(om_b2, _mm256_mul_ps(dv, dv), _mm256_mul_ps(b2, _mm256_loadu_ps(nu)));
+  _mm256_storeu_ps(mu_out, m);
+  _mm256_storeu_ps(nu_out, n);
+  const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(n, bc2)), eps);
+  const __m256 s = _mm256_div_ps(_mm256_div_ps(m, bc1), denom);
+  if constexpr (kClip) {
+    const __m256 u = _mm256_mul_ps(s, neg_lr);
+    const __m256 c = _mm256_min_ps(clip, _mm256_max_ps(neg_clip, u));
+    _mm256_storeu_ps(v_out, _mm256_add_ps(vv, c));
+  } else {
+    _mm256_storeu_ps(v_out, _mm256_fmadd_ps(s, neg_lr, vv));
+  }
+}
+
+template <bool kClip>
+void AdamRows(const float* g, const float* v, const float* mu, const float* nu, const float* colsum, const float* beta,
+              float inv_m, float lr, float b1, float b2, float bc1, float bc2, float eps, float clip, int64_t r0,
+              int64_t r1, int64_t out, float* v_out, float* mu_out, float* nu_out) {
+  const __m256 inv_m8 = _mm256_set1_ps(inv_m), neg_lr8 = _mm256_set1_ps(lr * -1.0f), b18 = _mm256_set1_ps(b1),
+               om_b18 = _mm256_set1_ps(1.0f - b1), b28 = _mm256_set1_ps(b2), om_b28 = _mm256_set1_ps(1.0f - b2),
+               bc18 = _mm256_set1_ps(bc1), bc28 = _mm256_set1_ps(bc2), eps8 = _mm256_set1_ps(eps),
+               clip8 = _mm256_set1_ps(clip), neg_clip8 = _mm256_set1_ps(-clip);
+  const int64_t unrolled = out - out % 32;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t o = r * out;
+    int64_t j = 0;
+    for (; j < unrolled; j += 8)
+      Adam8<kClip, true>(g + o + j, v + o + j, mu + o + j, nu + o + j, colsum + j, beta + j, inv_m8, neg_lr8, b18,
+                         om_b18, b28, om_b28, bc18, bc28, eps8, clip8, neg_clip8, v_out + o + j, mu_out + o + j,
+                         nu_out + o + j);
+    for (; j < out; j += 8)
+      Adam8<kClip, false>(g + o + j, v + o + j, mu + o + j, nu + o + j, colsum + j, beta + j, inv_m8, neg_lr8, b18,
+                          om_b18, b28, om_b28, bc18, bc28, eps8, clip8, neg_clip8, v_out + o + j, mu_out + o + j,
+                          nu_out + o + j);
+  }
+}
+
+// hp: [members, 4] rows of (b1, b2, bc1, bc2).
+ffi::Error FusedAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> v,
+                         ffi::Buffer<ffi::F32> mu, ffi::Buffer<ffi::F32> nu, ffi::Buffer<ffi::F32> colsum,
+                         ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> hp,
+                         ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> mu_out,
+                         ffi::ResultBuffer<ffi::F32> nu_out, float inv_m, float eps, float clip, int64_t threads) {
+  auto dims = v.dimensions();
+  if (dims.size() < 2) return ffi::Error::InvalidArgument("fused_adam: weights must be at least 2-D");
+  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
+  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
+  if (lr.element_count() != members || hp.element_count() != 4 * members ||
+      colsum.element_count() != members * out || beta.element_count() != members * out ||
+      g.element_count() != v.element_count() || mu.element_count() != v.element_count() ||
+      nu.element_count() != v.element_count())
+    return ffi::Error::InvalidArgument("fused_adam: operand shapes do not match the weights");
+  if (out % 8 != 0) return ffi::Error::InvalidArgument("fused_adam: the number of units must be a multiple of 8");
+  auto rows = clip > 0.0f ? AdamRows<true> : AdamRows<false>;
+  auto run = [&](int64_t p, int64_t r0, int64_t r1) {
+    const int64_t base = p * in * out;
+    const float* h = hp.typed_data() + 4 * p;
+    rows(g.typed_data() + base, v.typed_data() + base, mu.typed_data() + base, nu.typed_data() + base,
+         colsum.typed_data() + p * out, beta.typed_data() + p * out, inv_m, lr.typed_data()[p], h[0], h[1], h[2], h[3],
+         eps, clip, r0, r1, out, v_out->typed_data() + base, mu_out->typed_data() + base, nu_out->typed_data() + base);
+  };
+  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), in}));
+  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
+    for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedAdam, FusedAdamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("inv_m")
+                                  .Attr<float>("eps")
+                                  .Attr<float>("clip")
+                                  .Attr<int64_t>("threads"));
 
 #define CL_SWEEP_DEFINE_HANDLER(name, kind)                          \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(name, FusedUpdateImpl<kind>,        \
