@@ -72,9 +72,12 @@ def test_a_server_the_run_started_is_stopped_when_it_ends(tmp_path, private_serv
 @pytest.mark.slow
 def test_a_server_the_run_started_is_stopped_on_ctrl_c(tmp_path, private_server_env):
     tests = _inner_tests(tmp_path, "time.sleep(300)")
+    # A test run launched in the background by a shell without job control (`make test &` in a script)
+    # inherits SIGINT ignored, and Python then keeps ignoring it: give the inner run a terminal's default.
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "pg_lifetime", "-p", "no:cacheprovider", "-q", str(tests)],
         env=private_server_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300
