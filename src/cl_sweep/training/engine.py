@@ -493,13 +493,9 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         updates, new_state = make_tx(opt_hp).update({layer: jnp.zeros_like(v), **drest}, opt_state, params)
         params = optax.apply_updates(params, updates)
         g, colsum, beta = grad_parts(dout1)
-        if structure.optimizer == "adam":  # the bias corrections at the step count the chain just advanced
-            hp = kernels.adam_hp(new_state, opt_hp["b1"], opt_hp["b2"], opt_static.get("bias_correction", True))
-        else:
-            hp = opt_hp[kernels.HP[structure.optimizer]] if kernels.HP[structure.optimizer] else 0.0
-        v, acc = kernels.fused_update(
-            structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta, opt_hp["learning_rate"], hp,
-            model.update_clip, colsum=colsum,
+        v, acc = kernels.fused_update(  # Adam's bias corrections: at the count the chain just advanced
+            structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta, opt_hp["learning_rate"],
+            kernels.kernel_hp(structure.optimizer, new_state, opt_hp, opt_static), model.update_clip, colsum=colsum,
         )
         return {**params, layer: v}, kernels.replace_param_state(new_state, layer, acc), loss
 

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["KINDS", "available", "eps_for", "fused_update", "kth_largest", "not_used", "param_state", "reference_update", "replace_param_state"]
+__all__ = ["KINDS", "available", "eps_for", "fused_update", "kernel_hp", "kth_largest", "not_used", "param_state", "reference_update", "replace_param_state"]
 
 SOURCES = (Path(__file__).with_name("fused_update.cc"), Path(__file__).with_name("kth_largest.cc"))
 HEADERS = (Path(__file__).with_name("parallel.h"),)
@@ -187,6 +187,14 @@ def adam_hp(opt_state, b1, b2, bias_correction: bool = True) -> tuple:
     [count] = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
                if any(isinstance(k, jax.tree_util.GetAttrKey) and k.name == "count" for k in path)]
     return b1, b2, 1 - b1**count, 1 - b2**count
+
+
+def kernel_hp(kind: str, opt_state, opt_hp, opt_static):
+    """The ``hp`` :func:`fused_update` takes for ``kind`` after the step that produced ``opt_state``:
+    Adam's (b1, b2, bc1, bc2), else the one hyperparameter of :data:`HP` (0 for Adagrad)."""
+    if kind == "adam":
+        return adam_hp(opt_state, opt_hp["b1"], opt_hp["b2"], opt_static.get("bias_correction", True))
+    return opt_hp[HP[kind]] if HP[kind] else 0.0
 
 
 def fused_update(kind, g, v, acc, beta, lr, hp, clip, colsum=None):

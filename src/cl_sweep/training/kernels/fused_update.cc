@@ -51,17 +51,46 @@ inline __m256 Rsqrt(__m256 x) {
   return _mm256_blendv_ps(y, refined, refine);
 }
 
+// The weight-norm gradient dv = g - (v - s * inv_m) * beta of 8 elements. XLA fuses the mean's
+// multiply into the weight-norm gradient's loop. In that loop's unrolled body (32 elements a trip)
+// LLVM contracts v - s * (1/m) into one FMA; in its 8-wide remainder it does not.
+template <bool kContractMean>
+inline __m256 Dv8(const float* g, __m256 vv, const float* colsum, const float* beta, __m256 inv_m) {
+  const __m256 centred = kContractMean ? _mm256_fnmadd_ps(_mm256_loadu_ps(colsum), inv_m, vv)
+                                       : _mm256_sub_ps(vv, _mm256_mul_ps(_mm256_loadu_ps(colsum), inv_m));
+  return _mm256_fnmadd_ps(centred, _mm256_loadu_ps(beta), _mm256_loadu_ps(g));
+}
+
+// v + clip(s * (-lr)) stored to v_out. llvm.maximum / llvm.minimum keep a NaN; vmaxps / vminps
+// return their second operand when either is NaN, so u goes second. (Ties are between equal
+// values: the clip is positive.) Without the clip, XLA contracts the learning-rate product and
+// the add into one FMA.
+template <bool kClip>
+inline void Apply8(__m256 s, __m256 vv, __m256 neg_lr, __m256 clip, __m256 neg_clip, float* v_out) {
+  if constexpr (kClip) {
+    const __m256 c = _mm256_min_ps(clip, _mm256_max_ps(neg_clip, _mm256_mul_ps(s, neg_lr)));
+    _mm256_storeu_ps(v_out, _mm256_add_ps(vv, c));
+  } else {
+    _mm256_storeu_ps(v_out, _mm256_fmadd_ps(s, neg_lr, vv));
+  }
+}
+
+// Runs run(p, r0, r1) for every member p over row blocks of its [in, out] weight on the pool. Each
+// element is independent: splitting rows over threads changes no result.
+template <typename Run>
+void ForRowBlocks(ffi::ThreadPool& pool, int64_t threads, int64_t members, int64_t in, Run run) {
+  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), in}));
+  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
+    for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
+  });
+}
+
 template <int kKind, bool kClip, bool kContractMean>
 inline void Update8(const float* g, const float* v, const float* acc, const float* colsum, const float* beta,
                     __m256 inv_m, __m256 neg_lr, __m256 hp, __m256 one_minus_hp, __m256 eps, __m256 clip,
                     __m256 neg_clip, float* v_out, float* acc_out) {
   const __m256 vv = _mm256_loadu_ps(v);
-  // XLA fuses the mean's multiply into the weight-norm gradient's loop. In that loop's unrolled
-  // body (32 elements a trip) LLVM contracts v - s * (1/m) into one FMA; in its 8-wide remainder
-  // it does not.
-  const __m256 centred = kContractMean ? _mm256_fnmadd_ps(_mm256_loadu_ps(colsum), inv_m, vv)
-                                       : _mm256_sub_ps(vv, _mm256_mul_ps(_mm256_loadu_ps(colsum), inv_m));
-  const __m256 dv = _mm256_fnmadd_ps(centred, _mm256_loadu_ps(beta), _mm256_loadu_ps(g));
+  const __m256 dv = Dv8<kContractMean>(g, vv, colsum, beta, inv_m);
   __m256 a, s;  // s: the update before the learning rate
   if constexpr (kKind == kAdagrad) {
     a = _mm256_fmadd_ps(dv, dv, _mm256_loadu_ps(acc));
@@ -76,15 +105,7 @@ inline void Update8(const float* g, const float* v, const float* acc, const floa
     s = a;
   }
   _mm256_storeu_ps(acc_out, a);
-  if constexpr (kClip) {
-    // llvm.maximum / llvm.minimum keep a NaN; vmaxps / vminps return their second operand when
-    // either is NaN, so u goes second. (Ties are between equal values: the clip is positive.)
-    const __m256 u = _mm256_mul_ps(s, neg_lr);
-    const __m256 c = _mm256_min_ps(clip, _mm256_max_ps(neg_clip, u));
-    _mm256_storeu_ps(v_out, _mm256_add_ps(vv, c));
-  } else {  // without the clip, XLA contracts the learning-rate product and the add into one FMA
-    _mm256_storeu_ps(v_out, _mm256_fmadd_ps(s, neg_lr, vv));
-  }
+  Apply8<kClip>(s, vv, neg_lr, clip, neg_clip, v_out);
 }
 
 // One member: rows [r0, r1) of its [in, out] weight.
@@ -130,11 +151,7 @@ ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::B
          beta.typed_data() + p * out, inv_m, lr.typed_data()[p], hp.typed_data()[p], eps, clip, r0, r1, out,
          v_out->typed_data() + base, acc_out->typed_data() + base);
   };
-  // Each element is independent: splitting rows over threads changes no result.
-  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), in}));
-  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
-    for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
-  });
+  ForRowBlocks(pool, threads, members, in, run);
   return ffi::Error::Success();
 }
 
@@ -145,22 +162,14 @@ inline void Adam8(const float* g, const float* v, const float* mu, const float* 
                   __m256 bc1, __m256 bc2, __m256 eps, __m256 clip, __m256 neg_clip, float* v_out, float* mu_out,
                   float* nu_out) {
   const __m256 vv = _mm256_loadu_ps(v);
-  const __m256 centred = kContractMean ? _mm256_fnmadd_ps(_mm256_loadu_ps(colsum), inv_m, vv)
-                                       : _mm256_sub_ps(vv, _mm256_mul_ps(_mm256_loadu_ps(colsum), inv_m));
-  const __m256 dv = _mm256_fnmadd_ps(centred, _mm256_loadu_ps(beta), _mm256_loadu_ps(g));
+  const __m256 dv = Dv8<kContractMean>(g, vv, colsum, beta, inv_m);
   const __m256 m = _mm256_fmadd_ps(om_b1, dv, _mm256_mul_ps(b1, _mm256_loadu_ps(mu)));
   const __m256 n = _mm256_fmadd_ps(om_b2, _mm256_mul_ps(dv, dv), _mm256_mul_ps(b2, _mm256_loadu_ps(nu)));
   _mm256_storeu_ps(mu_out, m);
   _mm256_storeu_ps(nu_out, n);
   const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(n, bc2)), eps);
   const __m256 s = _mm256_div_ps(_mm256_div_ps(m, bc1), denom);
-  if constexpr (kClip) {
-    const __m256 u = _mm256_mul_ps(s, neg_lr);
-    const __m256 c = _mm256_min_ps(clip, _mm256_max_ps(neg_clip, u));
-    _mm256_storeu_ps(v_out, _mm256_add_ps(vv, c));
-  } else {
-    _mm256_storeu_ps(v_out, _mm256_fmadd_ps(s, neg_lr, vv));
-  }
+  Apply8<kClip>(s, vv, neg_lr, clip, neg_clip, v_out);
 }
 
 template <bool kClip>
@@ -210,10 +219,7 @@ ffi::Error FusedAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buf
          colsum.typed_data() + p * out, beta.typed_data() + p * out, inv_m, lr.typed_data()[p], h[0], h[1], h[2], h[3],
          eps, clip, r0, r1, out, v_out->typed_data() + base, mu_out->typed_data() + base, nu_out->typed_data() + base);
   };
-  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), in}));
-  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
-    for (int64_t p = 0; p < members; ++p) run(p, in * b / n_blocks, in * (b + 1) / n_blocks);
-  });
+  ForRowBlocks(pool, threads, members, in, run);
   return ffi::Error::Success();
 }
 
