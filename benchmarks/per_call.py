@@ -1,6 +1,6 @@
-"""Does filling populations across jobs pay? Two 5-seed jobs of one structure trained one call each
-(what the population launcher does without early stop: on a CPU, populations of 2, 2 and 1 per job)
-against both in one call (5 full populations of 2).
+"""Does filling calls across jobs pay? Two 5-seed jobs of one structure trained one `train_jobs` call
+each (what the population launcher did before it batched jobs: on a CPU, populations of 2, 2 and 1
+per job) against both in one call (what it does now, `train.jobs_per_batch`: 5 full populations of 2).
 
     python benchmarks/per_call.py [--rounds 2] [--limit-per-task N]
 

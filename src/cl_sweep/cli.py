@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
@@ -195,11 +195,13 @@ def pruning_listeners(reporters: Sequence) -> list:
 
 def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Sequence[str | Path], *,
              max_population: int | None = None, desc: str = "", listeners: Sequence = (), tracking=None,
-             sweep_dir: str | Path | None = None) -> list[tuple[dict, Path]]:
+             sweep_dir: str | Path | None = None,
+             on_written: Callable[[int, dict, Path], None] | None = None) -> list[tuple[dict, Path]]:
     """The one job path: trains jobs of one population together and writes each one's result.json
-    into its folder; returns (result, path) per job. A single job is a population of one
-    (`run_job`); the population launcher calls this for each of its populations. ``listeners``
-    hear every task's end (`cl_sweep.training.train.train_jobs`).
+    into its folder as soon as that job's last model has trained (then calls
+    ``on_written(job, result, path)``); returns (result, path) per job. A single job is a
+    population of one (`run_job`); the population launcher calls this for each of its batches.
+    ``listeners`` hear every task's end (`cl_sweep.training.train.train_jobs`).
 
     The jobs' ``logger`` trackers (`cl_sweep.tracking.Tracking`, opened by the caller before any
     training, else here) log one run per (job, seed) from the same task ends; ``sweep_dir``
@@ -218,16 +220,22 @@ def run_jobs(cfgs: Sequence, overrides: Sequence[Sequence[str]], output_dirs: Se
     listeners = [*listeners, session] if session is not None else list(listeners)
     failed = True
     try:
-        results = train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc,
-                             listeners=listeners)
-        written = [(result, write_result(result, Path(d))) for result, d in zip(results, output_dirs)]
+        written: dict[int, tuple[dict, Path]] = {}
+
+        def write(j: int, result: dict) -> None:
+            written[j] = (result, write_result(result, Path(output_dirs[j])))
+            if on_written is not None:
+                on_written(j, *written[j])
+
+        train_jobs(list(cfgs), [list(o) for o in overrides], max_population=max_population, desc=desc,
+                   listeners=listeners, on_result=write)
         failed = False
     finally:  # the runs end, marked failed when training or writing raised (Ctrl-C included)
         if session is not None:
             session.finish(failed=failed)
         if own:
             tracking.close()
-    return written
+    return [written[j] for j in range(len(cfgs))]
 
 
 def hydra_sweep_dir() -> str | None:

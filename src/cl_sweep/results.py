@@ -55,8 +55,8 @@ key                         meaning
 ``peak_memory_mib``   (v3)  peak resident memory of the process that trained the job (MiB,
                             ``ru_maxrss``) when its training ended; jobs trained in one process
                             share it, so it bounds each of them
-``time_per_model_s``  (v3)  seconds per model: the wall time of the job's population
-                            (compilation and evaluation included) over the models it trained
+``time_per_model_s``  (v3)  seconds per model: the job's ``wall_time_s`` over the models it
+                            trained (compilation and evaluation included)
 ``curve``             (v3)  (opt.) only with ``eval_every``: per seed, the test accuracy during
                             training as parallel lists ``step`` (optimizer steps over all tasks
                             so far), ``task`` (0-based task in training), ``accuracy`` (overall)
@@ -68,7 +68,9 @@ key                         meaning
                             in jobs with ``benchmark.validation_fraction`` > 0 (absent otherwise)
 ``validation_accuracy_matrix``  (opt.) per seed, T x T, like ``accuracy_matrix`` on the
                             held-out validation examples; present with ``validation_accuracy``
-``wall_time_s``             wall-clock seconds of the job (compilation included)
+``wall_time_s``             wall-clock seconds of the job (compilation included); in a population,
+                            its share of the calls that trained its models (each call's time split
+                            evenly among the call's models)
 ``versions``                versions of cl_sweep, jax and jaxlib that produced the file, and ``fast_paths``
                             (how it was trained: ``engine.fast_paths``; newer files only)
 ``created``                 UTC timestamp (ISO 8601)

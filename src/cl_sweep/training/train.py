@@ -6,6 +6,7 @@ Knows configs but not Hydra, so notebooks and scripts call it with a plain dict 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 import datetime as _dt
 import math
 import resource
@@ -203,6 +204,7 @@ def train_jobs(
     desc: str = "",
     compile_only: bool = False,
     listeners: Sequence[Callable[[int, TaskEnd], None]] = (),
+    on_result: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Trains several jobs (grid points) of one `population_key` as one population; one result per job.
 
@@ -210,12 +212,20 @@ def train_jobs(
     are those it gets alone (up to float rounding of batched kernels). ``max_population`` caps
     the members per compiled call (memory, and the CPU's sweet spot); None means
     `cl_sweep.training.engine.default_max_population` (2 on CPU).
-    Early stop is per job: phase 1 trains every job's first ``after_seeds`` seeds, phase 2 the
-    remaining seeds of the jobs whose phase-1 mean reached the threshold (their final accuracy, on the
-    held-out validation examples when the benchmark has them). ``wall_time_s`` of each
-    job is its share of the population's wall time.
 
-    ``compile_only`` compiles the programs of the first call and returns [] (training nothing):
+    The calls are filled across jobs: members wait in one queue and every call takes the next
+    ``max_population`` of them, whichever jobs they belong to, so only the last call of the batch
+    can be short. Early stop is per job: a job's first ``after_seeds`` seeds are its phase 1;
+    once all of them have trained, the rule reads their mean final accuracy (on the held-out
+    validation examples when the benchmark has them) and either queues the job's remaining
+    seeds (ahead of other jobs' phase-1 seeds, so few jobs are in flight at a time) or stops it.
+    A job is done when its last member has trained: its result goes to ``on_result(job, result)``
+    at once (the population launcher writes it then, so a killed sweep loses only the jobs in
+    flight), and is returned with the others at the end. ``wall_time_s`` of a job is its share
+    of the calls that trained its members (each call's time split evenly among its members, the
+    set-up counted in the first call).
+
+    ``compile_only`` compiles the program of the first call and returns [] (training nothing):
     compilation, not training, is most of a big sweep's time on a GPU, so the population launcher
     does this for every structure in parallel threads before training them one after the other.
     FlyModel's trainer compiles as it goes, so there it does nothing.
@@ -225,7 +235,7 @@ def train_jobs(
     (trackers log it per seed; a pruner reads the job's running accuracy). A listener that returns
     True prunes the job at that task boundary: its members in the call stop there (the engine
     drops them from the population), its seeds not yet trained are never trained (neither in a
-    later call of this phase nor in the early-stop rule's second phase), and its result has
+    later call nor in the early-stop rule's second phase), and its result has
     ``status: "pruned"`` and the ``tasks_trained`` of every seed it trained (see `_result`).
     """
     cfgs = [_plain(c) for c in cfgs]
@@ -239,7 +249,8 @@ def train_jobs(
     progress = task_bars(common["progress"])  # null: off inside a sweep
     # the one-line note that a download starts stays on unless progress=false
     device_data, split, structure = _population_setup(common, common["progress"] is not False)
-    bench, es = common["benchmark"], common["early_stop"]
+    es = common["early_stop"]
+    bench = common["benchmark"]
     seeds = [[c["seed"] + i for i in range(c["n_seeds"])] for c in cfgs]
 
     # (job, seed) -> final accuracy, accuracy matrix, diverged, active fraction per task, tasks trained,
@@ -250,89 +261,137 @@ def train_jobs(
     pruned: set[int] = set()  # jobs a listener pruned
 
     cap = max_population or default_max_population()
-    # The largest call either phase can make: padding the first call to it (on an accelerator)
-    # lets every later call of this population reuse one compiled program.
-    expect = min(cap, _largest_phase(cfgs))
-
-    def run(pairs: list[tuple[int, int]]) -> None:
-        for lo in range(0, len(pairs), cap):
-            # A job pruned in an earlier call trains no more seeds (the calls keep their places).
-            chunk = [pair for pair in pairs[lo : lo + cap] if pair[0] not in pruned]
-            if not chunk:
-                continue
-            if len(cfgs) == 1:
-                label = f"seeds {chunk[0][1]}-{chunk[-1][1]} " if len(chunk) > 1 else f"seed {chunk[0][1]} "
-            else:
-                label = f"{desc}models {lo + 1}-{lo + len(chunk)}/{len(pairs)} "
-            schedule = dict(
-                batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
-                limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
-            )
-            if common.get("eval_every") and not compile_only:
-                schedule["eval_every"] = common["eval_every"]
-                if listeners:
-                    schedule["on_eval"] = _per_job_eval(chunk, listeners, pruned)
-            if listeners and not compile_only:
-                schedule["on_task_end"] = _per_job(chunk, listeners, pruned)
-            trainer = model_of(structure).trainer  # a model with its own rule (FlyModel), same result layout
-            if compile_only:
-                if trainer is None:
-                    members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
-                    pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
-                    train_population(structure, members, device_data, split, pad_to=pad_to, compile_only=True, **schedule)
-                return
-            if trainer is not None:
-                res = trainer([s for _, s in chunk], device_data, split, **schedule)
-            else:
-                members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
-                pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
-                res = train_population(structure, members, device_data, split, pad_to=pad_to, **schedule)
-            for i, key in enumerate(chunk):
-                trained = int(res.tasks_trained[i]) if res.tasks_trained is not None else split.num_tasks
-                validation = None
-                if res.validation_accuracy is not None:
-                    validation = (float(res.validation_accuracy[i]), res.validation_matrix[i])
-                curve = res.curve
-                outcome[key] = (
-                    float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i],
-                    trained, validation, res.initial_accuracy[i],
-                    None if res.class_accuracy is None else res.class_accuracy[i], res.train_loss[i],
-                    None if curve is None else (curve.step, curve.task, curve.overall[i], curve.per_task[i]),
-                )
-
-    split_jobs = es["enabled"]
-    first = [(j, s) for j, ss in enumerate(seeds) for s in ss[: first_phase_seeds(cfgs[j])]]
-    run(first)
-    if compile_only:
-        return []
+    total = sum(len(ss) for ss in seeds)  # members if no job stops early
+    # The largest call: padding the first call to it (on an accelerator) lets every later call of
+    # this population reuse one compiled program.
+    expect = min(cap, total)
+    phase1 = [first_phase_seeds(c) for c in cfgs]
+    # phase-1 members, one group per job in job order; phase-2 members of jobs the rule let go on
+    waiting = deque([(j, s) for s in ss[: phase1[j]]] for j, ss in enumerate(seeds))
+    second: deque[tuple[int, int]] = deque()
+    resume: deque[tuple[int, int]] = deque()  # the rest of a phase-1 group an earlier call split
+    left = [set(ss[: phase1[j]]) for j, ss in enumerate(seeds)]  # members of each job not yet trained
+    decided = [phase1[j] == len(ss) for j, ss in enumerate(seeds)]  # no phase 2 to decide on
     early_stopped = [False] * len(cfgs)
-    rest = []
-    for j, ss in enumerate(seeds):
-        if not split_jobs or len(ss) <= es["after_seeds"] or j in pruned:
-            continue
-        done = [outcome[(j, s)] for s in ss[: es["after_seeds"]]]
-        # With held-out validation examples the rule reads their accuracy, not the test set's: a sweep
-        # that selects by validation (benchmark.validation_fraction) never sees test accuracy before it reports.
-        ok = [f if v is None else v[0] for f, _, d, _, _, v, *_ in done if not d]
-        mean = float(np.mean(ok)) if ok else float("nan")
-        if mean >= es["threshold"]:
-            rest += [(j, s) for s in ss[es["after_seeds"] :]]
-        else:  # NaN (all diverged) also stops
-            early_stopped[j] = True
-    if rest:
-        run(rest)
-    wall = time.perf_counter() - start
-    share = wall / len(cfgs)
+    share = [0.0] * len(cfgs)  # seconds of the calls that trained each job's members
+    results: dict[int, dict[str, Any]] = {}
     paths = fast_paths(structure, split.permutations is not None)
-    resources = {
-        "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
-        "time_per_model_s": round(wall / max(1, len(outcome)), 3),
-    }
-    return [
-        _result(cfgs[j], overrides[j], [s for s in ss if (j, s) in outcome], len(ss), early_stopped[j], outcome, j, share,
-                pruned=j in pruned, resources=resources, paths=paths)
-        for j, ss in enumerate(seeds)
-    ]
+    trained_models = 0
+    mark = start
+
+    def call(chunk: list[tuple[int, int]]):
+        if len(cfgs) == 1:
+            label = f"seeds {chunk[0][1]}-{chunk[-1][1]} " if len(chunk) > 1 else f"seed {chunk[0][1]} "
+        else:
+            label = f"{desc}models {trained_models + 1}-{trained_models + len(chunk)}/{total} "
+        schedule = dict(
+            batch_size=bench["batch_size"], epochs_per_task=bench["epochs_per_task"],
+            limit_per_task=bench["limit_per_task"], progress=progress, desc=label,
+        )
+        if common.get("eval_every") and not compile_only:
+            schedule["eval_every"] = common["eval_every"]
+            if listeners:
+                schedule["on_eval"] = _per_job_eval(chunk, listeners, pruned)
+        if listeners and not compile_only:
+            schedule["on_task_end"] = _per_job(chunk, listeners, pruned)
+        trainer = model_of(structure).trainer  # a model with its own rule (FlyModel), same result layout
+        if trainer is not None:
+            return None if compile_only else trainer([s for _, s in chunk], device_data, split, **schedule)
+        members = [members_of(cfgs[j], [s])[0] for j, s in chunk]
+        pad_to = padded_population(len(chunk), cap, structure, split.permutations is not None, expect)
+        return train_population(structure, members, device_data, split, pad_to=pad_to, compile_only=compile_only,
+                                **schedule)
+
+    def finish(j: int) -> None:
+        trained = [s for s in seeds[j] if (j, s) in outcome]
+        resources = {
+            "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+            "time_per_model_s": round(share[j] / max(1, len(trained)), 3),
+        }
+        results[j] = _result(cfgs[j], overrides[j], trained, len(seeds[j]), early_stopped[j], outcome, j, share[j],
+                             pruned=j in pruned, resources=resources, paths=paths)
+        if on_result is not None:
+            on_result(j, results[j])
+
+    def next_chunk() -> list[tuple[int, int]]:
+        """The next call's members: every call is full while members wait. The rest of a job's
+        phase 1 split off by an earlier call goes first (its job's phase 2 waits on it), phase-2
+        members next once they fill the call (so few jobs are in flight); a job's phase-1 seeds share
+        a call where they fit (a pruner hears a job from its first call), and are split only to fill
+        a call that nothing else fills."""
+        chunk: list[tuple[int, int]] = []
+
+        def take(queue: deque, n: int) -> None:
+            while queue and len(chunk) < n:
+                member = queue.popleft()
+                if member[0] not in pruned:
+                    chunk.append(member)
+
+        take(resume, cap)
+        if len(second) >= cap - len(chunk) or not waiting:
+            take(second, cap)
+        while waiting and len(chunk) < cap:  # whole phase-1 groups that fit
+            group = [m for m in waiting[0] if m[0] not in pruned]
+            if len(group) > cap - len(chunk) and len(group) <= cap:
+                break
+            waiting.popleft()
+            space = cap - len(chunk)
+            chunk += group[:space]
+            resume.extend(group[space:])  # a group larger than a call is split anyway
+        take(second, cap)
+        if waiting and len(chunk) < cap:  # split a group rather than leave the call short
+            group = waiting.popleft()
+            space = cap - len(chunk)
+            chunk += [m for m in group[:space] if m[0] not in pruned]
+            resume.extend(group[space:])
+        return chunk
+
+    while resume or second or waiting:
+        chunk = next_chunk()
+        if not chunk:
+            break
+        res = call(chunk)
+        if compile_only:
+            return []
+        now = time.perf_counter()
+        for j, _ in chunk:
+            share[j] += (now - mark) / len(chunk)
+        mark = now
+        trained_models += len(chunk)
+        for i, key in enumerate(chunk):
+            trained = int(res.tasks_trained[i]) if res.tasks_trained is not None else split.num_tasks
+            validation = None
+            if res.validation_accuracy is not None:
+                validation = (float(res.validation_accuracy[i]), res.validation_matrix[i])
+            curve = res.curve
+            outcome[key] = (
+                float(res.final_accuracy[i]), res.accuracy_matrix[i], bool(res.diverged[i]), res.active_fraction[i],
+                trained, validation, res.initial_accuracy[i],
+                None if res.class_accuracy is None else res.class_accuracy[i], res.train_loss[i],
+                None if curve is None else (curve.step, curve.task, curve.overall[i], curve.per_task[i]),
+            )
+            left[key[0]].discard(key[1])
+        for j in dict.fromkeys(j for j, _ in chunk):  # the call's jobs, in order
+            if j in pruned:
+                left[j].clear()  # its queued members are dropped as they come up
+            if left[j]:
+                continue
+            if not decided[j] and j not in pruned:
+                decided[j] = True
+                done = [outcome[(j, s)] for s in seeds[j][: phase1[j]]]
+                # With held-out validation examples the rule reads their accuracy, not the test set's: a sweep
+                # that selects by validation (benchmark.validation_fraction) never sees test accuracy before it reports.
+                ok = [f if v is None else v[0] for f, _, d, _, _, v, *_ in done if not d]
+                mean = float(np.mean(ok)) if ok else float("nan")
+                if mean >= es["threshold"]:
+                    rest = [(j, s) for s in seeds[j][phase1[j] :]]
+                    second += rest
+                    left[j].update(s for _, s in rest)
+                    continue
+                early_stopped[j] = True  # NaN (all diverged) also stops
+            finish(j)
+    assert len(results) == len(cfgs), "every job finishes when its last member has trained"
+    return [results[j] for j in range(len(cfgs))]
 
 
 def _per_job(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int]) -> Callable[[TaskEnd], list[int]]:
@@ -388,16 +447,20 @@ def _per_job_eval(chunk: Sequence[tuple[int, int]], listeners, pruned: set[int])
     return on_eval
 
 
+def jobs_per_batch(cfg: Mapping, cap: int) -> int:
+    """Jobs of ``cfg``'s kind the population launcher hands `train_jobs` at once: the fewest whose
+    phase-1 members and whose members in all fill every call of ``cap`` models when no job stops
+    early (2 five-seed jobs on a CPU's populations of 2; 256 on an accelerator's 256). Within a
+    batch the calls are filled across jobs; a batch's last call is the only one that can be short.
+    Small batches keep the sharded launchers' cuts (between batches) fine-grained."""
+    first, n = max(1, first_phase_seeds(cfg)), max(1, int(cfg["n_seeds"]))
+    return math.lcm(cap // math.gcd(cap, first), cap // math.gcd(cap, n))
+
+
 def first_phase_seeds(cfg: Mapping) -> int:
     """Seeds a job trains before the early-stop rule decides on the rest (all of them without it)."""
     es = cfg["early_stop"]
     return min(cfg["n_seeds"], es["after_seeds"]) if es["enabled"] else cfg["n_seeds"]
-
-
-def _largest_phase(cfgs: Sequence[Mapping]) -> int:
-    """Models in the larger of `train_jobs`'s two phases if no job stops early."""
-    first = sum(first_phase_seeds(c) for c in cfgs)
-    return max(first, sum(c["n_seeds"] for c in cfgs) - first)
 
 
 def _result(cfg, overrides, trained, n_requested, early_stopped, outcome, j, wall, *, pruned=False,

@@ -3,8 +3,10 @@
 Each job still gets its own folder, its own Hydra logs and its own ``result.json``, identical to
 what the job writes alone (same code path: `cl_sweep.training.train.train_jobs`); only the training of
 grid points that share an (activation, optimizer) structure is fused into one ``vmap``-ed
-program. Jobs whose result is already complete are skipped, results are written after every
-sub-population, so a killed sweep loses at most the sub-population in flight.
+program. Jobs whose result is already complete are skipped; the jobs of one structure go to
+`train_jobs` in small batches (`jobs_per_batch`) whose calls are filled across jobs, and each
+job's result is written as soon as its last model has trained, so a killed sweep loses only the
+jobs in flight.
 """
 
 import logging
@@ -116,40 +118,48 @@ class PopulationLauncher(Launcher):
 
         for g, (key, jobs) in enumerate(groups.items()):
             cfg0 = jobs[0][1].cfg
-            per_call = self._per_call(cfg0)
+            per_batch = self._per_batch(cfg0)
             log.info(
                 f"population {g + 1}/{len(groups)}: {cfg0['activation']['name']} + {cfg0['optimizer']['name']}, "
-                f"{len(jobs)} jobs in calls of {per_call}"
+                f"{len(jobs)} jobs in batches of {per_batch}, calls of up to {self.max_population} models"
             )
-            for lo in range(0, len(jobs), per_call):
-                part = jobs[lo : lo + per_call]
+            for lo in range(0, len(jobs), per_batch):
+                part = jobs[lo : lo + per_batch]
                 tic = time.perf_counter()
+                done: set[int] = set()
+
+                def written(j: int, result: dict, path: Path, part=part, done=done) -> None:
+                    # each job reports as soon as its result is written, not at the batch's end
+                    i, p = part[j]
+                    done.add(i)
+                    returns[i].return_value = objective(result)
+                    report(returns[i])
+                    print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
+
                 try:
-                    written = run_jobs(
+                    run_jobs(
                         [p.cfg for _, p in part], [p.overrides for _, p in part], [p.output_dir for _, p in part],
                         max_population=self.max_population, desc=f"pop {g + 1}/{len(groups)} ",
                         # a pruned job stops at its task boundary and leaves the population
                         listeners=pruning_listeners([p.reporter for _, p in part]),
-                        tracking=tracking, sweep_dir=str(self.config.hydra.sweep.dir),
+                        tracking=tracking, sweep_dir=str(self.config.hydra.sweep.dir), on_written=written,
                     )
-                except Exception as e:  # this sub-population fails; the sweep goes on
-                    log.error(f"population {g + 1}, jobs {lo + 1}-{lo + len(part)} failed: {type(e).__name__}: {e}")
-                    for i, _ in part:
+                except Exception as e:  # the jobs of this batch not yet written fail; the sweep goes on
+                    lost = [i for i, _ in part if i not in done]
+                    log.error(f"population {g + 1}, jobs {lo + 1}-{lo + len(part)}: {len(lost)} failed "
+                              f"({len(part) - len(lost)} finished and kept): {type(e).__name__}: {e}")
+                    for i in lost:
                         returns[i].status = JobStatus.FAILED
                         returns[i]._return_value = e
                         report(returns[i])
                     continue
-                for (i, p), (result, path) in zip(part, written):
-                    returns[i].return_value = objective(result)
-                    report(returns[i])
-                    print(summary(result, path).splitlines()[1] + f"  [{', '.join(filter_overrides(p.overrides))}]")
                 log.info(f"  {len(part)} jobs in {time.perf_counter() - tic:.1f} s")
 
-    def _per_call(self, cfg: dict) -> int:
-        """Jobs per `train_jobs` call: as many as fill a population with their first-phase seeds."""
-        from cl_sweep.training.train import first_phase_seeds
+    def _per_batch(self, cfg: dict) -> int:
+        """Jobs per `train_jobs` call (`cl_sweep.training.train.jobs_per_batch`)."""
+        from cl_sweep.training.train import jobs_per_batch
 
-        return max(1, self.max_population // max(1, first_phase_seeds(cfg)))
+        return jobs_per_batch(cfg, self.max_population)
 
     def _precompile(self, groups: list) -> None:
         """Compiles every group's first population in parallel threads (XLA compiles without the GIL)."""
@@ -157,7 +167,7 @@ class PopulationLauncher(Launcher):
 
         from cl_sweep.training.train import train_jobs
 
-        firsts = [[p.cfg for _, p in jobs[: self._per_call(jobs[0][1].cfg)]] for jobs in groups]
+        firsts = [[p.cfg for _, p in jobs[: self._per_batch(jobs[0][1].cfg)]] for jobs in groups]
 
         def one(cfgs: list) -> None:
             try:

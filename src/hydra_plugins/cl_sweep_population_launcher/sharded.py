@@ -2,17 +2,18 @@
 CPU node) each, through submitit (`population_submitit_local`, `population_slurm`) or Ray (`population_ray`).
 
 The sweep is collected once, here, by the population launcher's own `collect` (job folders, Hydra
-files, skipping complete jobs); its groups are cut into the calls the population launcher would
-make (`_per_call` jobs each), and the calls, in the population launcher's order, into
-``shards`` contiguous runs of about equal models x steps. A group is split only between two of its
-calls, so every call is the one the population launcher makes: the same populations, hence the same
-bits on the same hardware, and a structure is compiled again only where a cut falls inside it (at
-most shards - 1 times in all). More shards than calls left to train (a resumed sweep) runs one shard
-per call; a call is never split (its models share one compiled program).
+files, skipping complete jobs); its groups are cut into the batches the population launcher would
+train (`_per_batch` jobs each, `cl_sweep.training.train.jobs_per_batch`), and the batches, in the
+population launcher's order, into ``shards`` contiguous runs of about equal models x steps. A group
+is split only between two of its batches, so every call is one the population launcher makes: the
+same populations, hence the same bits on the same hardware, and a structure is compiled again only
+where a cut falls inside it (at most shards - 1 times in all). More shards than batches left to
+train (a resumed sweep) runs one shard per batch; a batch is never split (its calls are filled
+across its jobs).
 
 Each shard trains with `PopulationLauncher.train`, so each job writes its result.json as soon as its
-call ends: a killed shard loses its call in flight only, and re-running the same command trains
-exactly the jobs without a complete result (`collect` skips the others).
+last model has trained: a killed shard loses its jobs in flight only, and re-running the same
+command trains exactly the jobs without a complete result (`collect` skips the others).
 """
 
 import copy
@@ -140,11 +141,11 @@ class ShardedLauncher(PopulationLauncher):
         return returns
 
     def plan(self, groups: dict) -> list[Shard]:
-        """The groups' calls cut into shards (see the module's docstring)."""
-        calls = []  # (group ordinal, jobs of one call)
+        """The groups' batches cut into shards (see the module's docstring)."""
+        calls = []  # (group ordinal, jobs of one batch)
         for g, jobs in enumerate(groups.values()):
-            per_call = self._per_call(jobs[0][1].cfg)
-            calls += [(g, jobs[lo : lo + per_call]) for lo in range(0, len(jobs), per_call)]
+            per_batch = self._per_batch(jobs[0][1].cfg)
+            calls += [(g, jobs[lo : lo + per_batch]) for lo in range(0, len(jobs), per_batch)]
         n = min(self.shards, len(calls))
         if n < self.shards:
             log.info(f"hydra.launcher.shards={self.shards}, but only {len(calls)} populations are left to train: {n} shard(s)")
