@@ -362,6 +362,56 @@ def test_fast_collection_equals_hydras_for_every_preset(tmp_path, kind, preset):
         assert fast == 0  # its sweep.dir names the job's choices: Hydra's own path
 
 
+def test_a_grid_of_groups_is_composed_from_one_change_compositions_equal_to_hydras(tmp_path):
+    """The whole A.6 grid's 45 (activation, optimizer) groups: Hydra composes the first and the 12 that
+    change one choice from it; the other 32 are built from those (`SweepComposer._factor`). The first
+    job of every 4th group (both kinds) equals Hydra's load_sweep_config (the `hydra` node included), and plain_job
+    equals what Hydra's run_job gives it (config, overrides, folder)."""
+    import json
+    import os
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    import cl_sweep.config  # noqa: F401
+    from hydra_plugins.cl_sweep_grid_sweeper.grid_sweeper import GridSweeper
+    from hydra_plugins.cl_sweep_population_launcher._compose import SweepComposer
+
+    head = ["+sweep=a6", "activation=glob(*)", "optimizer=glob(*)", "progress=false"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3", job_name="cl_sweep"):
+        setup_globals()
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", [*head, f"hydra.sweep.dir={tmp_path}"], RunMode.MULTIRUN)
+        sweeper = GridSweeper(grid=master.hydra.sweeper.grid)
+        sweeper.hydra_context, sweeper.config = HydraContext(config_loader=loader, callbacks=None), master
+        every = sweeper.job_overrides(list(master.hydra.overrides.task))
+        firsts = {}
+        for idx, job in enumerate(every):
+            group = tuple(o for o in job if o.split("=")[0] in ("activation", "optimizer"))
+            firsts.setdefault(group, (idx, job))
+        assert len(firsts) == 45
+        composer = SweepComposer(loader, master)
+        for n, (idx, job) in enumerate(firsts.values()):
+            composed = composer.compose(job)
+            got = composer.plain_job(job, idx)
+            if n % 4 and n != 44:  # Hydra's compose of every 4th group and the last (the suite's time)
+                continue
+            cfg = loader.load_sweep_config(master, list(job))
+            assert OmegaConf.to_yaml(composed) == OmegaConf.to_yaml(cfg), job
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = idx
+            HydraConfig.instance().set_config(cfg)
+            folder = os.path.abspath(os.path.join(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)))
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            want = (json.dumps(OmegaConf.to_container(task, resolve=True)), list(cfg.hydra.overrides.task), folder)
+            assert got is not None and (json.dumps(got.cfg), got.overrides, got.output_dir) == want, job
+    assert (composer.misses, composer.factored) == (1 + 8 + 4, 32)
+
+
 def test_precompiling_in_threads_changes_no_number(tmp_path):
     """hydra.launcher.precompile (on by default on accelerators) compiles each structure's first
     population in parallel threads before training; the results must be those of a plain run."""

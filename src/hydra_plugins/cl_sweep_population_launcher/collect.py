@@ -89,9 +89,9 @@ def collect_jobs(config: DictConfig, hydra_context: HydraContext, job_overrides:
         sweep_config = None
         job = composer.plain_job(overrides, idx)
         if job is None:
-            misses = composer.misses
+            learned = composer.misses + composer.factored
             sweep_config = composer.compose(list(overrides))
-            if composer.misses > misses:  # its group is known now
+            if composer.misses + composer.factored > learned:  # its group is known now
                 job = composer.plain_job(overrides, idx)
         if job is not None:
             done = is_complete(job.output_dir, job.overrides) if job.cfg.get("skip_completed", True) else None

@@ -102,7 +102,8 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(
             f"composed and collected {len(job_overrides)} jobs in {time.perf_counter() - tic:.1f} s "
-            f"({composer.misses} composed by Hydra, {composer.hits} from their group's config)"
+            f"({composer.misses} composed by Hydra, {composer.factored} from those by config group, "
+            f"{composer.hits} from their group's config)"
         )
         if n_done:  # one line for a resumed sweep, not one per finished job (hydra.verbose lists them)
             log.info(f"{n_done} of {len(job_overrides)} jobs already complete, not re-run: their results are kept")
