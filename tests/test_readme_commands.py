@@ -439,6 +439,10 @@ EXCLUDED: dict[str, Excluded] = {
     ".venv/bin/python benchmarks/grid_time.py --whole-grid": Excluded(
         "the whole A.6 grid (hours on this CPU); the check: the script's --help", ".venv/bin/python benchmarks/grid_time.py --help",
         expect=r"--whole-grid"),
+    ".venv/bin/python benchmarks/per_call.py --rounds 3": Excluded(
+        "20 full-data models per round and a warm-up, about 5 minutes here; the check: 1 round on 64 examples per task",
+        ".venv/bin/python benchmarks/per_call.py --rounds 1 --limit-per-task 64",
+        expect=r"one job per call / both in one call: [0-9.]+; every model's numbers identical both ways", slow=True),
     ".venv/bin/python benchmarks/collect_time.py": Excluded(
         "collects the whole A.6 grid twice per round into copies of results/a6, a minute or two here; the check: the script's --help",
         ".venv/bin/python benchmarks/collect_time.py --help", expect=r"--rounds"),
