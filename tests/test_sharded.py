@@ -138,7 +138,7 @@ def test_two_local_shards_match_the_population_launcher_and_resume_after_sigkill
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
     assert "5 of 6 jobs already complete, not re-run" in log
-    assert "hydra.launcher.shards=2, but only 1 populations are left to train: 1 shard(s)" in log
+    assert "hydra.launcher.shards=2, but only 1 batches of jobs are left to train: 1 shard(s)" in log
     files = list(find_result_files(sweep))
     assert len(files) == 6 and len({f.parent for f in files}) == 6  # one result per job, none twice
     assert all((f.stat().st_mtime_ns, f.read_bytes()) == kept[f] for f in kept)  # the kept ones not trained again

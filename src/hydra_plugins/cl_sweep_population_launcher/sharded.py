@@ -148,7 +148,7 @@ class ShardedLauncher(PopulationLauncher):
             calls += [(g, jobs[lo : lo + per_batch]) for lo in range(0, len(jobs), per_batch)]
         n = min(self.shards, len(calls))
         if n < self.shards:
-            log.info(f"hydra.launcher.shards={self.shards}, but only {len(calls)} populations are left to train: {n} shard(s)")
+            log.info(f"hydra.launcher.shards={self.shards}, but only {len(calls)} batches of jobs are left to train: {n} shard(s)")
         bounds = cut([sum(cost(p.cfg) for _, p in jobs) for _, jobs in calls], n)
         config = copy.deepcopy(self.config)
         with open_dict(config):  # the shard's process must not resolve it again (${now:...})
