@@ -90,8 +90,9 @@ dashboard:  ## serve Optuna's dashboard for the study storage (STORAGE=<url>, de
 	  [ -f "$$f" ] || { echo "make dashboard: no study storage at $$f (run an Optuna sweep first, or give STORAGE=<url>)" >&2; exit 2; };; esac
 	$(VENV)/bin/optuna-dashboard "$(STORAGE)" --host 127.0.0.1 --port $(PORT)
 
-bench:  ## every CPU speed figure of the README's Performance section, each against a baseline timed in the same run
-	$(PY) benchmarks/step_time.py --ablation
+bench:  ## every CPU speed figure of the README's Performance section, each against a baseline timed in the same run (#16's targets 1-3 among them)
+	$(PY) benchmarks/job_vs_floor.py
+	$(PY) benchmarks/step_time.py --ablation --optimizers
 	$(PY) benchmarks/ops_bench.py
 	$(PY) benchmarks/grid_time.py
 

@@ -415,8 +415,12 @@ EXCLUDED: dict[str, Excluded] = {
         "serves until stopped (tests/test_dashboard.py starts the real server on a free loopback port and reads "
         "the exported studies through its HTTP API); the check: the recipe",
         "make -n dashboard STORAGE=sqlite:///grid.db", expect=r"optuna-dashboard \"sqlite:///grid\.db\" --host 127\.0\.0\.1"),
-    "make bench": Excluded("about 5 minutes of both cores (the next three); the check: the recipe",
-                           "make -n bench", expect=r"(?s)step_time\.py.*ops_bench\.py.*grid_time\.py"),
+    "make bench": Excluded("about 15 minutes of both cores (the next four); the check: the recipe",
+                           "make -n bench", expect=r"(?s)job_vs_floor\.py.*step_time\.py --ablation --optimizers.*ops_bench\.py.*grid_time\.py"),
+    ".venv/bin/python benchmarks/job_vs_floor.py": Excluded(
+        "3 rounds of the default job and the floor job as processes, about 3 minutes here; the check: 1 round on 64 examples per task",
+        ".venv/bin/python benchmarks/job_vs_floor.py --rounds 1 --limit-per-task 64",
+        expect=r"target 1 of #16 \(<= 1\.5\): default job / floor job, end to end = [0-9.]+", slow=True),
     ".venv/bin/python benchmarks/step_time.py --ablation": Excluded(
         "7 minutes here under load; the check: the same script and flag on 8 steps, 1 round, population 2",
         ".venv/bin/python benchmarks/step_time.py --ablation --steps 8 --repeats 1 --populations 2",
