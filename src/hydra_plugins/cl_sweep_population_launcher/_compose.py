@@ -204,14 +204,16 @@ class SweepComposer:
 
         A sweep's groups are a product (9 activations x 5 optimizers: 45 bases). Against the first
         base composed (the reference), a group that changes one config group's choice (the
-        reference's lines with ``optimizer=adam``) is composed by Hydra once; if its base differs
+        reference's lines with ``optimizer=adam``) is composed by Hydra when the sweep reaches it; if its base differs
         from the reference only under one top-level key (``optimizer``), its choices only in their
         own entries, and not in its ``hydra`` node or config sources, that choice is *local*. A
         group whose changes from the reference are all local, each under a different key, is the
         reference with those keys' subtrees taken from the one-change bases: what Hydra composes,
-        since no other config writes there (each change touched nothing else). So the A.6 grid
-        needs 1 + 8 + 4 = 13 compositions by Hydra instead of 45. Anything else (a change of a
-        ``@package _global_`` preset, a new top-level key) is composed by Hydra.
+        since no other config writes there (each change touched nothing else). A group whose
+        one-change groups have not been composed yet is composed by Hydra itself, so a sparse sweep
+        composes nothing more than before; a product grid swept row by row has them all in time:
+        the A.6 grid needs 1 + 4 + 8 = 13 compositions by Hydra instead of 45. Anything else (a
+        change of a ``@package _global_`` preset, a new top-level key) is composed by Hydra.
         """
         ref = self._reference
         if ref is None or len(group_lines) != len(ref):
@@ -225,11 +227,8 @@ class SweepComposer:
         parts = []
         for i in changed:
             single = ref[:i] + (group_lines[i],) + ref[i + 1 :]
-            if single not in self._bases:
-                self.misses += 1
-                self._compose_with_hydra(list(single))  # the group lines hold the command line's Hydra overrides
-                if single not in self._bases:
-                    return False
+            if single not in self._bases:  # composing it here would cost a sparse sweep more than it saves
+                return False
             local = self._local(single)
             if local is None:
                 return False
