@@ -123,9 +123,14 @@ def test_batches_are_the_fewest_jobs_that_fill_every_call(compose):
 
 
 @pytest.mark.slow
-def test_a_filled_batch_gives_each_job_the_numbers_it_gets_alone(compose):
+def test_a_filled_batch_gives_each_job_the_numbers_it_gets_alone(compose, monkeypatch):
     """Real MNIST slice: 2 three-seed jobs in calls of 2 put seed 2 of the first job beside seed 0 of
-    the second; every job's numbers are those it gets trained alone."""
+    the second; every job's numbers are those it gets trained alone. On the plain XLA program, so on
+    any CPU: where the fused kernel runs within its tolerance rather than bit for bit (an Intel Xeon),
+    XLA's code around it differs between populations of 1 and 2 by float rounding (README)."""
+    from cl_sweep.training import kernels
+
+    monkeypatch.setenv(kernels.ENV_SWITCH, "0")
     cfgs = [_cfg(compose, f"optimizer.learning_rate={lr}", "n_seeds=3") for lr in (2e-4, 1e-4)]
     together = train_jobs(cfgs, [[]] * 2, max_population=2)
     alone = [train_jobs([c], [[]], max_population=2)[0] for c in cfgs]

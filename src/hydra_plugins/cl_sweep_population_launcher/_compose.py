@@ -261,7 +261,7 @@ class SweepComposer:
         if list(a) == list(b) and a["hydra"] == b["hydra"] and list(ref_choices) == list(choices) and (
             [(x.path, x.provider) for x in ref_sources] == [(x.path, x.provider) for x in sources]
         ):
-            differ = [k for k in a if a[k] != b[k] or json.dumps(a[k]) != json.dumps(b[k])]  # key order counts too
+            differ = [k for k in a if json.dumps(a[k]) != json.dumps(b[k])]  # key order counts too
             if len(differ) <= 1:
                 found = (differ[0] if differ else None, {k: v for k, v in choices.items() if ref_choices.get(k) != v})
         self._locals[single] = found
