@@ -258,6 +258,13 @@ def fused_update_applies(structure: Structure) -> bool:
     )
 
 
+@jax.jit
+def _diverged(params, diverged: jax.Array) -> jax.Array:
+    """``diverged`` or-ed with each member's "some weight is not finite" [P]: one program, not one per op."""
+    finite = [jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))) for w in jax.tree_util.tree_leaves(params)]
+    return diverged | ~functools.reduce(jnp.logical_and, finite)
+
+
 def _programs(structure: Structure, permuted: bool = False, fused: bool | None = None):
     """Builds and jits (init, train_steps, evaluate) for a structure; cached per process.
 
@@ -703,9 +710,7 @@ def train_population(
         def end_task(self, t):
             # A last update can make weights non-finite after the last loss was checked.
             params, opt_state, diverged, aux, loss_sum = self.state
-            finite = jax.tree_util.tree_map(lambda w: jnp.all(jnp.isfinite(w), axis=tuple(range(1, w.ndim))), params)
-            diverged = diverged | ~functools.reduce(jnp.logical_and, jax.tree_util.tree_leaves(finite))
-            self.state = (params, opt_state, diverged, aux, loss_sum)
+            self.state = (params, opt_state, _diverged(params, diverged), aux, loss_sum)
             if regulariser:  # end of the task
                 self.reg = consolidate(t, self.state, self.reg, self.members, self.act_hp, self.s_hp)
             return np.asarray(self.state[2])

@@ -21,6 +21,7 @@ from cl_sweep.analysis import metrics
 from cl_sweep.components.activations import get_activation
 from cl_sweep.config import validate
 from cl_sweep.progress import task_bars
+from cl_sweep.training import compile_cache
 from cl_sweep.training.engine import (
     DeviceData, EvalPoint, Member, Structure, TaskEnd, default_max_population, fast_paths, model_of, padded_population,
     to_device, train_population,
@@ -237,7 +238,10 @@ def train_jobs(
     drops them from the population), its seeds not yet trained are never trained (neither in a
     later call nor in the early-stop rule's second phase), and its result has
     ``status: "pruned"`` and the ``tasks_trained`` of every seed it trained (see `_result`).
+
+    Compiled programs are kept on disk between processes (`cl_sweep.training.compile_cache`).
     """
+    compile_cache.enable()  # before this process compiles anything: JAX decides once whether to use it
     cfgs = [_plain(c) for c in cfgs]
     for c in cfgs:
         validate(c)
