@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from cl_sweep.training.train import train_and_evaluate
 
     files = select(args.paths, args.per_activation)
-    differ = 0
+    differ, largest, n_seeds = 0, (0.0, ""), 0
     for f in files:
         stored = json.loads(f.read_text())
         overrides = [o for o in stored["overrides"] if not o.startswith(("progress=", "hydra."))] + ["progress=false"]
@@ -60,11 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         new = train_and_evaluate(OmegaConf.to_container(cfg, resolve=True), overrides=overrides)
         same = new["final_accuracy"] == stored["final_accuracy"] and new["seeds"] == stored["seeds"]
         differ += not same
+        # per seed trained both times (the early-stop rule may stop one run after 2 seeds and not the other)
+        was = dict(zip(stored["seeds"], stored["final_accuracy"]))
+        for seed, acc in zip(new["seeds"], new["final_accuracy"]):
+            if seed in was and acc is not None and was[seed] is not None:
+                n_seeds += 1
+                largest = max(largest, (100 * abs(acc - was[seed]), f"{stored['activation']} + {stored['optimizer']}, seed {seed}"))
+        paths = (stored.get("versions", {}).get("fast_paths"), new["versions"]["fast_paths"])
         rel = f.relative_to(REPO) if f.is_relative_to(REPO) else f
         print(f"{'same' if same else 'DIFFERENT'}  {stored['activation']:>13} + {stored['optimizer']:<8} "
               f"{len(new['seeds'])} seeds  {time.perf_counter() - start:5.1f} s  {rel}"
-              + ("" if same else f"\n      stored {stored['final_accuracy']}\n      now    {new['final_accuracy']}"))
-    print(f"{len(files) - differ} of {len(files)} jobs re-ran to the stored final accuracies bit for bit")
+              + ("" if same else f"\n      stored {stored['final_accuracy']}\n      now    {new['final_accuracy']}")
+              + ("" if paths[0] == paths[1] else f"\n      fast paths: stored {paths[0]}, now {paths[1]}"))
+    print(f"{len(files) - differ} of {len(files)} jobs re-ran to the stored final accuracies bit for bit; "
+          f"largest difference of a seed's final accuracy: {largest[0]:.2f} points ({largest[1] or 'none'}, "
+          f"{n_seeds} seeds compared)")
     return 1 if differ and args.strict else 0
 
 
