@@ -509,8 +509,9 @@ EXCLUDED: dict[str, Excluded] = {
         "placeholder DIR, and needs TensorFlow; the check: the script's --help",
         ".venv/bin/python scripts/tfds_offline.py --help", expect=r"--data-dir"),
     ".venv/bin/python scripts/rerun_stored.py --per-activation 2": Excluded(
-        "18 stored jobs, about 6 minutes here; the check: the same script on the two stored points of one cell",
-        ".venv/bin/python scripts/rerun_stored.py results/a6/split_mnist/relu/sgd --per-activation 2",
+        "18 stored jobs, about 6 minutes here; the check: the same script and flag on one stored job",
+        ".venv/bin/python scripts/rerun_stored.py results/a6/split_mnist/relu/sgd/optimizer.learning_rate=0.0003/result.json "
+        "--per-activation 2",
         expect=r"of [0-9]+ jobs re-ran to the stored final accuracies bit for bit; largest difference of a seed's final "
                r"accuracy: [0-9.]+ points", slow=True),
     ".venv/bin/python scripts/rerun_stored.py": Excluded(
