@@ -24,7 +24,8 @@ def _numbers(folder: Path) -> dict:
 
 def test_a_second_process_loads_every_program_and_gets_the_same_bits(tmp_path):
     cache = tmp_path / "xla"
-    env = {"CL_SWEEP_XLA_CACHE": str(cache), "JAX_LOG_COMPILES": "1"}  # logs each cache hit
+    # JAX_LOG_COMPILES logs each cache hit; a JAX_COMPILATION_CACHE_DIR of the caller's would take precedence
+    env = {"CL_SWEEP_XLA_CACHE": str(cache), "JAX_LOG_COMPILES": "1", "JAX_COMPILATION_CACHE_DIR": ""}
     first = run_cli(*JOB, f"hydra.run.dir={tmp_path}/first", env=env, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     written = sorted(p.name for p in cache.iterdir())
@@ -32,7 +33,7 @@ def test_a_second_process_loads_every_program_and_gets_the_same_bits(tmp_path):
 
     second = run_cli(*JOB, f"hydra.run.dir={tmp_path}/second", env=env, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    said = second.stdout + second.stderr  # Hydra's logging sends JAX's debug lines to stdout
+    said = second.stdout + second.stderr  # JAX's log lines go through Hydra's logging, to stdout
     entries = [n for n in written if n.endswith("-cache")]
     assert said.count("Persistent compilation cache hit") == len(entries) > 0, said[-3000:]
     assert sorted(p.name for p in cache.iterdir()) == written  # nothing compiled anew, so nothing new written
@@ -54,14 +55,14 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("env, expect", [
-    ({"CL_SWEEP_XLA_CACHE": "0"}, "None"),  # turned off
-    ({"CL_SWEEP_XLA_CACHE": "{tmp}/mine"}, "{tmp}/mine"),
+    ({"CL_SWEEP_XLA_CACHE": "0", "JAX_COMPILATION_CACHE_DIR": ""}, "None"),  # turned off
+    ({"CL_SWEEP_XLA_CACHE": "{tmp}/mine", "JAX_COMPILATION_CACHE_DIR": ""}, "{tmp}/mine"),
     ({"CL_SWEEP_XLA_CACHE": "{tmp}/mine", "JAX_COMPILATION_CACHE_DIR": "{tmp}/users"}, "{tmp}/users"),  # the user's own stays
 ])
 def test_enable_sets_jax_up_once(tmp_path, env, expect):
     env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
     code = ("import jax; from cl_sweep.training import compile_cache as c; first = c.enable(); "
-            "print(jax.config.jax_compilation_cache_dir, first == c.enable())")
+            "print(jax.config.jax_compilation_cache_dir or None, first == c.enable())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-2000:]
