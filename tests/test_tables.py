@@ -533,9 +533,14 @@ def test_appendix_table_separates_presets_and_bias_correction(tmp_path: Path) ->
             hyperparameters={"optimizer.learning_rate": 1e-5, "optimizer.bias_correction": True})
     put_job("d", "a8", [0.50] * 5, activation="hard_ash", optimizer="adam",
             hyperparameters={"optimizer.learning_rate": 1e-5, "optimizer.bias_correction": False})
+    # a held-out re-run (benchmark.validation_fraction) of an A.8 point: not the paper's protocol, so
+    # under test selection it neither wins the row nor counts among its grid points
+    put_job("e", "a6", [0.80] * 5, activation="hard_ash", optimizer="adam",
+            hyperparameters={"optimizer.learning_rate": 2e-5, "benchmark.validation_fraction": 0.1})
     jobs, _ = tables.load_results(tmp_path)
     table = tables.appendix_table(tables.summarize(jobs), jobs)
     got = {r["experiment"]: r for _, r in table.data.iterrows()}
+    assert got["A.8/hard_ash_adam/bias_correction"]["grid_points"] == 1
     assert got["A.7/iid_relu/split_mnist_optimizer"]["mean"] == pytest.approx(90.0)
     assert got["A.7/iid_relu/iid_tuned"]["mean"] == pytest.approx(97.0)
     assert got["A.8/hard_ash_adam/bias_correction"]["mean"] == pytest.approx(72.0)

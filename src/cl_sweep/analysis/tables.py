@@ -1203,7 +1203,7 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame, *, select: str = "
     A.7's two rows are told apart by the preset that produced the jobs (``+sweep=a7`` with the
     Split-MNIST optimizer grids, ``+sweep=a7_tuned`` with i.i.d.-tuned ones). With
     ``select="validation"`` each row's best is the highest validation mean among its grid points that
-    have one (a row without any shows none).
+    have one (a row without any shows none). Rows draw on the kind of run `grid_runs` picks.
     """
     def keys_of(preset: str) -> set:
         return set(jobs.loc[jobs["preset"] == preset, "hp_key"]) if len(jobs) else set()
@@ -1211,7 +1211,9 @@ def appendix_table(summary: pd.DataFrame, jobs: pd.DataFrame, *, select: str = "
     def bias_correction(hp: Any) -> bool:
         return bool(hp.get("optimizer.bias_correction", True)) if isinstance(hp, dict) else True
 
-    s = summary
+    # of the kind of run `grid_runs` picks for `select`: a held-out re-run (fewer training examples) never
+    # enters a row, nor its count, that the stored grid fills
+    s = grid_runs(summary, select)
     experiments = [
         ("A.7", "ReLU, i.i.d. MNIST, Split-MNIST optimizer (+sweep=a7)", "A.7/iid_relu/split_mnist_optimizer",
          (s["benchmark"] == "iid_mnist") & (s["activation"] == "relu") & s["hp_key"].isin(keys_of("a7"))),
