@@ -84,9 +84,8 @@ def measure(name: str, limit: int | None, seed: int = 0) -> list[dict]:
     def pre_grad(params, x, y):  # d: dL/d(pre-activations), and the same with the statistics stopped
         pre = mlp.hidden(params, x, wn)
         d = jax.grad(loss_from_pre)(pre, params, y)
-        stopped = lambda p: act_stopped(p)
         d_direct = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-            mlp._head(p, params, stopped, wn)[0], y).mean())(pre)
+            mlp._head(p, params, act_stopped, wn)[0], y).mean())(pre)
         return d, d_direct
 
     def act_stopped(p):  # the activation with its per-example statistics held constant

@@ -46,7 +46,7 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
     default = compile_cache.cache_path()
     assert default.parent == tmp_path / "data" / "xla" and len(default.name) == 16
     # another CPU (another set of instruction-set flags) gets another folder: XLA compiles for the CPU at hand
-    monkeypatch.setattr(compile_cache, "_cpu_flags", lambda: "fpu sse2 avx2 fma")
+    monkeypatch.setattr(compile_cache, "cpu_flags", lambda: "fpu sse2 avx2 fma")
     assert compile_cache.cache_path() != default and compile_cache.cache_path().parent == default.parent
     monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "mine"))
     assert compile_cache.cache_path() == tmp_path / "mine"

@@ -22,7 +22,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["ENV", "cache_path", "enable"]
+__all__ = ["ENV", "cache_path", "cpu_flags", "enable"]
 
 ENV = "CL_SWEEP_XLA_CACHE"
 MAX_BYTES = 2 << 30
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 _enabled: Path | None | bool = False  # False: not decided yet; None: off; a Path: on, there
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> str:
+    """The CPU's instruction-set flags as /proc/cpuinfo lists them ("" where it cannot be read)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):  # x86-64, ARM
@@ -53,7 +54,7 @@ def cache_path() -> Path | None:
         return Path(value).expanduser().absolute()
     import jaxlib
 
-    key = hashlib.sha256("\0".join([jax.__version__, jaxlib.__version__, platform.machine(), _cpu_flags()]).encode())
+    key = hashlib.sha256("\0".join([jax.__version__, jaxlib.__version__, platform.machine(), cpu_flags()]).encode())
     return cache_dir() / "xla" / key.hexdigest()[:16]
 
 

@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cl_sweep.training.compile_cache import cpu_flags as _cpu_flags
+
 __all__ = ["KINDS", "available", "eps_for", "fused_update", "kernel_hp", "kth_largest", "not_used", "param_state", "reference_update", "replace_param_state"]
 
 SOURCES = (Path(__file__).with_name("fused_update.cc"), Path(__file__).with_name("kth_largest.cc"))
@@ -74,16 +76,6 @@ def eps_for(kind: str) -> float:
     if kind == "sgdm":
         return 0.0
     return float(inspect.signature(getattr(optax, kind)).parameters["eps"].default)
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-w"]
