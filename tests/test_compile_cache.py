@@ -57,6 +57,8 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
 @pytest.mark.parametrize("env, expect", [
     ({"CL_SWEEP_XLA_CACHE": "0", "JAX_COMPILATION_CACHE_DIR": ""}, "None"),  # turned off
     ({"CL_SWEEP_XLA_CACHE": "{tmp}/mine", "JAX_COMPILATION_CACHE_DIR": ""}, "{tmp}/mine"),
+    # a folder that cannot be created: compiled as before, one warning, no traceback
+    ({"CL_SWEEP_XLA_CACHE": "/proc/cl_sweep_xla", "JAX_COMPILATION_CACHE_DIR": ""}, "None"),
     ({"CL_SWEEP_XLA_CACHE": "{tmp}/mine", "JAX_COMPILATION_CACHE_DIR": "{tmp}/users"}, "{tmp}/users"),  # the user's own stays
 ])
 def test_enable_sets_jax_up_once(tmp_path, env, expect):
@@ -67,3 +69,5 @@ def test_enable_sets_jax_up_once(tmp_path, env, expect):
                           env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [expect.format(tmp=tmp_path), "True"]
+    if "/proc/" in env["CL_SWEEP_XLA_CACHE"]:
+        assert "compilation cache is off" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
