@@ -21,7 +21,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,16 +370,33 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
 # Aggregation
 
 
-def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
-    """Pools the seeds of the jobs of one grid point; a seed run twice is kept once (newest)."""
+def _nan_sum(values: list[float]) -> float:
+    """``pandas.Series.sum``'s rule, in its order: NaN counts as 0."""
+    return float(np.sum(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)))
+
+
+def _nan_max(values: list[float]) -> float:
+    """``pandas.Series.max``'s rule: the largest number, NaN when there is none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(max(finite)) if finite else math.nan
+
+
+def _nan_mean(values: list[float]) -> float:
+    """``pandas.Series.mean``'s rule: the mean of the numbers (their sum over their count), NaN when there is none."""
+    count = sum(not math.isnan(v) for v in values)
+    return _nan_sum(values) / count if count else math.nan
+
+
+def _pooled(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Pools the seeds of the jobs of one grid point, given as rows of `load_results`'s frame oldest
+    first (`summarize` sorts them once by ``created``, then path); a seed run twice is kept once (the newest)."""
     by_seed: dict[int, tuple[float | None, bool, float | None, np.ndarray, float | None, tuple]] = {}
     duplicates: set[int] = set()
     # Newest last, so that a re-run of a seed supersedes the older run of it.
-    ordered = jobs.sort_values(["created", "path"], key=lambda c: c.astype(str))
-    for job in ordered.itertuples(index=False):
+    for job in jobs:
         for seed, acc, div, act, matrix, val, *stored in zip(
-            job.seeds, job.final_accuracy, job.diverged, job.active_fraction, job.accuracy_matrix,
-            job.validation_accuracy, *(getattr(job, k) for k in STORED_METRICS), strict=True,
+            job["seeds"], job["final_accuracy"], job["diverged"], job["active_fraction"], job["accuracy_matrix"],
+            job["validation_accuracy"], *(job[k] for k in STORED_METRICS), strict=True,
         ):
             if seed in by_seed:
                 duplicates.add(seed)
@@ -397,8 +414,8 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         status, mean, std = "ok", float(values.mean()), float(values.std(ddof=0))
         # NaN unless every seed has it (a schema-1 seed pooled with newer ones does not count half)
         active_mean = math.nan if any(a is None for a in active) else float(np.mean(active))
-    n_requested = int(jobs["n_seeds_requested"].max())
-    early_stopped = bool(jobs["early_stopped"].any())
+    n_requested = int(max(job["n_seeds_requested"] for job in jobs))
+    early_stopped = any(bool(job["early_stopped"]) for job in jobs)
     return {
         "status": status,
         # A diverged grid point is final (more seeds cannot rescue it), so it is not "incomplete".
@@ -422,11 +439,11 @@ def _pooled(jobs: pd.DataFrame) -> dict[str, Any]:
         "validation_accuracy": validation,
         "val_mean": val_mean,
         "val_std": val_std,
-        "wall_time_s": float(jobs["wall_time_s"].sum()),
+        "wall_time_s": _nan_sum([job["wall_time_s"] for job in jobs]),
         # the largest process any of its jobs trained in; the mean time per model over the jobs that measured them
-        "peak_memory_mib": float(jobs["peak_memory_mib"].max()),
-        "time_per_model_s": float(jobs["time_per_model_s"].mean()),
-        "paths": [Path(p) for p in ordered["path"]],
+        "peak_memory_mib": _nan_max([job["peak_memory_mib"] for job in jobs]),
+        "time_per_model_s": _nan_mean([job["time_per_model_s"] for job in jobs]),
+        "paths": [Path(job["path"]) for job in jobs],
     }
 
 
@@ -484,26 +501,33 @@ def summarize(jobs: pd.DataFrame, pool: str | Sequence[str] = POOL_ALL) -> pd.Da
         A frame with the columns `SUMMARY_COLUMNS`, sorted in paper order.
     """
     keys = ["benchmark", "activation", "optimizer", "hp_key", "_pool"]
+    frame = jobs.assign(_pool=pool_groups(jobs, pool))
+    # One sort and one conversion to rows for every grid point (per-group pandas calls cost
+    # seconds over a few thousand grid points): rows oldest first by ``created``, then path.
+    newest_last = np.argsort(
+        np.lexsort((frame["path"].to_numpy(dtype=str), frame["created"].to_numpy(dtype=str))), kind="stable"
+    )
+    records = frame.to_dict("records")
     rows = []
-    for (benchmark, activation, optimizer, hp_key, _), group in jobs.assign(_pool=pool_groups(jobs, pool)).groupby(
-        keys, sort=False
-    ):
-        is_pruned = group["status"] == "pruned"
-        if is_pruned.all():
+    for key, where in frame.groupby(keys, sort=False).indices.items():
+        benchmark, activation, optimizer, hp_key, _ = key
+        group = [records[i] for i in sorted(where, key=lambda i: newest_last[i])]
+        kept = [job for job in group if job["status"] != "pruned"]
+        if not kept:
             pooled = {**_pooled(group), "status": "pruned", "complete": True, "mean": math.nan, "std": math.nan,
                       "active_mean": math.nan, "accuracy_matrix": [], **dict.fromkeys(STORED_METRICS, [])}
         else:
-            pooled = _pooled(group[~is_pruned])
+            pooled = _pooled(kept)
         rows.append(
             {
                 "benchmark": benchmark,
                 "activation": activation,
                 "optimizer": optimizer,
                 "hp_key": hp_key,
-                "hyperparameters": group["hyperparameters"].iloc[0],
+                "hyperparameters": records[where[0]]["hyperparameters"],
                 **pooled,
-                "n_pruned_jobs": int(is_pruned.sum()),
-                "sources": tuple(sorted(set(group["source"]))),
+                "n_pruned_jobs": len(group) - len(kept),
+                "sources": tuple(sorted({job["source"] for job in group})),
             }
         )
     return _paper_sorted(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)), extra=["hp_key", "sources"])
@@ -582,13 +606,21 @@ def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFram
     """
     check_select(select)
     rows, unselectable = [], []
-    for (benchmark, activation, optimizer), cell in summary.groupby(
-        ["benchmark", "activation", "optimizer"], sort=False
-    ):
-        candidates = _selectable(cell, select)
-        if candidates.empty and (cell["status"] == "ok").any():
+    cell_keys = ["benchmark", "activation", "optimizer"]
+    # Ranked once for every cell (one stable sort: within a cell, the order ranking the cell alone
+    # gives); a cell's winner is its first ranked point.
+    ranked = _ranked(_selectable(summary, select), select)
+    winners: dict[tuple, dict[str, Any]] = {}
+    for key, win in zip(ranked[cell_keys].itertuples(index=False, name=None), ranked.to_dict("records")):
+        winners.setdefault(key, win)
+    status = summary["status"].to_numpy()
+    n_seeds = summary["n_seeds"].to_numpy()
+    early = summary["early_stopped"].to_numpy()
+    incomplete = (~summary["complete"]).to_numpy()
+    for (benchmark, activation, optimizer), where in summary.groupby(cell_keys, sort=False).indices.items():
+        win = winners.get((benchmark, activation, optimizer))
+        if win is None and (status[where] == "ok").any():
             unselectable.append(f"{benchmark} / {activation} / {optimizer}")
-        ranked = _ranked(candidates, select)
         row: dict[str, Any] = {
             "benchmark": benchmark,
             "activation": activation,
@@ -604,8 +636,7 @@ def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFram
             "early_stopped": False,
             "sources": (),
         }
-        if not ranked.empty:
-            win = ranked.iloc[0]
+        if win is not None:
             row.update(
                 hp_key=win["hp_key"],
                 hyperparameters=win["hyperparameters"],
@@ -619,12 +650,12 @@ def best_per_cell(summary: pd.DataFrame, *, select: str = "test") -> pd.DataFram
                 sources=tuple(win.get("sources", ())),  # a hand-made frame may not say
             )
         row.update(
-            n_grid_points=len(cell),
-            n_seeds_total=int(cell["n_seeds"].sum()),
-            n_diverged=int((cell["status"] == "diverged").sum()),
-            n_pruned=int((cell["status"] == "pruned").sum()),
-            n_early_stopped=int(cell["early_stopped"].sum()),
-            n_incomplete=int((~cell["complete"]).sum()),
+            n_grid_points=len(where),
+            n_seeds_total=int(n_seeds[where].sum()),
+            n_diverged=int((status[where] == "diverged").sum()),
+            n_pruned=int((status[where] == "pruned").sum()),
+            n_early_stopped=int(early[where].sum()),
+            n_incomplete=int(incomplete[where].sum()),
         )
         rows.append(row)
     if unselectable:
