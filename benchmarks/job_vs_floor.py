@@ -1,6 +1,6 @@
 """Target 1 of #16 end to end: the default job against the minimal pure-JAX floor job, whole processes.
 
-    .venv/bin/python benchmarks/job_vs_floor.py [--rounds 3] [--limit-per-task N]
+    .venv/bin/python benchmarks/job_vs_floor.py [--rounds 3] [--limit-per-task N] [--test-limit-per-task N]
 
 The default job is ``python -m cl_sweep progress=false`` (Hard ASH + Adagrad, 5 seeds, Split-MNIST,
 evaluation after every task, result.json written). The floor job (``--floor``: this file run as a
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS, TASKS, BATCH, HIDDEN = 5, 5, 64, 1000
 
 
-def floor_job(limit_per_task: int | None) -> None:
+def floor_job(limit_per_task: int | None, test_limit_per_task: int | None = None) -> None:
     """The floor job itself (runs in its own process); prints its mean final accuracy."""
     import jax
     import jax.numpy as jnp
@@ -42,13 +42,14 @@ def floor_job(limit_per_task: int | None) -> None:
     from jax import lax
 
     from cl_sweep.data.datasets import load_dataset
-    from cl_sweep.data.tasks import class_incremental_split
+    from cl_sweep.data.tasks import class_incremental_split, limit_test
 
     ds = load_dataset("mnist", progress=False)
     images, labels = jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels.astype(np.int32))
-    test_x = jnp.asarray(ds.test_images)
-    test_y = jnp.asarray(ds.test_labels.astype(np.int32))
-    split = class_incremental_split(ds.train_labels, ds.test_labels, TASKS, 2)
+    split, keep = limit_test(class_incremental_split(ds.train_labels, ds.test_labels, TASKS, 2), test_limit_per_task)
+    keep = slice(None) if keep is None else keep  # the default job's test examples (benchmark.test_limit_per_task)
+    test_x = jnp.asarray(ds.test_images[keep])
+    test_y = jnp.asarray(ds.test_labels[keep].astype(np.int32))
     test_task = jnp.asarray(split.test_task)
 
     def init(key):
@@ -110,16 +111,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit-per-task", type=int, default=None, help="training examples per task (default: all)")
+    ap.add_argument("--test-limit-per-task", type=int, default=None,
+                    help="test examples per task each job is scored on (default: all; a quick check of the script)")
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)  # run the floor job in this process
     args = ap.parse_args()
     if args.floor:
-        floor_job(args.limit_per_task)
+        floor_job(args.limit_per_task, args.test_limit_per_task)
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from optuna_batch import cpu_name
 
-    limit = [f"--limit-per-task={args.limit_per_task}"] if args.limit_per_task else []
+    limit = ([f"--limit-per-task={args.limit_per_task}"] if args.limit_per_task else []) + (
+        [f"--test-limit-per-task={args.test_limit_per_task}"] if args.test_limit_per_task else [])
     cache_env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     kinds = ("default job", "floor job")
     times: dict[tuple[str, str], list[float]] = {(k, c): [] for k in kinds for c in ("cold", "warm")}
@@ -129,7 +133,8 @@ def main() -> None:
             folder = f"{tmp}/r{r}/{'job' if name == 'default job' else 'floor'}"
             if name == "default job":  # a fresh folder each time: a complete result there would be skipped
                 cmd = [sys.executable, "-m", "cl_sweep", "progress=false", f"hydra.run.dir={folder}/run_{cache}",
-                       *([f"benchmark.limit_per_task={args.limit_per_task}"] if args.limit_per_task else [])]
+                       *([f"benchmark.limit_per_task={args.limit_per_task}"] if args.limit_per_task else []),
+                       *([f"benchmark.test_limit_per_task={args.test_limit_per_task}"] if args.test_limit_per_task else [])]
                 env = {"CL_SWEEP_XLA_CACHE": f"{folder}/xla"}
             else:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--floor", *limit]
@@ -145,7 +150,8 @@ def main() -> None:
                     compiling[(name, cache)].append(compile_s)
     best = {k: min(v) for k, v in times.items()}
     print(f"CPU: {cpu_name()}; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds, whole processes"
-          + (f"; {args.limit_per_task} examples per task" if args.limit_per_task else ""))
+          + (f"; {args.limit_per_task} examples per task" if args.limit_per_task else "")
+          + (f"; scored on {args.test_limit_per_task} test examples per task" if args.test_limit_per_task else ""))
     for (name, cache), ts in times.items():
         print(f"  {name}, {cache} compilation cache: {best[(name, cache)]:.1f} s (best; rounds {', '.join(f'{t:.1f}' for t in ts)}); "
               f"XLA compiling or loading {min(compiling[(name, cache)]):.2f} s")

@@ -2,7 +2,7 @@
 each (what the population launcher did before it batched jobs: on a CPU, populations of 2, 2 and 1
 per job) against both in one call (what it does now, `train.jobs_per_batch`: 5 full populations of 2).
 
-    python benchmarks/per_call.py [--rounds 2] [--limit-per-task N]
+    python benchmarks/per_call.py [--rounds 2] [--limit-per-task N] [--test-limit-per-task N]
 
 Both ways train the same 10 models (the default job, Hard ASH + Adagrad, at learning rates 2e-4 and
 1e-4) in this process, after one warm-up round that compiles; the rounds alternate the two ways, so
@@ -25,6 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--limit-per-task", type=int, default=None, help="training examples per task (default: all)")
+    ap.add_argument("--test-limit-per-task", type=int, default=None,
+                    help="test examples per task the models are scored on (default: all; a quick check of the script)")
     args = ap.parse_args()
 
     from hydra import compose, initialize_config_dir
@@ -34,7 +36,8 @@ def main() -> None:
     from cl_sweep.training.train import train_jobs
 
     conf = Path(__file__).resolve().parents[1] / "conf"
-    extra = [f"benchmark.limit_per_task={args.limit_per_task}"] if args.limit_per_task else []
+    extra = ([f"benchmark.limit_per_task={args.limit_per_task}"] if args.limit_per_task else []) + (
+        [f"benchmark.test_limit_per_task={args.test_limit_per_task}"] if args.test_limit_per_task else [])
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfgs = [compose(config_name="config", overrides=["progress=false", f"optimizer.learning_rate={lr}", *extra])
                 for lr in (2e-4, 1e-4)]

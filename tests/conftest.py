@@ -45,7 +45,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
 
 
 #: The learning-curve run (`curve_job`): 3 steps per task (192 examples, batch 64), evaluated every 2 steps.
-CURVE_RUN = ("eval_every=2", "benchmark.limit_per_task=192", "n_seeds=2", "logger=csv", "progress=false")
+CURVE_RUN = ("eval_every=2", "benchmark.limit_per_task=192", "benchmark.test_limit_per_task=100", "n_seeds=2", "logger=csv", "progress=false")
 
 
 @pytest.fixture(scope="session")

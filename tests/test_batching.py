@@ -21,7 +21,7 @@ from cl_sweep.training import train
 from cl_sweep.training.engine import TaskEnd
 from cl_sweep.training.train import jobs_per_batch, train_jobs
 
-SLICE = ["benchmark.limit_per_task=64", "progress=false"]
+SLICE = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "progress=false"]
 
 
 def _cfg(compose, *overrides):

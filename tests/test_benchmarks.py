@@ -40,7 +40,7 @@ def first_classes():
 def test_every_benchmark_has_its_keys_and_the_schedule_keys(first_classes, compose):
     node = dict(compose([f"benchmark={first_classes}"]).benchmark)
     assert node == {"name": first_classes, "classes": 4, "num_tasks": 2, "batch_size": 64, "epochs_per_task": 1,
-                    "limit_per_task": None}
+                    "limit_per_task": None, "test_limit_per_task": None}
     with pytest.raises(ConfigError, match=r"benchmark.clases=3.*Did you mean benchmark.classes"):
         validate(compose([f"benchmark={first_classes}", "benchmark.clases=3"]))
     with pytest.raises(ConfigError, match=r"benchmark.batch_size=0 is not allowed; it must be a positive integer"):

@@ -11,7 +11,7 @@ from cl_sweep.results import SCHEMA_VERSION, read_result
 from conftest import run_cli
 
 # A documented small slice of real MNIST: 200 examples per task, 2 seeds, so one job is seconds.
-SMOKE = ["benchmark.limit_per_task=200", "n_seeds=2", "progress=false"]
+SMOKE = ["benchmark.limit_per_task=200", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false"]
 
 
 @pytest.mark.parametrize(
@@ -63,15 +63,16 @@ def test_unknown_option_lists_allowed_options(tmp_path):
 @pytest.mark.slow
 def test_real_mnist_smoke_run_writes_schema_result_and_is_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
+    smoke = [o for o in SMOKE if not o.startswith("benchmark.test_limit_per_task")]  # scored on the whole test set
     for out in (a, b):
-        proc = run_cli(*SMOKE, "skip_completed=false", f"hydra.run.dir={out}")
+        proc = run_cli(*smoke, "skip_completed=false", f"hydra.run.dir={out}")
         assert proc.returncode == 0, proc.stderr[-2000:]
     ra, rb = read_result(a / "result.json"), read_result(b / "result.json")
     assert ra["final_accuracy"] == rb["final_accuracy"]  # same config and seed: identical numbers
     assert ra["accuracy_matrix"] == rb["accuracy_matrix"]
     assert ra["status"] == "ok" and ra["seeds"] == [0, 1] and ra["n_seeds_requested"] == 2
     assert ra["activation"] == "hard_ash" and ra["optimizer"] == "adagrad" and ra["benchmark"] == "split_mnist"
-    assert sorted(ra["overrides"]) == sorted(SMOKE + ["skip_completed=false"])
+    assert sorted(ra["overrides"]) == sorted(smoke + ["skip_completed=false"])
     assert all(len(m) == 5 and all(len(r) == 5 for r in m) for m in ra["accuracy_matrix"])
     # the overall accuracy after the last task is the test-count-weighted mean of its per-task row
     counts = [980 + 1135, 1032 + 1010, 982 + 892, 958 + 1028, 974 + 1009]

@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from cl_sweep.training import compile_cache
 
-JOB = ("benchmark.limit_per_task=128", "n_seeds=2", "progress=false")
+JOB = ("benchmark.limit_per_task=128", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false")
 
 
 def _numbers(folder: Path) -> dict:

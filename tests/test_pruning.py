@@ -28,7 +28,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEARCH = [
     "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
     "optimizer.learning_rate=tag(log,interval(1e-6,0.1))",
-    "benchmark.limit_per_task=64", "n_seeds=1", "progress=false", "hydra.sweep.dir=sweep",
+    "benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false", "hydra.sweep.dir=sweep",
 ]
 MEDIAN = ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"]
 

@@ -42,8 +42,9 @@ The only change to a command is a small slice, appended as extra Hydra overrides
 command whose last program is a training entry point (``python -m cl_sweep``, not ``--cfg`` /
 ``--help``, not a transcript that shows the CLI's error paragraph):
 
-* always ``benchmark.limit_per_task=64 n_seeds=1 progress=false``: 64 training examples per task,
-  one seed, no progress bars (the numbers are meaningless; the code path is the real one);
+* always ``benchmark.limit_per_task=64 benchmark.test_limit_per_task=100 n_seeds=1 progress=false``:
+  64 training examples per task, scored on the first 100 test examples of each task, one seed, no
+  progress bars (the numbers are meaningless; the code path is the real one);
 * ``benchmark.num_tasks=2`` when the job is on permuted MNIST (``benchmark=permuted_mnist`` in the
   command, or a ``+sweep=`` preset that overrides ``/benchmark: permuted_mnist``): its 100 tasks
   would take minutes even on the slice;
@@ -102,7 +103,7 @@ TIMEOUT_S = 480
 # Folders commands write relative to their working directory: never linked into the scratch folder.
 OUTPUT_DIRS = {"outputs", "multirun", "tables", "figures"}
 
-SLICE = ("benchmark.limit_per_task=64", "n_seeds=1", "progress=false")
+SLICE = ("benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false")
 PERMUTED_SLICE = ("benchmark.num_tasks=2",)
 OPTUNA_SLICE = ("hydra.sweeper.n_trials=1",)
 GRID_MAX_JOBS = 2
@@ -418,8 +419,9 @@ EXCLUDED: dict[str, Excluded] = {
     "make bench": Excluded("about 15 minutes of both cores (the next four); the check: the recipe",
                            "make -n bench", expect=r"(?s)job_vs_floor\.py.*step_time\.py --ablation --optimizers.*ops_bench\.py.*grid_time\.py"),
     ".venv/bin/python benchmarks/job_vs_floor.py": Excluded(
-        "3 rounds of the default job and the floor job as processes, about 3 minutes here; the check: 1 round on 64 examples per task",
-        ".venv/bin/python benchmarks/job_vs_floor.py --rounds 1 --limit-per-task 64",
+        "3 rounds of the default job and the floor job as processes, about 3 minutes here; the check: 1 round on 64 "
+        "examples per task, scored on 100 test examples per task",
+        ".venv/bin/python benchmarks/job_vs_floor.py --rounds 1 --limit-per-task 64 --test-limit-per-task 100",
         expect=r"target 1 of #16 \(<= 1\.5\): default job / floor job, end to end = [0-9.]+", slow=True),
     ".venv/bin/python benchmarks/grad_sparsity.py": Excluded(
         "six activations trained through Split-MNIST, about a minute here; the check: two of them on 128 examples per task",
@@ -448,8 +450,9 @@ EXCLUDED: dict[str, Excluded] = {
         "the whole A.6 grid (hours on this CPU); the check: the script's --help", ".venv/bin/python benchmarks/grid_time.py --help",
         expect=r"--whole-grid"),
     ".venv/bin/python benchmarks/per_call.py --rounds 3": Excluded(
-        "20 full-data models per round and a warm-up, about 5 minutes here; the check: 1 round on 64 examples per task",
-        ".venv/bin/python benchmarks/per_call.py --rounds 1 --limit-per-task 64",
+        "20 full-data models per round and a warm-up, about 5 minutes here; the check: 1 round on 64 examples per "
+        "task, scored on 100 test examples per task",
+        ".venv/bin/python benchmarks/per_call.py --rounds 1 --limit-per-task 64 --test-limit-per-task 100",
         expect=r"one job per call / both in one call: [0-9.]+; every model's numbers identical both ways", slow=True),
     ".venv/bin/python benchmarks/collect_time.py": Excluded(
         "collects the whole A.6 grid twice per round into copies of results/a6, a minute or two here; the check: the script's --help",

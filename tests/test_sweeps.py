@@ -14,7 +14,7 @@ import pytest
 from cl_sweep.results import find_result_files, read_result
 from conftest import REPO, run_cli
 
-TINY = ["benchmark.limit_per_task=64", "n_seeds=2", "progress=false"]
+TINY = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false"]
 
 
 def dry_run_count(*args: str) -> int:
@@ -428,3 +428,35 @@ def test_precompiling_in_threads_changes_no_number(tmp_path):
 
     a, b = by_point(tmp_path / "pre"), by_point(tmp_path / "plain")
     assert len(a) == 6 and a == b
+
+
+def test_fit_dirname_cuts_only_over_long_parts_and_keeps_them_distinct():
+    from cl_sweep.config import NAME_MAX, fit_dirname
+
+    short = "split_mnist/relu/sgd/activation.k=64,optimizer.learning_rate=0.001"
+    assert fit_dirname(short) == short  # every stored folder name is left as it was
+    a, b = "x=1," * 100 + "y=1", "x=1," * 100 + "y=2"
+    fa, fb = fit_dirname(f"top/{a}"), fit_dirname(f"top/{b}")
+    assert fa != fb and fa == fit_dirname(f"top/{a}")  # distinct and stable
+    assert fa.startswith("top/x=1,") and all(len(p.encode()) <= NAME_MAX for p in fa.split("/"))
+    # multi-byte characters are never cut in half
+    wide = fit_dirname("é" * 300)
+    assert len(wide.encode()) <= NAME_MAX and wide.encode().decode() == wide
+
+
+@pytest.mark.slow
+def test_a_grid_point_with_many_overrides_gets_a_folder_name_the_file_system_takes(tmp_path):
+    """A job folder named after its overrides (the presets' subdir) used to pass 255 bytes with enough
+    of them (errno 36, a traceback, nothing trained); the presets cut it to fit. The population
+    launcher's fast folder path and Hydra's own (basic launcher) give the same folder."""
+    args = ["--multirun", "+sweep=strategies", "activation=hard_ash", "optimizer=adagrad", "strategy=online_ewc",
+            "strategy.lambda=10.0", "strategy.gamma=0.9", "optimizer.learning_rate=2e-4", "activation.z_k=2.3",
+            "activation.alpha=3.0", *TINY[:2], "n_seeds=1", "progress=false"]
+    folders = {}
+    for launcher in ("population", "basic"):
+        proc = run_cli(*args, f"hydra/launcher={launcher}", f"hydra.sweep.dir={launcher}", cwd=tmp_path)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        (found,) = find_result_files(tmp_path / launcher)
+        folders[launcher] = found.parent.relative_to(tmp_path / launcher)
+        assert len(found.parent.name.encode()) <= 255 and "~" in found.parent.name
+    assert folders["population"] == folders["basic"]

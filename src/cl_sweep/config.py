@@ -16,7 +16,34 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+#: The longest folder name most file systems take (NAME_MAX, in bytes).
+NAME_MAX = 255
+
+
+def fit_dirname(name: str, limit: int = NAME_MAX) -> str:
+    """``name`` with every ``/``-separated part longer than ``limit`` bytes cut to fit: its first bytes,
+    ``~`` and 16 hex digits of the part's SHA-256, so distinct parts stay distinct and the same part
+    always gives the same folder. Shorter parts are left exactly as they are.
+
+    The sweep presets name a job's folder after its overrides (``hydra.job.override_dirname``); a grid
+    point with many overrides would otherwise make a name the file system refuses (errno 36). The
+    presets' ``hydra.sweep.subdir`` reads it through the ``cl_sweep.fit_dirname`` resolver.
+    """
+    import hashlib
+
+    parts = []
+    for part in str(name).split("/"):
+        raw = part.encode()
+        if len(raw) > limit:
+            tag = "~" + hashlib.sha256(raw).hexdigest()[:16]
+            part = raw[: limit - len(tag)].decode(errors="ignore") + tag
+        parts.append(part)
+    return "/".join(parts)
+
+
+OmegaConf.register_new_resolver("cl_sweep.fit_dirname", fit_dirname, replace=True)
 
 
 def config_dir() -> str:

@@ -9,8 +9,9 @@ A `Benchmark`'s ``dataset`` is a name `cl_sweep.data.datasets.load_dataset` know
 ``fashion_mnist``, ``tfds:<builder>[@<folder>]``) or a function ``(data_dir, progress) ->
 cl_sweep.data.datasets.Dataset`` for data of your own; ``split(dataset) -> cl_sweep.data.tasks.TaskSplit``
 makes the tasks. Every benchmark also has the schedule keys ``batch_size`` (64),
-``epochs_per_task`` (1) and ``limit_per_task`` (null; smoke tests: the first N examples of each
-task's shuffle). Split-MNIST, Split-Fashion-MNIST and any TFDS data set are three registrations of
+``epochs_per_task`` (1), ``limit_per_task`` (null; smoke tests: the first N examples of each
+task's shuffle) and ``test_limit_per_task`` (null; smoke tests: the first N test examples of each
+task, `cl_sweep.data.tasks.limit_test`). Split-MNIST, Split-Fashion-MNIST and any TFDS data set are three registrations of
 the same class-incremental split. The built-in benchmarks also take ``validation_fraction`` (0, the
 paper's protocol: no validation set): that fraction of each task's training examples, a fixed
 subset the same for every seed (`cl_sweep.data.tasks.hold_out`), is never trained on and gives the

@@ -323,16 +323,23 @@ def _limit(v: Any, cfg: Mapping) -> str | None:
     return None if v is None or (_int(v) and v >= 1) else "it must be null (all examples) or a positive integer"
 
 
+def _test_limit(v: Any, cfg: Mapping) -> str | None:
+    return None if v is None or (_int(v) and v >= 1) else "it must be null (every test example) or a positive integer"
+
+
 def _positive_int(v: Any, cfg: Mapping) -> str | None:
     return positive_int(v, cfg)
 
 
 #: Every benchmark also has the schedule keys: batch size, epochs per task, and (smoke tests) the
-#: first N examples of each task's shuffle; a benchmark function takes them only if it needs them.
+#: first N examples of each task's shuffle and of each task's test examples; a benchmark function
+#: takes them only if it needs them.
 BENCHMARKS = Registry(
     "benchmark", leading=0, builtin_module="cl_sweep.components.benchmarks", all_static=True,
-    common=(Param("batch_size", int, 64), Param("epochs_per_task", int, 1), Param("limit_per_task", Optional[int], None)),
-    common_checks={"batch_size": _positive_int, "epochs_per_task": _positive_int, "limit_per_task": _limit},
+    common=(Param("batch_size", int, 64), Param("epochs_per_task", int, 1), Param("limit_per_task", Optional[int], None),
+            Param("test_limit_per_task", Optional[int], None)),
+    common_checks={"batch_size": _positive_int, "epochs_per_task": _positive_int, "limit_per_task": _limit,
+                   "test_limit_per_task": _test_limit},
 )
 
 

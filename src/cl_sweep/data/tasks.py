@@ -45,6 +45,27 @@ class TaskSplit:
         return bool(self.validation_indices)
 
 
+def limit_test(split: TaskSplit, n: int | None) -> tuple[TaskSplit, np.ndarray | None]:
+    """The first ``n`` test examples of each task, in the data set's order (``n = None``: all of them).
+
+    For smoke runs and tests: evaluating the whole test set after every task is most of a tiny job's
+    time. Returns the split whose ``test_task`` covers only the kept examples, and the kept indices
+    into the test set (ascending; None when nothing is cut), which the caller gathers the test images
+    and labels with. Permuted tasks share one test set, so it keeps the first ``n`` of it. A test
+    example in no task is dropped (it is never scored).
+    """
+    if n is None:
+        return split, None
+    task = np.asarray(split.test_task)
+    if split.permutations is not None:
+        keep = np.arange(min(n, len(task)))
+    else:
+        keep = np.sort(np.concatenate([np.flatnonzero(task == t)[:n] for t in range(split.num_tasks)]))
+    if len(keep) == len(task):
+        return split, None
+    return dataclasses.replace(split, test_task=task[keep].astype(np.int32)), keep.astype(np.int32)
+
+
 def hold_out(split: TaskSplit, fraction: float) -> TaskSplit:
     """Removes ``fraction`` of each task's training examples from training and keeps them as its
     validation examples; ``fraction = 0`` returns ``split`` itself, unchanged.

@@ -29,7 +29,7 @@ from cl_sweep.training.engine import (
 from cl_sweep.components.optimizers import get_optimizer
 from cl_sweep.components.strategies import get_strategy
 from cl_sweep.results import SCHEMA_VERSION, source_revision
-from cl_sweep.data.tasks import TaskSplit
+from cl_sweep.data.tasks import TaskSplit, limit_test
 
 _DEVICE_DATA: dict[tuple[str, str | None], tuple[DeviceData, Any]] = {}
 
@@ -134,6 +134,8 @@ def hyperparameters_of(cfg: Mapping) -> dict[str, Any]:
         hp[f"benchmark.{k}"] = cfg["benchmark"][k]
     if cfg["benchmark"].get("validation_fraction", 0):  # without one, runs keep the keys they always had
         hp["benchmark.validation_fraction"] = cfg["benchmark"]["validation_fraction"]
+    if cfg["benchmark"].get("test_limit_per_task") is not None:  # likewise: scored on part of the test set
+        hp["benchmark.test_limit_per_task"] = cfg["benchmark"]["test_limit_per_task"]
     strat = _strategy(cfg)
     if strat["name"] != "none":  # plain runs keep the keys they always had
         hp["strategy.name"] = strat["name"]
@@ -194,7 +196,11 @@ def _population_setup(cfg: Mapping, progress: bool) -> tuple[DeviceData, TaskSpl
     structure = dataclasses.replace(
         structure_of(cfg), input_size=int(dataset.train_images.shape[1]), num_classes=int(dataset.num_classes)
     )
-    return device_data, split_of(cfg, dataset), structure
+    split, keep = limit_test(split_of(cfg, dataset), cfg["benchmark"].get("test_limit_per_task"))
+    if keep is not None:  # the kept test examples only: a tiny job no longer spends most of its time evaluating
+        device_data = dataclasses.replace(device_data, test_images=device_data.test_images[keep],
+                                          test_labels=device_data.test_labels[keep])
+    return device_data, split, structure
 
 
 def train_jobs(

@@ -44,6 +44,9 @@ class PlainJob(NamedTuple):
 
 _ABSENT = object()
 _INTERPOLATION = re.compile(r"\$\{([^${}\\]*)\}")
+#: The sweep presets' folder name, cut to what file systems take (`cl_sweep.config.fit_dirname`).
+_FIT_DIRNAME = "${cl_sweep.fit_dirname:${hydra.job.override_dirname}}"
+_FITTED = ("job.override_dirname:fit",)
 
 
 def _plain_copy(value: Any) -> Any:
@@ -63,6 +66,8 @@ class _Folder:
         self.ok = False
         sweep = probe.hydra.sweep
         raw_dir, raw_sub = sweep._get_node("dir")._value(), sweep._get_node("subdir")._value()
+        if isinstance(raw_sub, str):  # the one nested interpolation this fast path knows
+            raw_sub = raw_sub.replace(_FIT_DIRNAME, "${hydra." + _FITTED[0] + "}")
         # callbacks hear each job start: Hydra's own path; cl_sweep's sweep line (`cl_sweep.progress.JobEnd`)
         # needs no job context here, since this launcher reports its jobs to the line itself
         if any(cb.get("_target_") != "cl_sweep.progress.JobEnd" for cb in (probe.hydra.callbacks or {}).values()):
@@ -80,7 +85,7 @@ class _Folder:
                     path = path[len(prefix) :] if path.startswith(prefix) else path
                 if not part[0].startswith(("hydra:", "hydra.")):
                     return
-                if path in ("job.override_dirname", "job.num", "job.id"):
+                if path in ("job.override_dirname", _FITTED[0], "job.num", "job.id"):
                     part = (path,)
                 elif path.startswith("runtime.choices.") and isinstance(OmegaConf.select(probe.hydra, path, default=None), str):
                     part = OmegaConf.select(probe.hydra, path)  # the same for every job of the group
@@ -111,11 +116,14 @@ class _Folder:
         """``hydra.runtime.output_dir`` of job ``idx``, as Hydra's ``run_job`` sets it."""
         from hydra._internal.config_loader_impl import get_overrides_dirname
 
+        from cl_sweep.config import fit_dirname
+
         out = []
         for part in self.parts:
-            if part == ("job.override_dirname",):
-                part = get_overrides_dirname(overrides=app_overrides, kv_sep=self.kv_sep, item_sep=self.item_sep,
+            if part in (("job.override_dirname",), _FITTED):
+                name = get_overrides_dirname(overrides=app_overrides, kv_sep=self.kv_sep, item_sep=self.item_sep,
                                              exclude_keys=self.exclude_keys)
+                part = fit_dirname(name) if part == _FITTED else name
             elif isinstance(part, tuple):
                 part = str(idx)
             out.append(part)
