@@ -219,11 +219,13 @@ def test_flymodel_job_through_the_entry_point_on_real_mnist_slice(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "run"
-    proc = run_cli("model=flymodel", "benchmark.limit_per_task=2000", "n_seeds=2", "progress=false", f"hydra.run.dir={out}")
+    proc = run_cli("model=flymodel", "benchmark.limit_per_task=2000", "benchmark.test_limit_per_task=400", "n_seeds=2",
+                   "progress=false", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((out / "result.json").read_text())
     assert (r["model"], r["activation"], r["optimizer"]) == ("flymodel", "fly_kwta", "associative")
     assert r["hyperparameters"]["model.k"] == 10 and not any(k.startswith(("activation.", "optimizer.")) for k in r["hyperparameters"])
-    assert r["status"] == "ok" and r["final_accuracy_mean"] > 0.6  # measured: 0.706 for seed 0
+    # measured: 0.660 and 0.661 on the first 400 test examples per task (0.706 and 0.723 on all of them)
+    assert r["status"] == "ok" and r["final_accuracy_mean"] > 0.6
     assert all(abs(a - 10 / 1000) < 1e-9 for seeds in r["active_fraction"] for a in seeds)
     assert r["train_loss"] == [[None] * 5] * 2 and all(len(c) == 10 for c in r["class_accuracy"])

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(compose, *overrides):
-    return OmegaConf.to_container(compose(["benchmark.limit_per_task=64", "progress=false", *overrides]), resolve=True)
+    return OmegaConf.to_container(compose(["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "progress=false",
+                                           *overrides]), resolve=True)
 
 
 def _heard(cfgs, **kw):
