@@ -33,6 +33,14 @@ def test_each_task_keeps_its_first_n_test_examples_in_order():
         np.array_equal(a, b) for a, b in zip(cut.train_indices, split.train_indices))
 
 
+def test_examples_in_no_task_are_one_more_group_of_n():
+    labels = _labels()
+    split = class_incremental_split(labels, labels, 2, 2)  # classes 4-9 are in no task (-1)
+    cut, keep = limit_test(split, 7)
+    assert np.array_equal(keep[cut.test_task == -1], np.flatnonzero(split.test_task == -1)[:7])
+    assert [int(np.sum(cut.test_task == t)) for t in (-1, 0, 1)] == [7, 7, 7]
+
+
 def test_no_limit_or_a_limit_above_every_task_changes_nothing():
     labels = _labels()
     split = class_incremental_split(labels, labels, 5, 2)

@@ -51,8 +51,9 @@ def limit_test(split: TaskSplit, n: int | None) -> tuple[TaskSplit, np.ndarray |
     For smoke runs and tests: evaluating the whole test set after every task is most of a tiny job's
     time. Returns the split whose ``test_task`` covers only the kept examples, and the kept indices
     into the test set (ascending; None when nothing is cut), which the caller gathers the test images
-    and labels with. Permuted tasks share one test set, so it keeps the first ``n`` of it. A test
-    example in no task is dropped (it is never scored).
+    and labels with. Permuted tasks share one test set, so it keeps the first ``n`` of it. The test
+    examples in no task (task -1: classes a split leaves out) count in the overall accuracy, so they
+    are one more group that keeps its first ``n``.
     """
     if n is None:
         return split, None
@@ -60,7 +61,7 @@ def limit_test(split: TaskSplit, n: int | None) -> tuple[TaskSplit, np.ndarray |
     if split.permutations is not None:
         keep = np.arange(min(n, len(task)))
     else:
-        keep = np.sort(np.concatenate([np.flatnonzero(task == t)[:n] for t in range(split.num_tasks)]))
+        keep = np.sort(np.concatenate([np.flatnonzero(task == t)[:n] for t in range(-1, split.num_tasks)]))
     if len(keep) == len(task):
         return split, None
     return dataclasses.replace(split, test_task=task[keep].astype(np.int32)), keep.astype(np.int32)
