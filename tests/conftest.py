@@ -44,8 +44,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     )
 
 
+#: The slow tests' test-set slice (benchmark.test_limit_per_task): a job scored on the first TEST_LIMIT
+#: test examples of each task; tests that check the whole test set's numbers leave it out.
+TEST_LIMIT = 100
+TEST_SLICE = f"benchmark.test_limit_per_task={TEST_LIMIT}"
+
 #: The learning-curve run (`curve_job`): 3 steps per task (192 examples, batch 64), evaluated every 2 steps.
-CURVE_RUN = ("eval_every=2", "benchmark.limit_per_task=192", "benchmark.test_limit_per_task=100", "n_seeds=2", "logger=csv", "progress=false")
+CURVE_RUN = ("eval_every=2", "benchmark.limit_per_task=192", TEST_SLICE, "n_seeds=2", "logger=csv", "progress=false")
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ from omegaconf import OmegaConf
 from cl_sweep.training import train
 from cl_sweep.training.engine import TaskEnd
 from cl_sweep.training.train import jobs_per_batch, train_jobs
+from conftest import TEST_SLICE
 
-SLICE = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "progress=false"]
+SLICE = ["benchmark.limit_per_task=64", TEST_SLICE, "progress=false"]
 
 
 def _cfg(compose, *overrides):

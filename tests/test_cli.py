@@ -8,10 +8,10 @@ import re
 import pytest
 
 from cl_sweep.results import SCHEMA_VERSION, read_result
-from conftest import run_cli
+from conftest import TEST_SLICE, run_cli
 
 # A documented small slice of real MNIST: 200 examples per task, 2 seeds, so one job is seconds.
-SMOKE = ["benchmark.limit_per_task=200", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false"]
+SMOKE = ["benchmark.limit_per_task=200", TEST_SLICE, "n_seeds=2", "progress=false"]
 
 
 @pytest.mark.parametrize(

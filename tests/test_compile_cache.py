@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import TEST_SLICE, run_cli
 from cl_sweep.training import compile_cache
 
-JOB = ("benchmark.limit_per_task=128", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false")
+JOB = ("benchmark.limit_per_task=128", TEST_SLICE, "n_seeds=2", "progress=false")
 
 
 def _numbers(folder: Path) -> dict:

@@ -14,6 +14,7 @@ from cl_sweep.training import engine
 from cl_sweep.data.datasets import Dataset
 from cl_sweep.training.engine import Member, Structure, train_population
 from cl_sweep.data.tasks import class_incremental_split
+from conftest import TEST_SLICE
 
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 40
@@ -304,7 +305,7 @@ def test_padded_population_rounds_up_to_a_power_of_two_on_accelerators(monkeypat
 
 # --- on real MNIST: the training loss, and evaluations that change no trained number ---------------
 # 3 steps of 64 per task, one seed: both tests below run the same compiled programs.
-REAL_SLICE = ["benchmark.limit_per_task=192", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false"]
+REAL_SLICE = ["benchmark.limit_per_task=192", TEST_SLICE, "n_seeds=1", "progress=false"]
 
 
 @pytest.mark.slow

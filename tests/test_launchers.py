@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from cl_sweep.results import find_result_files, read_result
-from conftest import CONF, REPO, run_cli
+from conftest import CONF, REPO, TEST_SLICE, run_cli
 
-TINY = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false"]
+TINY = ["benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=1", "progress=false"]
 N_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

@@ -10,12 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from cl_sweep.training.train import train_jobs
+from conftest import TEST_SLICE
 
 pytestmark = pytest.mark.slow
 
 
 def _cfg(compose, *overrides):
-    return OmegaConf.to_container(compose(["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "progress=false",
+    return OmegaConf.to_container(compose(["benchmark.limit_per_task=64", TEST_SLICE, "progress=false",
                                            *overrides]), resolve=True)
 
 

@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from cl_sweep.results import read_result
-from conftest import run_cli
+from conftest import TEST_SLICE, run_cli
 
 # A one-trial, one-seed slice of the real job (a few seconds on a CPU).
-SLICE = ["hydra.sweeper.n_trials=1", "benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false"]
+SLICE = ["hydra.sweeper.n_trials=1", "benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=1", "progress=false"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from cl_sweep.analysis import tables
 from cl_sweep.results import Objective, ResultError, find_result_files, read_result, validate_result
-from conftest import run_cli
+from conftest import TEST_SLICE, run_cli
 from hydra_plugins.cl_sweep_optuna_sweeper import config as sweeper_config
 from hydra_plugins.cl_sweep_optuna_sweeper._pruning import make_pruner
 
@@ -28,7 +28,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEARCH = [
     "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
     "optimizer.learning_rate=tag(log,interval(1e-6,0.1))",
-    "benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false", "hydra.sweep.dir=sweep",
+    "benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=1", "progress=false", "hydra.sweep.dir=sweep",
 ]
 MEDIAN = ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"]
 

@@ -95,6 +95,8 @@ from typing import Callable, Union
 
 import pytest
 
+from conftest import TEST_SLICE
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 VENV_BIN = REPO / ".venv" / "bin"
@@ -103,7 +105,7 @@ TIMEOUT_S = 480
 # Folders commands write relative to their working directory: never linked into the scratch folder.
 OUTPUT_DIRS = {"outputs", "multirun", "tables", "figures"}
 
-SLICE = ("benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false")
+SLICE = ("benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=1", "progress=false")
 PERMUTED_SLICE = ("benchmark.num_tasks=2",)
 OPTUNA_SLICE = ("hydra.sweeper.n_trials=1",)
 GRID_MAX_JOBS = 2

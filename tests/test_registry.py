@@ -22,8 +22,9 @@ from cl_sweep.components import plugins, registry
 from cl_sweep.config import ConfigError, validate
 from cl_sweep.components.registry import ACTIVATIONS, OPTIMIZERS, positive
 from cl_sweep.training.train import structure_of, train_jobs
+from conftest import TEST_SLICE
 
-SLICE = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false"]
+SLICE = ["benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=1", "progress=false"]
 
 
 @pytest.fixture

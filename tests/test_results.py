@@ -11,6 +11,7 @@ import pytest
 from cl_sweep.results import (
     RESULT_FILENAME, ResultError, find_result_files, is_complete, read_result, validate_result, write_result,
 )
+from conftest import TEST_LIMIT
 
 
 def valid(**changes):
@@ -168,7 +169,7 @@ def test_a_real_run_with_eval_every_stores_curves_and_the_schema_3_metrics(curve
     from cl_sweep.data.tasks import class_incremental_split, limit_test
 
     mnist = load_dataset("mnist", progress=False)
-    _, keep = limit_test(class_incremental_split(mnist.train_labels, mnist.test_labels, 5, 2), 100)  # CURVE_RUN's
+    _, keep = limit_test(class_incremental_split(mnist.train_labels, mnist.test_labels, 5, 2), TEST_LIMIT)  # CURVE_RUN's
     counts = np.bincount(mnist.test_labels[keep], minlength=10)
     for i in range(2):
         matrix, curve = r["accuracy_matrix"][i], r["curve"][i]

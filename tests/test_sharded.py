@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cl_sweep.results import find_result_files, read_result
-from conftest import REPO, run_cli
+from conftest import REPO, TEST_SLICE, run_cli
 
 from hydra_plugins.cl_sweep_population_launcher.sharded import bad_shards, cost, cut, spans
 
@@ -27,7 +27,7 @@ LOCAL_COMMAND = ("python -m cl_sweep --multirun +sweep=a6 activation=relu optimi
                  "hydra/launcher=population_submitit_local hydra.launcher.shards=2")
 RAY_COMMAND = ("python -m cl_sweep --multirun +sweep=a6 activation=relu optimizer=sgd,adagrad "
                "hydra/launcher=population_ray hydra.launcher.shards=2")
-SLICE = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=1", "progress=false", "hydra.launcher.max_population=2"]
+SLICE = ["benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=1", "progress=false", "hydra.launcher.max_population=2"]
 GRID = ["--multirun", "+sweep=a6", "activation=relu", "optimizer=sgd,adagrad", *SLICE]
 NUMBERS = ("status", "seeds", "overrides", "early_stopped", "diverged", "final_accuracy", "accuracy_matrix", "active_fraction")
 

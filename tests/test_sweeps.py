@@ -12,9 +12,9 @@ import time
 import pytest
 
 from cl_sweep.results import find_result_files, read_result
-from conftest import REPO, run_cli
+from conftest import REPO, TEST_SLICE, run_cli
 
-TINY = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false"]
+TINY = ["benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=2", "progress=false"]
 
 
 def dry_run_count(*args: str) -> int:

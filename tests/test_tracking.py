@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import TEST_SLICE, run_cli
 
-SLICE = ("benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false")
+SLICE = ("benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=2", "progress=false")
 GRID = "optimizer.learning_rate=0.01,0.02"
 SEEDS = (0, 1)
 TASKS = 5  # split MNIST

@@ -14,8 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from cl_sweep.data.tasks import TaskSplit, TaskSplitError, class_incremental_split, hold_out, limit_test, permuted_split
+from conftest import TEST_LIMIT, TEST_SLICE
 
-SLICE = ["benchmark.limit_per_task=64", "benchmark.test_limit_per_task=100", "n_seeds=2", "progress=false"]
+SLICE = ["benchmark.limit_per_task=64", TEST_SLICE, "n_seeds=2", "progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_zero_is_bit_identical_to_the_split_without_hold_out(compose, mnist):
     assert "benchmark.validation_fraction" not in result["hyperparameters"]
     assert "validation_accuracy" not in result and "validation_accuracy_matrix" not in result
     data, _, structure = _population_setup(cfg, False)  # its test set: the slice's 100 per task (SLICE)
-    split, _ = limit_test(class_incremental_split(mnist.train_labels, mnist.test_labels, 5, 2), 100)
+    split, _ = limit_test(class_incremental_split(mnist.train_labels, mnist.test_labels, 5, 2), TEST_LIMIT)
     direct = train_population(structure, members_of(cfg, [0, 1]), data, split, limit_per_task=64, progress=False)
     assert direct.validation_matrix is None
     assert np.array_equal(np.asarray(result["final_accuracy"]), direct.final_accuracy)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,6 @@ def fit_dirname(name: str, limit: int = NAME_MAX) -> str:
     point with many overrides would otherwise make a name the file system refuses (errno 36). The
     presets' ``hydra.sweep.subdir`` reads it through the ``cl_sweep.fit_dirname`` resolver.
     """
-    import hashlib
-
     parts = []
     for part in str(name).split("/"):
         raw = part.encode()

@@ -372,7 +372,7 @@ def load_results(*roots: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[Pa
 
 def _nan_sum(values: list[float]) -> float:
     """``pandas.Series.sum``'s rule, in its order: NaN counts as 0."""
-    return float(np.sum(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)))
+    return float(np.nansum(np.asarray(values, dtype=float)))
 
 
 def _nan_max(values: list[float]) -> float:

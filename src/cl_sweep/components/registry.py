@@ -319,12 +319,12 @@ MODELS = Registry("model", leading=0, builtin_module="cl_sweep.models", all_stat
 STRATEGIES = Registry("strategy", leading=0, builtin_module="cl_sweep.components.strategies")
 
 
-def _limit(v: Any, cfg: Mapping) -> str | None:
-    return None if v is None or (_int(v) and v >= 1) else "it must be null (all examples) or a positive integer"
+def _limit(null_means: str) -> Check:
+    """The check of a count that may be null: null (``null_means``) or a positive integer."""
+    def check(v: Any, cfg: Mapping) -> str | None:
+        return None if v is None or (_int(v) and v >= 1) else f"it must be null ({null_means}) or a positive integer"
 
-
-def _test_limit(v: Any, cfg: Mapping) -> str | None:
-    return None if v is None or (_int(v) and v >= 1) else "it must be null (every test example) or a positive integer"
+    return check
 
 
 def _positive_int(v: Any, cfg: Mapping) -> str | None:
@@ -338,8 +338,8 @@ BENCHMARKS = Registry(
     "benchmark", leading=0, builtin_module="cl_sweep.components.benchmarks", all_static=True,
     common=(Param("batch_size", int, 64), Param("epochs_per_task", int, 1), Param("limit_per_task", Optional[int], None),
             Param("test_limit_per_task", Optional[int], None)),
-    common_checks={"batch_size": _positive_int, "epochs_per_task": _positive_int, "limit_per_task": _limit,
-                   "test_limit_per_task": _test_limit},
+    common_checks={"batch_size": _positive_int, "epochs_per_task": _positive_int, "limit_per_task": _limit("all examples"),
+                   "test_limit_per_task": _limit("every test example")},
 )
 
 
