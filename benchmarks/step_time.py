@@ -63,6 +63,16 @@ def floor_program(steps: int):
     return run
 
 
+def timed_schedule(split, steps: int, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """``[steps, batch]`` example indices and their 0/1 mask for the timed loops: every step a full
+    batch of real examples, the five tasks' orders one after the other (937 full batches of
+    Split-MNIST), cycled for longer runs. (One task alone has fewer than 200 batches, and a
+    schedule's padding steps past its end have an all-zero mask: a NaN loss, then NaN weights for
+    every later round, timings of NaN arithmetic rather than of training.)"""
+    order = np.concatenate([task_order(ix, 0, t, 1, None) for t, ix in enumerate(split.train_indices)])
+    return batch_schedule(np.resize(order[: len(order) // batch * batch], steps * batch), batch, steps)
+
+
 def time_call(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
@@ -87,12 +97,7 @@ def main() -> None:
     ds = load_dataset("mnist", progress=False)
     data = engine.to_device(ds)
     split = class_incremental_split(ds.train_labels, ds.test_labels, 5, 2)
-    # Every timed step is a full batch of real examples: the five tasks' orders one after the other
-    # (937 full batches), cycled for longer runs. (One task alone has fewer than 200 batches; the
-    # schedule's padding steps past its end have an all-zero mask, a NaN loss, and weights that
-    # then stay NaN for every later round: timings of NaN arithmetic, not of training.)
-    order = np.concatenate([task_order(ix, 0, t, 1, None) for t, ix in enumerate(split.train_indices)])
-    idx1, mask = batch_schedule(np.resize(order[: len(order) // BATCH * BATCH], steps * BATCH), BATCH, steps)  # [steps, B]
+    idx1, mask = timed_schedule(split, steps)
     idx1 = jnp.asarray(idx1[:steps])
     mask = jnp.asarray(mask[:steps])
 

@@ -222,9 +222,10 @@ def _wn_forward(x: jax.Array, v: jax.Array, in_axis: int, centre_weights: bool):
         return out, (x, c, n, out)
     # x_c @ v == x @ (v - mu) since x_c's rows sum to 0: centring the B x in activations
     # instead of the in x out weights saves writing and re-reading a weight-sized array.
-    # Both column statistics in one pass over v (sibling reductions fuse): ||v - mu||^2 =
+    # Both column statistics from sums over v, with no centred copy of v: ||v - mu||^2 =
     # sum(v^2) - m mu^2. Kaiming-scale weights keep mu^2 tiny against sum(v^2)/m, so the
-    # cancellation costs no precision that matters here.
+    # cancellation costs no precision that matters here. (XLA could fuse the two sibling sums into
+    # one pass; jaxlib 0.10.2 on the CPU runs them as two YNNPACK reductions, two reads of v.)
     m = v.shape[in_axis]
     n = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(v), axis=in_axis) - m * jnp.square(jnp.squeeze(mu, in_axis)), 0.0))
     x_c = x - jnp.mean(x, axis=-1, keepdims=True)
