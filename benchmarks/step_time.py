@@ -73,12 +73,15 @@ def timed_schedule(split, steps: int, batch: int = BATCH) -> tuple[np.ndarray, n
     return batch_schedule(np.resize(order[: len(order) // batch * batch], steps * batch), batch, steps)
 
 
-def time_call(fn, repeats: int) -> list[float]:
+def time_call(fn, repeats: int, outputs: list | None = None) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``; its last result is appended to ``outputs`` if given."""
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(fn())
+        result = jax.block_until_ready(fn())
         out.append(time.perf_counter() - t)
+    if outputs is not None:
+        outputs.append(result)
     return out
 
 
@@ -97,9 +100,7 @@ def main() -> None:
     ds = load_dataset("mnist", progress=False)
     data = engine.to_device(ds)
     split = class_incremental_split(ds.train_labels, ds.test_labels, 5, 2)
-    idx1, mask = timed_schedule(split, steps)
-    idx1 = jnp.asarray(idx1[:steps])
-    mask = jnp.asarray(mask[:steps])
+    idx1, mask = (jnp.asarray(a) for a in timed_schedule(split, steps))
 
     identity = jnp.arange(784, dtype=jnp.int32)  # the pixel order (permuted MNIST changes it per task)
     floor = floor_program(steps)
@@ -108,7 +109,7 @@ def main() -> None:
 
     def engine_runner(structure: Structure, P: int, act_hp: dict, opt_hp: dict, fused: bool | None = None, again: bool = False):
         if again:  # a second executable of the same program (the engine's program cache bypassed): the control row
-            fused = engine.fused_update_applies(structure) and engine.fused_update_verified(structure) if fused is None else fused
+            fused = engine.fast_paths(structure)["fused_update"] if fused is None else fused  # the engine's own choice
             init, train_steps, _ = engine._build_programs.__wrapped__(structure, False, fused)
         else:
             init, train_steps, _ = engine._programs(structure, fused=fused)
@@ -170,15 +171,13 @@ def main() -> None:
                 runners[(f"hard_ash+{opt}, plain XLA", dflt)] = engine_runner(structure, dflt, ash_hp, o_hp, False)
 
     times: dict = {k: [] for k in runners}
-    last: dict = {}
+    last: dict = {k: [] for k in runners}
     for _ in range(args.repeats):  # interleaved rounds: drift hits every variant alike
         for k, fn in runners.items():
-            t = time.perf_counter()
-            last[k] = jax.block_until_ready(fn())
-            times[k].append(time.perf_counter() - t)
+            times[k] += time_call(fn, 1, last[k])
     # A model that diverged is timed on NaN arithmetic: say so rather than print its time as a training step's.
     diverged = [f"{name} (population {P})" for (name, P), out in last.items()
-                if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(out))]
+                if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(out[-1]))]
     # Best of the interleaved rounds: on a shared machine noise only ever adds time.
     ms = {k: 1000 * min(v) / steps / k[1] for k, v in times.items()}  # per step per model
 
