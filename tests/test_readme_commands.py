@@ -439,9 +439,10 @@ EXCLUDED: dict[str, Excluded] = {
         expect=r"(?s)without update clip.*with all four swapped.*resolution: the default program timed as two variants",
         slow=True, shared=True),
     ".venv/bin/python benchmarks/step_time.py --ablation --optimizers --populations 2 --repeats 11 --steps 384": Excluded(
-        "eleven minutes of both cores; the check: the same script and flags on 8 steps, 1 round",
+        "eleven minutes of both cores; the check: the same script and flags on 8 steps, 1 round (the plain-XLA "
+        "rows appear only where this machine's kernel proof passes, so the check does not ask for them)",
         ".venv/bin/python benchmarks/step_time.py --ablation --optimizers --steps 8 --repeats 1 --populations 2",
-        expect=r"(?s)every timed model's weights stayed finite.*with all four swapped.*hard_ash\+adam, plain XLA.*"
+        expect=r"(?s)every timed model's weights stayed finite.*with all four swapped.*hard_ash\+adam +2 .*"
                r"resolution: the default program timed as two variants.*target 2 of #16 \(<= 1\.15\)", slow=True, shared=True),
     ".venv/bin/python benchmarks/grid_time.py": Excluded(
         "49 five-seed jobs end to end, several minutes; the check: one job of the Hard ASH + RMSprop slice",
