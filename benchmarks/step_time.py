@@ -10,7 +10,9 @@ shared machine's drift hits both sides alike; read the ratios, not the absolute 
 Adagrad, no weight norm, ReLU for Hard ASH, no update clip) and with all four swapped (what is
 left is the engine's own cost: the population axis, batch masks, loss bookkeeping): where the time
 above the floor goes; and, where the fused update kernel runs (cl_sweep.training.kernels), the
-same model without it. Every run also times the default program a second time as a variant of
+same model without it, and, where the engine builds Top-K's and LWTA's first-layer weight gradient
+from their non-zero entries (the kernel's sparse variant), the same models with the dense GEMM
+instead. Every run also times the default program a second time as a variant of
 its own (a second executable of the same program) and prints how far the two land apart: this
 run's resolution, below which differences between variants are noise.
 ``--optimizers`` times the default model with each optimizer against SGD (the fused ones also
@@ -107,10 +109,14 @@ def main() -> None:
     p0 = mlp.init_params(jax.random.PRNGKey(0), HIDDEN)
     jax.block_until_ready(floor(p0, data.train_images, data.train_labels, idx1))
 
-    def engine_runner(structure: Structure, P: int, act_hp: dict, opt_hp: dict, fused: bool | None = None, again: bool = False):
+    def engine_runner(structure: Structure, P: int, act_hp: dict, opt_hp: dict, fused: bool | None = None, again: bool = False,
+                      dense_kernel: bool = False):
         if again:  # a second executable of the same program (the engine's program cache bypassed): the control row
-            fused = engine.fast_paths(structure)["fused_update"] if fused is None else fused  # the engine's own choice
-            init, train_steps, _ = engine._build_programs.__wrapped__(structure, False, fused)
+            paths = engine.fast_paths(structure)  # the engine's own choice
+            fused = paths["fused_update"] if fused is None else fused
+            init, train_steps, _ = engine._build_programs.__wrapped__(structure, False, fused, fused and paths["sparse_gradient"])
+        elif dense_kernel:  # the fused kernel fed the dense weight gradient, where the engine would use its sparse variant
+            init, train_steps, _ = engine._build_programs(structure, False, True, False)
         else:
             init, train_steps, _ = engine._programs(structure, fused=fused)
         members = [Member(s, act_hp, opt_hp) for s in range(P)]
@@ -157,6 +163,18 @@ def main() -> None:
     } if args.ablation else {}
     for name, (structure, a_hp, o_hp, *fused) in ablations.items():
         runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, o_hp, *fused)
+    # The sparse weight gradient (Top-K, LWTA): where the engine uses the kernel's sparse variant, the
+    # same programs with the dense GEMM feeding the kernel instead.
+    sparse_rows = []
+    if args.ablation:
+        for name, structure, a_hp in (("topk_subtract+adagrad", topk, {"k": 64}), ("topk_mask+adagrad", Structure("topk_mask", "adagrad"), {"k": 64}),
+                                      ("lwta+adagrad", Structure("lwta", "adagrad", activation_static=(("groups", 50),)), {})):
+            if not engine.fast_paths(structure)["sparse_gradient"]:
+                continue
+            if (name, dflt) not in runners:
+                runners[(name, dflt)] = engine_runner(structure, dflt, a_hp, ada_hp)
+            runners[(f"{name}, dense kernel", dflt)] = engine_runner(structure, dflt, a_hp, ada_hp, dense_kernel=True)
+            sparse_rows.append(name)
     # Each optimizer on the default model (A.6's middle values; the step time does not depend on them).
     OPT_HP = {"sgd": {"learning_rate": 1e-3}, "sgdm": {"learning_rate": 1e-5, "momentum": 0.99},
               "adagrad": ada_hp, "rmsprop": {"learning_rate": 5.5e-6, "decay": 0.9993},
@@ -199,10 +217,10 @@ def main() -> None:
     print(f"steps timed per call: {steps}; best of {args.repeats} interleaved rounds; ms per training step per model")
     print("every timed model's weights stayed finite" if not diverged else
           f"WARNING: weights diverged (NaN/inf) while timed, so these rows time NaN arithmetic, not training: {', '.join(diverged)}")
-    print(f"{'variant':<28}{'population':>11}{'ms/step/model':>15}{'x floor':>9}")
+    print(f"{'variant':<36}{'population':>11}{'ms/step/model':>15}{'x floor':>9}")
     floor_ms = ms[("floor", 1)]
     for (name, P), v in ms.items():
-        print(f"{name:<28}{P:>11}{v:>15.3f}{v / floor_ms:>9.2f}")
+        print(f"{name:<36}{P:>11}{v:>15.3f}{v / floor_ms:>9.2f}")
     ha1, had = ms[("hard_ash+adagrad", 1)], ms[("hard_ash+adagrad", dflt)]
     again = ms[("hard_ash+adagrad, again", dflt)]
     print(f"\nresolution: the default program timed as two variants, {had:.3f} and {again:.3f} ms "
@@ -214,6 +232,10 @@ def main() -> None:
     best_p = min((P for (n, P) in ms if n == "hard_ash+adagrad"), key=lambda P: ms[("hard_ash+adagrad", P)])
     print(f"population with the most models per second here: {best_p} "
           f"({1000 / ms[('hard_ash+adagrad', best_p)]:.0f} model-steps/s)")
+    if sparse_rows:
+        saved = ", ".join(f"{name.split('+')[0]} {ms[(name, dflt)]:.3f} vs {ms[(f'{name}, dense kernel', dflt)]:.3f} ms "
+                          f"({100 * (1 - ms[(name, dflt)] / ms[(f'{name}, dense kernel', dflt)]):.0f} % saved)" for name in sparse_rows)
+        print(f"sparse weight gradient (the kernel's sparse variant vs the dense GEMM feeding it), population {dflt}: {saved}")
     if args.optimizers:
         sgd_ms = ms[("hard_ash+sgd", dflt)]
         ratios = ", ".join(f"{opt} {ms[(f'hard_ash+{opt}', dflt)] / sgd_ms:.2f}" for opt in OPT_HP if opt != "sgd")

@@ -131,6 +131,119 @@ def test_fused_update_rejects_widths_its_loop_does_not_mirror():
         jax.block_until_ready(jax.vmap(lambda *a: kernels.fused_update("adagrad", *a, 0.01))(*args))
 
 
+def _sparse_case(rng, P, I, O, nonzero_per_example):
+    """x_c: real MNIST images, preprocessed and centred as the first layer sees them; d: a Top-K-like
+    cotangent, ``nonzero_per_example`` random units per example, the rest exactly zero."""
+    from cl_sweep.models import mlp
+
+    ds = load_dataset("mnist", progress=False)
+    x = np.asarray(mlp.preprocess(jnp.asarray(ds.train_images[rng.choice(len(ds.train_images), P * 64)])))[:, :I]
+    xc = (x - x.mean(axis=-1, keepdims=True)).reshape(P, 64, I).astype(np.float32)
+    d = np.zeros((P, 64, O), np.float32)
+    for p in range(P):
+        for b in range(64):
+            units = rng.choice(O, nonzero_per_example, replace=False)
+            d[p, b, units] = rng.normal(size=nonzero_per_example).astype(np.float32) * 1e-2
+    return xc, d
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(kernels.KINDS))
+@pytest.mark.parametrize("clip", [0.01, None])
+@pytest.mark.parametrize("shape,nonzero", [((2, 784, 1000), 64), ((1, 13, 16), 3), ((3, 17, 40), 40)])
+def test_sparse_variant_equals_the_dense_kernel(kind, clip, shape, nonzero):
+    """The sparse variant (g = x_c^T d built inside the kernel from d's non-zero entries) against the
+    dense kernel fed XLA's product, on real MNIST inputs: within float32 rounding of the sums' order
+    (2e-6 relative, as the dense kernel against optax), at the paper's shape with a Top-K-like d, with
+    a row count that leaves a partial 8-row group, and with a dense d. A NaN in d reaches the weights
+    as the GEMM's NaN does."""
+    rng = np.random.default_rng(zlib.crc32(repr((kind, clip, shape)).encode()))
+    P, I, O = shape
+    xc, d = _sparse_case(rng, P, I, O, nonzero)
+    d[0, 5, 3] = np.nan
+    _, v, acc, beta, lr, hp = _case(rng, P, I, O)
+    if kind == "adam":
+        acc = ((rng.normal(size=shape) * 1e-4).astype(np.float32), (np.abs(rng.normal(size=shape)) * 1e-7).astype(np.float32))
+        hp = tuple(np.full(P, h, np.float32) for h in (0.9, 0.999, 1 - 0.9**7, 1 - 0.999**7))
+    g = jax.jit(lambda xc, d: jnp.einsum("pbi,pbo->pio", xc, d))(xc, d)  # XLA's GEMM, as the dense path has it
+    dense = jax.jit(jax.vmap(lambda g, v, a, b, l, h: kernels.fused_update(kind, g, v, a, b, l, h, clip)))(g, v, acc, beta, lr, hp)
+    sparse = jax.jit(jax.vmap(lambda x, dd, v, a, b, l, h: kernels.fused_update(kind, None, v, a, b, l, h, clip, xc=x, d=dd)))(
+        xc, d, v, acc, beta, lr, hp)
+    for name, r, f in zip(("weights", "state"), jax.tree_util.tree_leaves(dense), jax.tree_util.tree_leaves(sparse)):
+        r, f = np.asarray(r), np.asarray(f)
+        assert r.shape == f.shape
+        np.testing.assert_array_equal(np.isnan(f), np.isnan(r), err_msg=name)
+        np.testing.assert_allclose(f, r, rtol=2e-6, atol=3e-7, err_msg=name)
+    w = np.asarray(sparse[0])
+    assert np.isnan(w[0, :, 3]).any() and not np.isnan(w[0, :, 4]).any()  # d's NaN: its unit only, as in the GEMM
+    assert (np.abs(w - v)[np.isfinite(w)] > 0).mean() > 0.5  # the weights did move
+
+
+@needs_kernel
+def test_sparse_variant_takes_g_or_xc_and_d():
+    args = _case(np.random.default_rng(0), 1, 8, 8)
+    with pytest.raises(ValueError, match="either g or both xc and d"):
+        kernels.fused_update("adagrad", None, *args[1:], 0.01)
+    with pytest.raises(ValueError, match="either g or both xc and d"):
+        kernels.fused_update("adagrad", *args, 0.01, xc=jnp.zeros((4, 8)), d=jnp.zeros((4, 8)))
+
+
+def test_which_activations_take_the_sparse_variant():
+    """Top-K subtract, Top-K mask and LWTA declare that few units per example pass a gradient; the
+    variant applies where the fused kernel does and the activation says so."""
+    from cl_sweep.components.activations import ACTIVATIONS
+
+    builtin = [ACTIVATIONS[name] for name in ACTIVATIONS if ACTIVATIONS[name].source == "cl_sweep.components.activations"]
+    declared = {c.name for c in builtin if c.meta.get("sparse_gradient")}
+    assert declared == {"topk_subtract", "topk_mask", "lwta"}
+    assert engine.sparse_update_applies(Structure("topk_subtract", "adagrad"))
+    assert engine.sparse_update_applies(Structure("lwta", "adam"))
+    assert not engine.sparse_update_applies(Structure("hard_ash", "adagrad"))  # the statistics term: d is dense
+    assert not engine.sparse_update_applies(Structure("topk_mask", "sgd"))  # no fused kernel for SGD
+    assert not engine.sparse_update_applies(Structure("topk_mask", "adagrad", model_static=dict(weight_norm=(False, False))))
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_a_users_activation_that_claims_sparsity_wrongly_still_trains_right(mnist_slice):
+    """``register_activation(..., sparse_gradient=True)`` only decides speed: an activation whose gradient
+    is dense (here a shifted ReLU, about half its units active) trains on the sparse variant within the
+    proof's tolerance of the plain program."""
+    import cl_sweep
+    from cl_sweep.components.activations import ACTIVATIONS
+
+    @cl_sweep.register_activation("claims_sparse_t", sparse_gradient=True)
+    def claims_sparse(x, *, shift: float = 0.1):
+        return jax.nn.relu(x - shift)
+
+    assert kernels.available()  # builds and registers the kernels in this process
+    try:
+        structure = Structure("claims_sparse_t", "adagrad")
+        assert ACTIVATIONS["claims_sparse_t"].meta == {"sparse_gradient": True}
+        assert engine.sparse_update_applies(structure)
+        data, split = mnist_slice
+        o_hp = {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6}
+        members = [Member(0, {"shift": 0.1}, o_hp), Member(1, {"shift": 0.2}, o_hp)]
+        keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+        a = engine._hp_arrays(members, "activation_hp", ["shift"])
+        o = engine._hp_arrays(members, "optimizer_hp", list(o_hp))
+        order = split.train_indices[0]
+        idx = jnp.asarray(np.stack([order[s : s + 5 * 64].reshape(5, 64) for s in (0, 64)]))
+        states = []
+        for fused, sparse in ((False, False), (True, True)):
+            init, train_steps, _ = engine._build_programs(structure, False, fused, sparse)
+            state = train_steps(init(keys, o), data.train_images, data.train_labels, idx, jnp.ones((5, 64), jnp.float32),
+                                jnp.int32(0), jnp.int32(5), a, o, jnp.arange(784, dtype=jnp.int32))
+            states.append([np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state[:4])])
+        start = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(engine._build_programs(structure, False, False, False)[0](keys, o)[:4])]
+        verdict = engine.compare_states(*states, start=start)
+        assert verdict["passed"], verdict
+        assert np.mean(states[1][0] != start[0]) > 0.5  # trained
+    finally:
+        ACTIVATIONS.unregister("claims_sparse_t")
+        engine._build_programs.cache_clear()
+
+
 def test_weight_norm_split_parts_rebuild_the_custom_vjp_gradient():
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(16, 30)).astype(np.float32))
@@ -146,6 +259,8 @@ def test_weight_norm_split_parts_rebuild_the_custom_vjp_gradient():
 
     out, dv, out_split, dv_split = both(x, v, dout)
     np.testing.assert_array_equal(_bits(out_split), _bits(out))
+    (xc, d), colsum, beta = ops.weight_norm_matmul_split(x, v)[1](dout, dense=False)  # the sparse variant's parts
+    np.testing.assert_allclose(xc.T @ d - (v - colsum / v.shape[0]) * beta, dv, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dv_split, dv, rtol=1e-5, atol=1e-6)  # the same parts; XLA's roundings may differ
     with pytest.raises(ValueError, match="out > B"):
         ops.weight_norm_matmul_split(x[:, :10], v[:10, :8])
@@ -167,6 +282,10 @@ CASES = {
     "relu+adam without bias correction": (Structure("relu", "adam", optimizer_static=(("bias_correction", False),)), {},
                                           {"learning_rate": 1e-4, "b1": 0.98, "b2": 0.9995}),
     "relu+adagrad, no clip": (Structure("relu", "adagrad", model_static=dict(update_clip=None)), {}, {"learning_rate": 1e-2, "initial_accumulator_value": 0.1}),
+    # the kernel's sparse variant, where the engine uses it (the weight gradient from d's non-zero entries)
+    "topk_subtract+adagrad (sparse gradient)": (Structure("topk_subtract", "adagrad"), {"k": 64}, {"learning_rate": 1e-2, "initial_accumulator_value": 1e-6}),
+    "lwta+adam (sparse gradient)": (Structure("lwta", "adam", activation_static=(("groups", 50),)), {},
+                                    {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999}),
 }
 
 
@@ -198,11 +317,12 @@ def _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=
     engine runs the plain program (that the kernel still computes the same update up to float32
     rounding is test_fused_update_computes_the_optax_chain's)."""
     if engine.fused_update_verified(structure, permuted):
-        assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, True)
+        sparse = engine.sparse_update_applies(structure) and engine.sparse_update_verified(structure, permuted)
+        assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, True, sparse)
         verdict = engine.compare_states(states[False], states[True], start=states["start"])
         assert verdict["passed"], verdict
     else:
-        assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, False)
+        assert engine._programs(structure, permuted) is engine._build_programs(structure, permuted, False, False)
         for plain, fused in zip(states[False], states[True]):
             assert plain.shape == fused.shape
 
@@ -259,7 +379,7 @@ def test_permuted_and_odd_width_programs(mnist_slice):
     _check_kernel_where_used_and_fallback_where_not(structure, states, permuted=True)
     odd = Structure("hard_ash", "adagrad", model_static=dict(hidden_size=1001))
     assert not engine.fused_update_verified(odd)
-    assert engine._programs(odd) is engine._build_programs(odd, False, False)
+    assert engine._programs(odd) is engine._build_programs(odd, False, False, False)
 
 
 @pytest.fixture
@@ -303,7 +423,7 @@ def test_a_failed_proof_keeps_the_plain_program_and_says_so_once(fresh_proofs, m
     assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG]  # once per machine, then debug
     assert "differ from the plain program" in said[0].getMessage() and "\n" not in said[0].getMessage()
     # the engine trains with the plain program, to the plain program's bits
-    assert engine._programs(structure) is engine._build_programs(structure, False, False)
+    assert engine._programs(structure) is engine._build_programs(structure, False, False, False)
     data, split = mnist_slice
     members = [Member(0, {}, {"learning_rate": 1e-2, "initial_accumulator_value": 0.1})]
     ours = engine.train_population(structure, members, data, split, progress=False, limit_per_task=128)
@@ -353,11 +473,13 @@ def test_the_proof_tells_rounding_from_a_wrong_update():
 @needs_kernel
 @pytest.mark.slow
 @pytest.mark.parametrize("fused", [True, False])
-def test_training_is_deterministic_on_one_path(fused, mnist_slice):
+@pytest.mark.parametrize("case", ["hard_ash+adagrad (the default)", "topk_subtract+adagrad (sparse gradient)"])
+def test_training_is_deterministic_on_one_path(fused, case, mnist_slice):
     """The same members trained twice in a row give the same bits, with the kernel and without it
-    (whichever this machine's proof would pick)."""
+    (whichever this machine's proof would pick); for Top-K with the kernel, its sparse variant
+    wherever this machine's proof lets the engine use it."""
     data, split = mnist_slice
-    structure, a_hp, o_hp = CASES["hard_ash+adagrad (the default)"]
+    structure, a_hp, o_hp = CASES[case]
     members = [Member(s, a_hp, o_hp) for s in (0, 1)]
     original = engine._programs
     engine._programs = lambda s, p=False, f=None: original(s, p, fused)
@@ -399,9 +521,12 @@ def test_result_records_the_fast_paths_that_trained_it(tmp_path, switch):
     assert recorded == json.loads(here.stdout.strip().splitlines()[-1])
     assert recorded["backend"] == "cpu"
     if switch == "0":
-        assert recorded == {"backend": "cpu", "fused_update": False, "kth_largest": "radix"}
+        assert recorded == {"backend": "cpu", "fused_update": False, "sparse_gradient": False, "kth_largest": "radix"}
     else:
         assert recorded["kth_largest"] == ("kernel" if _supported_here() else "radix")
+        # Top-K subtract + Adagrad: the sparse variant wherever the fused kernel runs and its own proof holds
+        assert recorded["sparse_gradient"] == (recorded["fused_update"] and engine.sparse_update_verified(
+            engine.Structure("topk_subtract", "adagrad", input_size=784, num_classes=10)))
 
 
 @needs_kernel

@@ -52,7 +52,7 @@ def hard_ash(x: jax.Array, *, alpha: float = 3.0, z_k: float = 2.3, beta: float 
     return jnp.clip(x, 0.0, beta) * jax.nn.hard_sigmoid(alpha * (x - _threshold(x, z_k)))
 
 
-@register_activation("topk_subtract", checks={"k": between(1, "model.hidden_size")}, label="Top-K subtract")
+@register_activation("topk_subtract", checks={"k": between(1, "model.hidden_size")}, label="Top-K subtract", sparse_gradient=True)
 def topk_subtract(x: jax.Array, *, k: int = 64) -> jax.Array:
     """Top-K subtract: ``clip(x - v_k, 0, 2)`` with v_k the k-th largest pre-activation of the example.
 
@@ -61,7 +61,7 @@ def topk_subtract(x: jax.Array, *, k: int = 64) -> jax.Array:
     return jnp.clip(x - kth_largest(x, k), 0.0, 2.0)
 
 
-@register_activation("topk_mask", checks={"k": between(1, "model.hidden_size")}, label="Top-K mask")
+@register_activation("topk_mask", checks={"k": between(1, "model.hidden_size")}, label="Top-K mask", sparse_gradient=True)
 def topk_mask(x: jax.Array, *, k: int = 64) -> jax.Array:
     """Top-K mask (k-WTA): keep ``x`` where ``x >= v_k``, else 0.
 
@@ -70,7 +70,7 @@ def topk_mask(x: jax.Array, *, k: int = 64) -> jax.Array:
     return jnp.where(x >= kth_largest(x, k), x, 0.0)
 
 
-@register_activation("lwta", static=("groups",), checks={"groups": divides("model.hidden_size")}, label="LWTA")
+@register_activation("lwta", static=("groups",), checks={"groups": divides("model.hidden_size")}, label="LWTA", sparse_gradient=True)
 def lwta(x: jax.Array, *, groups: int = 50) -> jax.Array:
     """Local winner-take-all: the units form ``groups`` blocks of consecutive units; only each block's maximum keeps its value.
 

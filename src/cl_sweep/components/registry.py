@@ -358,9 +358,15 @@ LOGGERS = Registry(
 
 
 def register_activation(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
-                        label: str | None = None):
-    """Registers ``fn(x, *, **hyperparameters) -> y``: x holds pre-activations, hidden units on the last axis."""
-    return ACTIVATIONS.register(name, static=static, checks=checks, label=label)
+                        label: str | None = None, sparse_gradient: bool = False):
+    """Registers ``fn(x, *, **hyperparameters) -> y``: x holds pre-activations, hidden units on the last axis.
+
+    ``sparse_gradient=True`` says that only a few units per example pass a gradient (Top-K, LWTA: the
+    rest get exactly zero). On a CPU the engine then builds the first layer's weight gradient from
+    those entries alone inside its fused update kernel (``engine.sparse_update_applies``). It only
+    decides speed: the kernel is right for any gradient, slow for a dense one."""
+    meta = {"sparse_gradient": True} if sparse_gradient else None
+    return ACTIVATIONS.register(name, static=static, checks=checks, label=label, meta=meta)
 
 
 def register_optimizer(name: str, *, static: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,

@@ -258,6 +258,14 @@ def fused_update_applies(structure: Structure) -> bool:
     )
 
 
+def sparse_update_applies(structure: Structure) -> bool:
+    """Whether the fused kernel's sparse variant applies: `fused_update_applies`, and the activation was
+    registered with ``sparse_gradient=True`` (Top-K subtract, Top-K mask, LWTA: only a few units per
+    example pass a gradient, so the first layer's weight gradient is built from those entries alone,
+    inside the kernel, instead of by a dense GEMM). Whether it is used is `sparse_update_verified`."""
+    return fused_update_applies(structure) and bool(get_activation(structure.activation).meta.get("sparse_gradient"))
+
+
 @jax.jit
 def _diverged(params, diverged: jax.Array) -> jax.Array:
     """``diverged`` or-ed with each member's "some weight is not finite" [P]: one program, not one per op."""
@@ -279,22 +287,27 @@ def _programs(structure: Structure, permuted: bool = False, fused: bool | None =
         fused = fused_update_applies(structure) and fused_update_verified(structure, permuted)
     elif fused and not (fused_update_applies(structure) and kernels.available()):
         raise ValueError(f"the fused update kernel does not apply to {structure} or is not available here")
-    return _build_programs(structure, permuted, fused)
+    sparse = fused and sparse_update_applies(structure) and sparse_update_verified(structure, permuted)
+    return _build_programs(structure, permuted, fused, sparse)
 
 
 def fast_paths(structure: Structure, permuted: bool = False) -> dict[str, Any]:
     """How this process trains ``structure``, as a result file's ``versions.fast_paths`` records it:
     the backend, whether the first layer's update runs in the fused CPU kernel (`_programs`' own
-    choice; a model with its own rule, FlyModel, never does) and which k-th-largest select any Top-K
+    choice; a model with its own rule, FlyModel, never does), whether that kernel builds the weight
+    gradient from the activation's non-zero gradient entries (``sparse_gradient``,
+    `sparse_update_verified`) and which k-th-largest select any Top-K
     threshold uses (`ops.kth_largest`: ``kernel`` on a CPU whose kernels build, else ``radix``).
     The k-th-largest selects give the same numbers; the fused update agrees with the plain program
     within `FUSED_UPDATE_TOLERANCE` (bit for bit where it mirrors this CPU's XLA code). The record
     says how a result was made."""
     fused = model_of(structure).trainer is None and fused_update_applies(structure) and fused_update_verified(structure, permuted)
+    sparse = fused and sparse_update_applies(structure) and sparse_update_verified(structure, permuted)
     cpu = jax.default_backend() == "cpu"
     return {
         "backend": jax.default_backend(),
         "fused_update": bool(fused),
+        "sparse_gradient": bool(sparse),
         "kth_largest": "kernel" if cpu and kernels.available() else "radix",
     }
 
@@ -333,34 +346,47 @@ def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
     return _fused_update_verified(dataclasses.replace(structure, activation="relu", activation_static=()), permuted)
 
 
+def sparse_update_verified(structure: Structure, permuted: bool = False) -> bool:
+    """Whether the fused kernel's sparse variant (the weight gradient built from the non-zero entries of
+    the pre-activations' gradient, `sparse_update_applies`) trains like the plain program here: the
+    same proof and tolerance as `fused_update_verified`, ReLU standing in for the activation (the
+    kernel is right for any gradient; sparsity only decides its speed). Its sums run over the
+    examples in another order than the GEMM's, so where it is not bit for bit the plain program's it
+    is used within :data:`FUSED_UPDATE_TOLERANCE`; deterministic either way."""
+    if not fused_update_verified(structure, permuted):
+        return False
+    return _fused_update_verified(dataclasses.replace(structure, activation="relu", activation_static=()), permuted, True)
+
+
 @functools.lru_cache(maxsize=None)
-def _fused_update_verified(structure: Structure, permuted: bool) -> bool:
+def _fused_update_verified(structure: Structure, permuted: bool, sparse: bool = False) -> bool:
     # The outcome is a property of this library, jaxlib, optax, XLA flags and shapes: stored once
     # per machine beside the library, it spares later processes the two compilations. The rule is
     # part of the key: an outcome proved under another rule (bit equality before) is proved again.
     key = (f"{structure!r} permuted={permuted} optax={optax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} "
-           f"tolerance={FUSED_UPDATE_TOLERANCE:g}")
+           f"tolerance={FUSED_UPDATE_TOLERANCE:g}" + (" sparse" if sparse else ""))
     recorded = kernels.recorded_proof(key)
     first_time = recorded is None
     if first_time:
-        recorded = _prove_fused_update(structure, permuted)
+        recorded = _prove_fused_update(structure, permuted, sparse)
         kernels.record_proof(key, recorded)
     if isinstance(recorded, bool):  # a bare outcome (a test's stand-in): bit for bit, or not at all
         recorded = {"passed": recorded, "identical": recorded}
     model = model_of(structure)
     what = f"{structure.optimizer}, clip {model.update_clip}, {structure.input_size} -> {model.fused.width}"
+    kernel = "the fused update kernel's sparse variant" if sparse else "the fused update kernel"
     if not recorded["passed"]:
         kernels.not_used(
             f"{what}: its results differ from the plain program's on this machine by "
             f"{recorded.get('max_rel_diff', float('nan')):.2g} of how far 3 steps moved the weights, beyond the tolerance "
             f"{FUSED_UPDATE_TOLERANCE:g}",
-            what="the fused update kernel is",
+            what=f"{kernel} is",
             first_time=first_time,
         )
     elif not recorded["identical"]:
         kernels.log.log(
             logging.INFO if first_time else logging.DEBUG,
-            f"cl_sweep: the fused update kernel ({what}) is used within tolerance: on this CPU it differs from "
+            f"cl_sweep: {kernel} ({what}) is used within tolerance: on this CPU it differs from "
             f"the plain XLA program in float32 rounding ({recorded.get('max_rel_diff', float('nan')):.2g} of how far "
             f"3 steps moved the weights; tolerance {FUSED_UPDATE_TOLERANCE:g}), so results are deterministic "
             f"here but not the plain program's bits ({kernels.ENV_SWITCH}=0 gives those). Said once on this machine.",
@@ -403,7 +429,7 @@ def compare_states(plain: Sequence[np.ndarray], fused: Sequence[np.ndarray], sta
     return {"identical": identical, "passed": passed and worst <= tolerance, "max_rel_diff": worst, "tolerance": tolerance}
 
 
-def _prove_fused_update(structure: Structure, permuted: bool) -> dict[str, Any]:
+def _prove_fused_update(structure: Structure, permuted: bool, sparse: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     n_in, batch = structure.input_size, 64
     images = jnp.asarray(rng.integers(0, 256, size=(4 * batch, n_in), dtype=np.uint8))
@@ -416,7 +442,7 @@ def _prove_fused_update(structure: Structure, permuted: bool) -> dict[str, Any]:
     batch_idx = jnp.asarray(rng.integers(0, 4 * batch, size=(2, 3, batch), dtype=np.int32))
     out, start = [], None
     for fused in (False, True):
-        init, train_steps, _ = _build_programs(structure, permuted, fused)
+        init, train_steps, _ = _build_programs(structure, permuted, fused, fused and sparse)
         state = init(jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)]), opt_hp)
         if start is None:
             start = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state[:4])]
@@ -440,7 +466,7 @@ def task_accuracies(correct: jax.Array, test_task_onehot: jax.Array) -> tuple[ja
 
 
 @functools.lru_cache(maxsize=64)
-def _build_programs(structure: Structure, permuted: bool, fused: bool):
+def _build_programs(structure: Structure, permuted: bool, fused: bool, sparse: bool = False):
     act = get_activation(structure.activation)
     static = dict(structure.activation_static)
     opt = get_optimizer(structure.optimizer)
@@ -499,10 +525,12 @@ def _build_programs(structure: Structure, permuted: bool, fused: bool):
         # and its results are replaced below, so XLA drops that dead work.
         updates, new_state = make_tx(opt_hp).update({layer: jnp.zeros_like(v), **drest}, opt_state, params)
         params = optax.apply_updates(params, updates)
-        g, colsum, beta = grad_parts(dout1)
+        g, colsum, beta = grad_parts(dout1, dense=not sparse)
+        xc_d = {"xc": g[0], "d": g[1]} if sparse else {}  # the sparse variant builds G = x_c^T d itself
         v, acc = kernels.fused_update(  # Adam's bias corrections: at the count the chain just advanced
-            structure.optimizer, g, v, kernels.param_state(opt_state, layer), beta, opt_hp["learning_rate"],
-            kernels.kernel_hp(structure.optimizer, new_state, opt_hp, opt_static), model.update_clip, colsum=colsum,
+            structure.optimizer, None if sparse else g, v, kernels.param_state(opt_state, layer), beta,
+            opt_hp["learning_rate"], kernels.kernel_hp(structure.optimizer, new_state, opt_hp, opt_static),
+            model.update_clip, colsum=colsum, **xc_d,
         )
         return {**params, layer: v}, kernels.replace_param_state(new_state, layer, acc), loss
 

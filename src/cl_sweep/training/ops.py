@@ -266,15 +266,18 @@ def weight_norm_matmul_split(x: jax.Array, v: jax.Array):
     ``grad_parts(dout) -> (G, s, beta)`` with ``dL/dv = G - (v - s / m) * beta``, ``s`` the column
     sums of ``v`` ([1, out]) and ``m`` its fan-in, the operations the custom VJP performs. The
     engine hands the parts to a fused optimizer kernel (cl_sweep.training.kernels) instead of
-    materialising ``dL/dv``; the input gets no gradient.
+    materialising ``dL/dv``; the input gets no gradient. ``grad_parts(dout, dense=False) ->
+    ((x_c, d), s, beta)`` leaves ``G = x_c^T d`` unmultiplied, for the kernel's sparse variant
+    (``d = dout / n``: zero wherever the activation passed no gradient).
     """
     if x.ndim != 2 or v.ndim != 2 or v.shape[1] <= x.shape[0]:
         raise ValueError(f"weight_norm_matmul_split needs x [B, in] and v [in, out] with out > B, got {x.shape}, {v.shape}")
     out, residuals = _wn_forward(x, v, 0, False)
 
-    def grad_parts(dout: jax.Array):
+    def grad_parts(dout: jax.Array, dense: bool = True):
         d, beta = _wn_scaled_cotangent(0, residuals, dout)
-        return _outer(residuals[0], d, 0), jnp.sum(v, axis=0, keepdims=True), beta
+        g = _outer(residuals[0], d, 0) if dense else (residuals[0], d)
+        return g, jnp.sum(v, axis=0, keepdims=True), beta
 
     return out, grad_parts
 

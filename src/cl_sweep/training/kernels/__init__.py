@@ -63,10 +63,15 @@ KINDS = {"adagrad": "cl_sweep_fused_adagrad", "rmsprop": "cl_sweep_fused_rmsprop
          "adam": "cl_sweep_fused_adam"}
 # optimizer name -> the hyperparameter the kernel takes as ``hp`` (None: none, passed as 0; Adam: see fused_update)
 HP = {"adagrad": None, "rmsprop": "decay", "sgdm": "momentum", "adam": None}
+# optimizer name -> FFI target of its sparse variant (the weight gradient built from d's non-zero entries)
+SPARSE_KINDS = {kind: target.replace("_fused_", "_sparse_") for kind, target in KINDS.items()}
 KTH_LARGEST = "cl_sweep_kth_largest"
 # FFI target -> the handler symbol in the library
-_SYMBOLS = {KINDS["adagrad"]: "ClSweepFusedAdagrad", KINDS["rmsprop"]: "ClSweepFusedRmsprop", KINDS["sgdm"]: "ClSweepFusedSgdm",
-            KINDS["adam"]: "ClSweepFusedAdam", KTH_LARGEST: "ClSweepKthLargest"}
+_SYMBOLS = {
+    **{target: "ClSweepFused" + kind.capitalize() for kind, target in KINDS.items()},
+    **{target: "ClSweepSparse" + kind.capitalize() for kind, target in SPARSE_KINDS.items()},
+    KTH_LARGEST: "ClSweepKthLargest",
+}
 ENV_SWITCH = "CL_SWEEP_CPU_KERNELS"
 log = logging.getLogger(__name__)
 
@@ -189,31 +194,43 @@ def kernel_hp(kind: str, opt_state, opt_hp, opt_static):
     return opt_hp[HP[kind]] if HP[kind] else 0.0
 
 
-def fused_update(kind, g, v, acc, beta, lr, hp, clip, colsum=None):
+def fused_update(kind, g, v, acc, beta, lr, hp, clip, colsum=None, *, xc=None, d=None):
     """Same as :func:`reference_update`, in one pass (requires :func:`available`).
 
     ``colsum``, ``v``'s column sums [1, out], is computed here unless the caller already has it.
     For Adam ``acc`` is the pair (mu, nu) and ``hp`` the tuple (b1, b2, bc1, bc2) (:func:`adam_hp`);
     it returns (v, (mu, nu)).
+
+    The sparse variant: ``g=None`` and ``xc`` [B, in], ``d`` [B, out] with ``g = xc.T @ d``
+    (`cl_sweep.training.ops.weight_norm_matmul_split`'s ``grad_parts(dout, dense=False)``). The kernel
+    then builds ``g`` itself, 8 rows at a time, from the non-zero entries of ``d`` only, and never
+    writes it to memory: fast where ``d`` is sparse (Top-K, LWTA), right for any ``d``. Its sums run
+    in another order than the GEMM's, so the two agree in float32 rounding, not bit for bit.
     """
+    if (g is None) == (xc is None or d is None) or (xc is None) != (d is None):
+        raise ValueError("fused_update takes either g or both xc and d")
     colsum = jnp.sum(v, axis=-2, keepdims=True) if colsum is None else colsum
+    targets = KINDS if g is not None else SPARSE_KINDS
+    grad = (g,) if g is not None else (xc, d)  # the kernel's leading operands
+    first = len(grad)  # index of v among the operands
     inv_m = np.float32(1.0) / np.float32(jnp.shape(v)[-2])  # the constant XLA multiplies a mean by
     shape = jax.ShapeDtypeStruct(jnp.shape(v), jnp.float32)
     if kind == "adam":
         mu, nu = acc
         hp4 = jnp.stack([jnp.asarray(h, jnp.float32) for h in hp], axis=-1)
-        call = jax.ffi.ffi_call(KINDS[kind], (shape, shape, shape), vmap_method="broadcast_all",
-                                input_output_aliases={1: 0, 2: 1, 3: 2})
+        call = jax.ffi.ffi_call(targets[kind], (shape, shape, shape), vmap_method="broadcast_all",
+                                input_output_aliases={first: 0, first + 1: 1, first + 2: 2})
         v, mu, nu = call(
-            g, v, mu, nu, colsum, beta, jnp.asarray(lr, jnp.float32), hp4,
+            *grad, v, mu, nu, colsum, beta, jnp.asarray(lr, jnp.float32), hp4,
             inv_m=inv_m, eps=np.float32(eps_for(kind)), clip=np.float32(clip or 0.0), threads=np.int64(os.cpu_count() or 1),
         )
         return v, (mu, nu)
     # Outputs may overwrite v and acc in place (each element is read before it is written): inside
     # the training loop XLA then writes straight into the loop-carried buffers instead of copying.
-    call = jax.ffi.ffi_call(KINDS[kind], (shape, shape), vmap_method="broadcast_all", input_output_aliases={1: 0, 2: 1})
+    call = jax.ffi.ffi_call(targets[kind], (shape, shape), vmap_method="broadcast_all",
+                            input_output_aliases={first: 0, first + 1: 1})
     return call(
-        g, v, acc, colsum, beta, jnp.asarray(lr, jnp.float32), jnp.asarray(hp, jnp.float32),
+        *grad, v, acc, colsum, beta, jnp.asarray(lr, jnp.float32), jnp.asarray(hp, jnp.float32),
         inv_m=inv_m, eps=np.float32(eps_for(kind)), clip=np.float32(clip or 0.0), threads=np.int64(os.cpu_count() or 1),
     )
 

@@ -17,9 +17,18 @@
 // Newton step) on the CPU it was written for, where the result is bit-identical to the unfused
 // program; on others XLA contracts other multiply-adds and the engine proves the two agree within a
 // stated tolerance before using the kernel (engine.fused_update_verified).
+//
+// The sparse variants (ClSweepSparse*) take x_c [B, in] and d [B, out] in place of g = x_c^T d and
+// build g themselves, 8 rows at a time, from d's non-zero entries only (SparseGrad): for Top-K and
+// LWTA, where 5-7 % of d is non-zero, that is a small fraction of the dense product's work, and g is
+// never written to memory. Each entry of g is then a sum over the examples in a different order
+// than the GEMM's, so the engine proves these too within the same tolerance
+// (engine.sparse_update_verified). A d that is not sparse gives the right numbers, slowly.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #if !defined(__AVX__) || !defined(__FMA__)
 #error "the fused update mirrors XLA:CPU's AVX code: build it with -march=native on a CPU with AVX and FMA"
@@ -223,6 +232,179 @@ ffi::Error FusedAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buf
   return ffi::Error::Success();
 }
 
+// ---- The sparse weight gradient ----------------------------------------------------------------
+
+// One member's d [batch, out] by unit: for unit j, the examples b (ascending) with d[b, j] != 0
+// (a NaN counts as non-zero) and those entries.
+struct SparseColumns {
+  std::vector<int32_t> start;  // [out + 1]: unit j's entries are [start[j], start[j + 1])
+  std::vector<int32_t> example;
+  std::vector<float> value;
+};
+
+// Calls visit(b, j) for every non-zero d[b, j], b ascending, then j ascending (out % 8 == 0).
+template <typename Visit>
+inline void ForNonZero(const float* d, int64_t batch, int64_t out, Visit visit) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* row = d + b * out;
+    for (int64_t j = 0; j < out; j += 8) {
+      unsigned m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + j), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+      for (; m; m &= m - 1) visit(b, j + __builtin_ctz(m));
+    }
+  }
+}
+
+void BuildColumns(const float* d, int64_t batch, int64_t out, SparseColumns& c) {
+  c.start.assign(out + 1, 0);
+  ForNonZero(d, batch, out, [&](int64_t, int64_t j) { ++c.start[j + 1]; });
+  for (int64_t j = 0; j < out; ++j) c.start[j + 1] += c.start[j];
+  c.example.resize(c.start[out]);
+  c.value.resize(c.start[out]);
+  std::vector<int32_t> next(c.start.begin(), c.start.end() - 1);
+  ForNonZero(d, batch, out, [&](int64_t b, int64_t j) {
+    const int32_t k = next[j]++;
+    c.example[k] = static_cast<int32_t>(b);
+    c.value[k] = d[b * out + j];
+  });
+}
+
+// Transposes 8 vectors in place: afterwards r[q][u] is what r[u][q] was.
+inline void Transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Rows [r0, r0 + rows) of g = x_c^T d (rows <= 8) into tile [rows, out]. x_c: [batch, in]. Unit j's
+// 8 entries are one register, summed over its examples in order from zero (one FMA per non-zero
+// entry of d); eight units' registers are then transposed into eight rows of the tile.
+void SparseGrad(const float* xc, int64_t in, const SparseColumns& c, int64_t out, int64_t r0, int64_t rows,
+                float* tile) {
+  alignas(32) static const int32_t kLanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLanes + 8 - rows));
+  const float* x0 = xc + r0;
+  for (int64_t j = 0; j < out; j += 8) {
+    __m256 r[8];
+    for (int u = 0; u < 8; ++u) {
+      __m256 a = _mm256_setzero_ps();
+      for (int32_t k = c.start[j + u], e = c.start[j + u + 1]; k < e; ++k) {
+        const float* x = x0 + static_cast<int64_t>(c.example[k]) * in;
+        const __m256 xv = rows == 8 ? _mm256_loadu_ps(x) : _mm256_maskload_ps(x, mask);
+        a = _mm256_fmadd_ps(_mm256_set1_ps(c.value[k]), xv, a);
+      }
+      r[u] = a;
+    }
+    Transpose8(r);
+    for (int64_t q = 0; q < rows; ++q) _mm256_storeu_ps(tile + q * out + j, r[q]);
+  }
+}
+
+// Runs run(p, r0, r1) for every member p over blocks of whole 8-row groups of its [in, out] weight.
+template <typename Run>
+void ForRowGroups(ffi::ThreadPool& pool, int64_t threads, int64_t members, int64_t in, Run run) {
+  const int64_t groups = (in + 7) / 8;
+  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), groups}));
+  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
+    for (int64_t p = 0; p < members; ++p)
+      run(p, std::min(in, 8 * (groups * b / n_blocks)), std::min(in, 8 * (groups * (b + 1) / n_blocks)));
+  });
+}
+
+// Checks x_c [members, batch, in] and d [members, batch, out] against the weights; sets batch.
+ffi::Error CheckSparse(const char* what, ffi::Buffer<ffi::F32>& xc, ffi::Buffer<ffi::F32>& d, int64_t members,
+                       int64_t in, int64_t out, int64_t& batch) {
+  auto dims = d.dimensions();
+  batch = dims.size() >= 2 ? dims[dims.size() - 2] : 0;
+  if (dims.size() < 2 || dims[dims.size() - 1] != out || xc.element_count() != members * batch * in ||
+      d.element_count() != members * batch * out)
+    return ffi::Error::InvalidArgument(std::string(what) + ": x_c and d do not match the weights");
+  return ffi::Error::Success();
+}
+
+// The sparse variants: g built by SparseGrad 8 rows at a time, then the same row updates as above.
+template <int kKind>
+ffi::Error SparseUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xc, ffi::Buffer<ffi::F32> d,
+                            ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> acc, ffi::Buffer<ffi::F32> colsum,
+                            ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> hp,
+                            ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> acc_out, float inv_m,
+                            float eps, float clip, int64_t threads) {
+  auto dims = v.dimensions();
+  if (dims.size() < 2) return ffi::Error::InvalidArgument("sparse_update: weights must be at least 2-D");
+  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
+  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
+  if (lr.element_count() != members || hp.element_count() != members ||
+      colsum.element_count() != members * out || beta.element_count() != members * out ||
+      acc.element_count() != v.element_count())
+    return ffi::Error::InvalidArgument("sparse_update: operand shapes do not match the weights");
+  if (out % 8 != 0) return ffi::Error::InvalidArgument("sparse_update: the number of units must be a multiple of 8");
+  int64_t batch;
+  if (auto e = CheckSparse("sparse_update", xc, d, members, in, out, batch); e.failure()) return e;
+  std::vector<SparseColumns> cols(members);
+  for (int64_t p = 0; p < members; ++p) BuildColumns(d.typed_data() + p * batch * out, batch, out, cols[p]);
+  auto rows = clip > 0.0f ? UpdateRows<kKind, true> : UpdateRows<kKind, false>;
+  auto run = [&](int64_t p, int64_t r0, int64_t r1) {
+    std::vector<float> tile(8 * out);
+    const int64_t base = p * in * out;
+    for (int64_t r = r0; r < r1; r += 8) {
+      const int64_t n = std::min<int64_t>(8, r1 - r), o = base + r * out;
+      SparseGrad(xc.typed_data() + p * batch * in, in, cols[p], out, r, n, tile.data());
+      rows(tile.data(), v.typed_data() + o, acc.typed_data() + o, colsum.typed_data() + p * out,
+           beta.typed_data() + p * out, inv_m, lr.typed_data()[p], hp.typed_data()[p], eps, clip, 0, n, out,
+           v_out->typed_data() + o, acc_out->typed_data() + o);
+    }
+  };
+  ForRowGroups(pool, threads, members, in, run);
+  return ffi::Error::Success();
+}
+
+ffi::Error SparseAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xc, ffi::Buffer<ffi::F32> d,
+                          ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> mu, ffi::Buffer<ffi::F32> nu,
+                          ffi::Buffer<ffi::F32> colsum, ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> lr,
+                          ffi::Buffer<ffi::F32> hp, ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> mu_out,
+                          ffi::ResultBuffer<ffi::F32> nu_out, float inv_m, float eps, float clip, int64_t threads) {
+  auto dims = v.dimensions();
+  if (dims.size() < 2) return ffi::Error::InvalidArgument("sparse_adam: weights must be at least 2-D");
+  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
+  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
+  if (lr.element_count() != members || hp.element_count() != 4 * members ||
+      colsum.element_count() != members * out || beta.element_count() != members * out ||
+      mu.element_count() != v.element_count() || nu.element_count() != v.element_count())
+    return ffi::Error::InvalidArgument("sparse_adam: operand shapes do not match the weights");
+  if (out % 8 != 0) return ffi::Error::InvalidArgument("sparse_adam: the number of units must be a multiple of 8");
+  int64_t batch;
+  if (auto e = CheckSparse("sparse_adam", xc, d, members, in, out, batch); e.failure()) return e;
+  std::vector<SparseColumns> cols(members);
+  for (int64_t p = 0; p < members; ++p) BuildColumns(d.typed_data() + p * batch * out, batch, out, cols[p]);
+  auto rows = clip > 0.0f ? AdamRows<true> : AdamRows<false>;
+  auto run = [&](int64_t p, int64_t r0, int64_t r1) {
+    std::vector<float> tile(8 * out);
+    const int64_t base = p * in * out;
+    const float* h = hp.typed_data() + 4 * p;
+    for (int64_t r = r0; r < r1; r += 8) {
+      const int64_t n = std::min<int64_t>(8, r1 - r), o = base + r * out;
+      SparseGrad(xc.typed_data() + p * batch * in, in, cols[p], out, r, n, tile.data());
+      rows(tile.data(), v.typed_data() + o, mu.typed_data() + o, nu.typed_data() + o, colsum.typed_data() + p * out,
+           beta.typed_data() + p * out, inv_m, lr.typed_data()[p], h[0], h[1], h[2], h[3], eps, clip, 0, n, out,
+           v_out->typed_data() + o, mu_out->typed_data() + o, nu_out->typed_data() + o);
+    }
+  };
+  ForRowGroups(pool, threads, members, in, run);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedAdam, FusedAdamImpl,
@@ -265,3 +447,46 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedAdam, FusedAdamImpl,
 CL_SWEEP_DEFINE_HANDLER(ClSweepFusedAdagrad, kAdagrad)
 CL_SWEEP_DEFINE_HANDLER(ClSweepFusedRmsprop, kRmsprop)
 CL_SWEEP_DEFINE_HANDLER(ClSweepFusedSgdm, kSgdm)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepSparseAdam, SparseAdamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("inv_m")
+                                  .Attr<float>("eps")
+                                  .Attr<float>("clip")
+                                  .Attr<int64_t>("threads"));
+
+#define CL_SWEEP_DEFINE_SPARSE_HANDLER(name, kind)                   \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, SparseUpdateImpl<kind>,        \
+                                ffi::Ffi::Bind()                     \
+                                    .Ctx<ffi::ThreadPool>()          \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()    \
+                                    .Ret<ffi::Buffer<ffi::F32>>()    \
+                                    .Ret<ffi::Buffer<ffi::F32>>()    \
+                                    .Attr<float>("inv_m")            \
+                                    .Attr<float>("eps")              \
+                                    .Attr<float>("clip")             \
+                                    .Attr<int64_t>("threads"));
+
+CL_SWEEP_DEFINE_SPARSE_HANDLER(ClSweepSparseAdagrad, kAdagrad)
+CL_SWEEP_DEFINE_SPARSE_HANDLER(ClSweepSparseRmsprop, kRmsprop)
+CL_SWEEP_DEFINE_SPARSE_HANDLER(ClSweepSparseSgdm, kSgdm)
