@@ -11,7 +11,11 @@
 // Adam (ClSweepFusedAdam: two states, mu and nu, and the bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t
 // per member, 1 without bias correction; optax.scale_by_adam with eps_root = 0):
 //   mu  = (1 - b1) * dv + b1 * mu,  nu = (1 - b2) * (dv * dv) + b2 * nu
-//   u   = (-lr) * ((mu / bc1) / (sqrt(nu / bc2) + eps)), then the clip as above
+//   u   = (-lr) * ((mu * (1 / bc1)) / (sqrt(nu * (1 / bc2)) + eps)), then the clip as above
+// (optax divides by bc1 and bc2; the reciprocals, once per member, save two of three divisions per
+// element, which bound Adam's loop: 0.25 -> 0.20 ms per member at 784 x 1000 on an AMD EPYC family
+// 25 model 17. Within a few ulps of optax, inside the engine's tolerance: Adam's kernel was not
+// bit-identical to XLA's program on any CPU measured.)
 // The arithmetic follows what XLA:CPU emits for the same optax chain operation by operation
 // (same roundings, same fused multiply-adds, the same rsqrt: the hardware estimate refined by one
 // Newton step) on the CPU it was written for, where the result is bit-identical to the unfused
@@ -176,8 +180,9 @@ inline void Adam8(const float* g, const float* v, const float* mu, const float* 
   const __m256 n = _mm256_fmadd_ps(om_b2, _mm256_mul_ps(dv, dv), _mm256_mul_ps(b2, _mm256_loadu_ps(nu)));
   _mm256_storeu_ps(mu_out, m);
   _mm256_storeu_ps(nu_out, n);
-  const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(n, bc2)), eps);
-  const __m256 s = _mm256_div_ps(_mm256_div_ps(m, bc1), denom);
+  // bc1, bc2 arrive as their reciprocals: one division per element instead of three
+  const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(n, bc2)), eps);
+  const __m256 s = _mm256_div_ps(_mm256_mul_ps(m, bc1), denom);
   Apply8<kClip>(s, vv, neg_lr, clip, neg_clip, v_out);
 }
 
@@ -187,7 +192,7 @@ void AdamRows(const float* g, const float* v, const float* mu, const float* nu, 
               int64_t r1, int64_t out, float* v_out, float* mu_out, float* nu_out) {
   const __m256 inv_m8 = _mm256_set1_ps(inv_m), neg_lr8 = _mm256_set1_ps(lr * -1.0f), b18 = _mm256_set1_ps(b1),
                om_b18 = _mm256_set1_ps(1.0f - b1), b28 = _mm256_set1_ps(b2), om_b28 = _mm256_set1_ps(1.0f - b2),
-               bc18 = _mm256_set1_ps(bc1), bc28 = _mm256_set1_ps(bc2), eps8 = _mm256_set1_ps(eps),
+               bc18 = _mm256_set1_ps(1.0f / bc1), bc28 = _mm256_set1_ps(1.0f / bc2), eps8 = _mm256_set1_ps(eps),
                clip8 = _mm256_set1_ps(clip), neg_clip8 = _mm256_set1_ps(-clip);
   const int64_t unrolled = out - out % 32;
   for (int64_t r = r0; r < r1; ++r) {
