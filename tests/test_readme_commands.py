@@ -445,6 +445,13 @@ EXCLUDED: dict[str, Excluded] = {
         expect=r"(?s)every timed model's weights stayed finite.*with all four swapped.*hard_ash\+adam +2 .*"
                r"resolution: the default program timed as two variants.*target 2 of #16 \(<= 1\.15\).*"
                r"target 3 of #16, projected: .* at the floor loop's step \(same evaluations\): [0-9.]+ h", slow=True, shared=True),
+    ".venv/bin/python benchmarks/step_time.py --ablation --optimizers --populations 2 --repeats 7 --steps 384": Excluded(
+        "five minutes of both cores; the check: the same script and flags on 8 steps, 1 round, with the sparse "
+        "rows (they appear only where this machine's sparse-variant proof passes, so the check asks only for "
+        "the target lines every run prints)",
+        ".venv/bin/python benchmarks/step_time.py --ablation --optimizers --steps 8 --repeats 1 --populations 2",
+        expect=r"(?s)every timed model's weights stayed finite.*topk_subtract\+adagrad +2 .*with all four swapped.*"
+               r"target 2 of #16 \(<= 1\.15\).*target 3 of #16, projected: .* h", slow=True, shared=True),
     ".venv/bin/python benchmarks/grid_time.py": Excluded(
         "49 five-seed jobs end to end, several minutes; the check: one job of the Hard ASH + RMSprop slice",
         ".venv/bin/python benchmarks/grid_time.py --slice hard_ash_rmsprop --stride 150 --reference-steps 5",
