@@ -10,12 +10,11 @@
 //   v   = v + clip(u, -clip, clip)                    optax.clip, when clip > 0
 // Adam (ClSweepFusedAdam: two states, mu and nu, and the bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t
 // per member, 1 without bias correction; optax.scale_by_adam with eps_root = 0):
-//   mu  = (1 - b1) * dv + b1 * mu,  nu = (1 - b2) * (dv * dv) + b2 * nu
+//   mu  = (1 - b1) * dv + b1 * mu,  nu = (1 - b2) * (dv * dv) + b2 * nu   (XLA contracts the decay's product)
 //   u   = (-lr) * ((mu * (1 / bc1)) / (sqrt(nu * (1 / bc2)) + eps)), then the clip as above
-// (optax divides by bc1 and bc2; the reciprocals, once per member, save two of three divisions per
-// element, which bound Adam's loop: 0.25 -> 0.20 ms per member at 784 x 1000 on an AMD EPYC family
-// 25 model 17. Within a few ulps of optax, inside the engine's tolerance: Adam's kernel was not
-// bit-identical to XLA's program on any CPU measured.)
+// (optax divides by bc1 and bc2, and XLA multiplies by their reciprocals, computed once per member:
+// one division per element instead of three, which bound Adam's loop: 0.25 -> 0.20 ms per member at
+// 784 x 1000 on an AMD EPYC family 25 model 17, where this is XLA's program bit for bit.)
 // The arithmetic follows what XLA:CPU emits for the same optax chain operation by operation
 // (same roundings, same fused multiply-adds, the same rsqrt: the hardware estimate refined by one
 // Newton step) on the CPU it was written for, where the result is bit-identical to the unfused
@@ -176,8 +175,8 @@ inline void Adam8(const float* g, const float* v, const float* mu, const float* 
                   float* nu_out) {
   const __m256 vv = _mm256_loadu_ps(v);
   const __m256 dv = Dv8<kContractMean>(g, vv, colsum, beta, inv_m);
-  const __m256 m = _mm256_fmadd_ps(om_b1, dv, _mm256_mul_ps(b1, _mm256_loadu_ps(mu)));
-  const __m256 n = _mm256_fmadd_ps(om_b2, _mm256_mul_ps(dv, dv), _mm256_mul_ps(b2, _mm256_loadu_ps(nu)));
+  const __m256 m = _mm256_fmadd_ps(b1, _mm256_loadu_ps(mu), _mm256_mul_ps(om_b1, dv));
+  const __m256 n = _mm256_fmadd_ps(b2, _mm256_loadu_ps(nu), _mm256_mul_ps(om_b2, _mm256_mul_ps(dv, dv)));
   _mm256_storeu_ps(mu_out, m);
   _mm256_storeu_ps(nu_out, n);
   // bc1, bc2 arrive as their reciprocals: one division per element instead of three
