@@ -8,8 +8,11 @@ trip per step. Because hyperparameters and loop bounds are traced, another job (
 of the same structure reuses the compiled program.
 
 On an x86-64 CPU the first layer's weight-norm gradient, optimizer step and clip (Adagrad,
-RMSprop) run as one fused C++ kernel (cl_sweep.training.kernels), used only once it is proven to give the
-same bits as the plain program (`fused_update_verified`).
+RMSprop, SGDM, Adam) run as one fused C++ kernel (cl_sweep.training.kernels), used only once this
+machine's proof finds it training like the plain program within `FUSED_UPDATE_TOLERANCE` (bit for
+bit where it mirrors the CPU's XLA code; `fused_update_verified`). For Top-K and LWTA its sparse
+variant also builds the weight gradient from the few non-zero entries of the activation's gradient
+(`sparse_update_applies`, `sparse_update_verified`).
 """
 
 from __future__ import annotations
