@@ -443,7 +443,8 @@ EXCLUDED: dict[str, Excluded] = {
         "rows appear only where this machine's kernel proof passes, so the check does not ask for them)",
         ".venv/bin/python benchmarks/step_time.py --ablation --optimizers --steps 8 --repeats 1 --populations 2",
         expect=r"(?s)every timed model's weights stayed finite.*with all four swapped.*hard_ash\+adam +2 .*"
-               r"resolution: the default program timed as two variants.*target 2 of #16 \(<= 1\.15\).*"
+               r"resolution: the default program timed as two variants.*resolution, second control: Hard ASH \+ SGD.*"
+               r"target 2 of #16 \(<= 1\.15\).*"
                r"target 3 of #16, projected: .* at the floor loop's step \(same evaluations\): [0-9.]+ h", slow=True, shared=True),
     ".venv/bin/python benchmarks/step_time.py --ablation --optimizers --populations 2 --repeats 7 --steps 384": Excluded(
         "five minutes of both cores; the check: the same script and flags on 8 steps, 1 round, with the sparse "
