@@ -7,6 +7,8 @@
    separate loops (this backend has no multi-output fusion), reading and writing 3 MB arrays
    eleven times per model per step; the kernel reads ``G``, ``v``, ``acc`` and writes ``v``, ``acc``
    once (Adam: its two moments). ``benchmarks/step_time.py --ablation`` / ``--optimizers`` measure what that saves.
+   Its sparse variant (Top-K, LWTA: ``fused_update(..., xc=, d=)``) also builds ``G = x_c^T d`` itself from
+   the few non-zero entries of ``d``, so the dense GEMM and ``G``'s round trip through memory go.
 2. ``kth_largest.cc``: the k-th largest value of each row (Top-K's threshold) and the index
    ``lax.top_k`` reports for it, a byte-wise radix select over the surviving candidates instead of
    32 compare+count passes over every unit (cl_sweep.training.ops.kth_largest).
