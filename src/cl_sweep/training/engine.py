@@ -290,8 +290,7 @@ def _programs(structure: Structure, permuted: bool = False, fused: bool | None =
         fused = fused_update_applies(structure) and fused_update_verified(structure, permuted)
     elif fused and not (fused_update_applies(structure) and kernels.available()):
         raise ValueError(f"the fused update kernel does not apply to {structure} or is not available here")
-    sparse = fused and sparse_update_applies(structure) and sparse_update_verified(structure, permuted)
-    return _build_programs(structure, permuted, fused, sparse)
+    return _build_programs(structure, permuted, fused, fused and _sparse_chosen(structure, permuted))
 
 
 def fast_paths(structure: Structure, permuted: bool = False) -> dict[str, Any]:
@@ -305,7 +304,7 @@ def fast_paths(structure: Structure, permuted: bool = False) -> dict[str, Any]:
     within `FUSED_UPDATE_TOLERANCE` (bit for bit where it mirrors this CPU's XLA code). The record
     says how a result was made."""
     fused = model_of(structure).trainer is None and fused_update_applies(structure) and fused_update_verified(structure, permuted)
-    sparse = fused and sparse_update_applies(structure) and sparse_update_verified(structure, permuted)
+    sparse = fused and _sparse_chosen(structure, permuted)
     cpu = jax.default_backend() == "cpu"
     return {
         "backend": jax.default_backend(),
@@ -346,7 +345,17 @@ def fused_update_verified(structure: Structure, permuted: bool = False) -> bool:
         return False
     if model_of(structure).fused.width % 8:  # the kernel's loop mirrors XLA's 8-wide vector loop only
         return False
-    return _fused_update_verified(dataclasses.replace(structure, activation="relu", activation_static=()), permuted)
+    return _fused_update_verified(_stand_in(structure), permuted)
+
+
+def _sparse_chosen(structure: Structure, permuted: bool) -> bool:
+    """Where the fused kernel runs: whether the engine takes its sparse variant (`_programs`, `fast_paths`)."""
+    return sparse_update_applies(structure) and sparse_update_verified(structure, permuted)
+
+
+def _stand_in(structure: Structure) -> Structure:
+    """The structure a kernel proof trains: ReLU for the activation, which does not touch the fused loops."""
+    return dataclasses.replace(structure, activation="relu", activation_static=())
 
 
 def sparse_update_verified(structure: Structure, permuted: bool = False) -> bool:
@@ -358,7 +367,7 @@ def sparse_update_verified(structure: Structure, permuted: bool = False) -> bool
     is used within :data:`FUSED_UPDATE_TOLERANCE`; deterministic either way."""
     if not fused_update_verified(structure, permuted):
         return False
-    return _fused_update_verified(dataclasses.replace(structure, activation="relu", activation_static=()), permuted, True)
+    return _fused_update_verified(_stand_in(structure), permuted, True)
 
 
 @functools.lru_cache(maxsize=None)

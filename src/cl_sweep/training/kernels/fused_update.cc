@@ -30,7 +30,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if !defined(__AVX__) || !defined(__FMA__)
@@ -141,21 +143,41 @@ void UpdateRows(const float* g, const float* v, const float* acc, const float* c
   }
 }
 
+// The weights' shape: [members..., in, out].
+struct Shape {
+  int64_t in = 0, out = 0, members = 0;
+};
+
+// Checks one update's operands against the weights v: each of `like_v` (the gradient, the optimizer
+// states) shaped as v, colsum and beta one row of units per member, lr one value and hp `hp_width`
+// values per member, and a unit count the 8-wide loops cover. `what` names the kernel in the error.
+ffi::Error CheckShapes(const char* what, const ffi::Buffer<ffi::F32>& v,
+                       std::initializer_list<const ffi::Buffer<ffi::F32>*> like_v, const ffi::Buffer<ffi::F32>& colsum,
+                       const ffi::Buffer<ffi::F32>& beta, const ffi::Buffer<ffi::F32>& lr,
+                       const ffi::Buffer<ffi::F32>& hp, int64_t hp_width, Shape& s) {
+  auto dims = v.dimensions();
+  if (dims.size() < 2) return ffi::Error::InvalidArgument(std::string(what) + ": weights must be at least 2-D");
+  s.in = dims[dims.size() - 2];
+  s.out = dims[dims.size() - 1];
+  s.members = s.in * s.out ? v.element_count() / (s.in * s.out) : 0;
+  bool ok = lr.element_count() == s.members && hp.element_count() == hp_width * s.members &&
+            colsum.element_count() == s.members * s.out && beta.element_count() == s.members * s.out;
+  for (const auto* b : like_v) ok = ok && b->element_count() == v.element_count();
+  if (!ok) return ffi::Error::InvalidArgument(std::string(what) + ": operand shapes do not match the weights");
+  if (s.out % 8 != 0)
+    return ffi::Error::InvalidArgument(std::string(what) + ": the number of units must be a multiple of 8");
+  return ffi::Error::Success();
+}
+
 template <int kKind>
 ffi::Error FusedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> v,
                            ffi::Buffer<ffi::F32> acc, ffi::Buffer<ffi::F32> colsum, ffi::Buffer<ffi::F32> beta,
                            ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> hp,
                            ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> acc_out,
                            float inv_m, float eps, float clip, int64_t threads) {
-  auto dims = v.dimensions();
-  if (dims.size() < 2) return ffi::Error::InvalidArgument("fused_update: weights must be at least 2-D");
-  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
-  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
-  if (lr.element_count() != members || hp.element_count() != members ||
-      colsum.element_count() != members * out || beta.element_count() != members * out ||
-      g.element_count() != v.element_count() || acc.element_count() != v.element_count())
-    return ffi::Error::InvalidArgument("fused_update: operand shapes do not match the weights");
-  if (out % 8 != 0) return ffi::Error::InvalidArgument("fused_update: the number of units must be a multiple of 8");
+  Shape sh;
+  if (auto e = CheckShapes("fused_update", v, {&g, &acc}, colsum, beta, lr, hp, 1, sh); e.failure()) return e;
+  const int64_t in = sh.in, out = sh.out, members = sh.members;
   auto rows = clip > 0.0f ? UpdateRows<kKind, true> : UpdateRows<kKind, false>;
   auto run = [&](int64_t p, int64_t r0, int64_t r1) {
     const int64_t base = p * in * out;
@@ -214,16 +236,9 @@ ffi::Error FusedAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buf
                          ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> hp,
                          ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> mu_out,
                          ffi::ResultBuffer<ffi::F32> nu_out, float inv_m, float eps, float clip, int64_t threads) {
-  auto dims = v.dimensions();
-  if (dims.size() < 2) return ffi::Error::InvalidArgument("fused_adam: weights must be at least 2-D");
-  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
-  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
-  if (lr.element_count() != members || hp.element_count() != 4 * members ||
-      colsum.element_count() != members * out || beta.element_count() != members * out ||
-      g.element_count() != v.element_count() || mu.element_count() != v.element_count() ||
-      nu.element_count() != v.element_count())
-    return ffi::Error::InvalidArgument("fused_adam: operand shapes do not match the weights");
-  if (out % 8 != 0) return ffi::Error::InvalidArgument("fused_adam: the number of units must be a multiple of 8");
+  Shape sh;
+  if (auto e = CheckShapes("fused_adam", v, {&g, &mu, &nu}, colsum, beta, lr, hp, 4, sh); e.failure()) return e;
+  const int64_t in = sh.in, out = sh.out, members = sh.members;
   auto rows = clip > 0.0f ? AdamRows<true> : AdamRows<false>;
   auto run = [&](int64_t p, int64_t r0, int64_t r1) {
     const int64_t base = p * in * out;
@@ -316,62 +331,55 @@ void SparseGrad(const float* xc, int64_t in, const SparseColumns& c, int64_t out
   }
 }
 
-// Runs run(p, r0, r1) for every member p over blocks of whole 8-row groups of its [in, out] weight.
-template <typename Run>
-void ForRowGroups(ffi::ThreadPool& pool, int64_t threads, int64_t members, int64_t in, Run run) {
-  const int64_t groups = (in + 7) / 8;
-  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), groups}));
-  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
-    for (int64_t p = 0; p < members; ++p)
-      run(p, std::min(in, 8 * (groups * b / n_blocks)), std::min(in, 8 * (groups * (b + 1) / n_blocks)));
-  });
-}
-
-// Checks x_c [members, batch, in] and d [members, batch, out] against the weights; sets batch.
-ffi::Error CheckSparse(const char* what, ffi::Buffer<ffi::F32>& xc, ffi::Buffer<ffi::F32>& d, int64_t members,
-                       int64_t in, int64_t out, int64_t& batch) {
+// The sparse variants' shared part. x_c: [members, batch, in], d: [members, batch, out] (checked against
+// the weights' shape). Builds each member's SparseColumns, then, over blocks of whole 8-row groups of
+// every member's [in, out] weight on the pool, builds each group's rows of g into a tile and calls
+// update(p, r, n, tile): member p's rows [r, r + n) (n <= 8), tile [n, out].
+template <typename Update>
+ffi::Error ForSparseRowGroups(ffi::ThreadPool& pool, int64_t threads, const char* what, ffi::Buffer<ffi::F32>& xc,
+                              ffi::Buffer<ffi::F32>& d, const Shape& sh, Update update) {
+  const int64_t in = sh.in, out = sh.out, members = sh.members;
   auto dims = d.dimensions();
-  batch = dims.size() >= 2 ? dims[dims.size() - 2] : 0;
+  const int64_t batch = dims.size() >= 2 ? dims[dims.size() - 2] : 0;
   if (dims.size() < 2 || dims[dims.size() - 1] != out || xc.element_count() != members * batch * in ||
       d.element_count() != members * batch * out)
     return ffi::Error::InvalidArgument(std::string(what) + ": x_c and d do not match the weights");
+  std::vector<SparseColumns> cols(members);
+  for (int64_t p = 0; p < members; ++p) BuildColumns(d.typed_data() + p * batch * out, batch, out, cols[p]);
+  const int64_t groups = (in + 7) / 8;
+  const int64_t n_blocks = std::max<int64_t>(1, std::min({threads, pool.num_threads(), groups}));
+  cl_sweep::ParallelFor(pool, n_blocks, [&](int64_t b) {
+    std::vector<float> tile(8 * out);
+    const int64_t r0 = std::min(in, 8 * (groups * b / n_blocks)), r1 = std::min(in, 8 * (groups * (b + 1) / n_blocks));
+    for (int64_t p = 0; p < members; ++p) {
+      for (int64_t r = r0; r < r1; r += 8) {
+        const int64_t n = std::min<int64_t>(8, r1 - r);
+        SparseGrad(xc.typed_data() + p * batch * in, in, cols[p], out, r, n, tile.data());
+        update(p, r, n, tile.data());
+      }
+    }
+  });
   return ffi::Error::Success();
 }
 
-// The sparse variants: g built by SparseGrad 8 rows at a time, then the same row updates as above.
+// The sparse variants: g built by SparseGrad 8 rows at a time, then the same row updates as above
+// (on the tile's rows: every weight-shaped pointer offset to the group's first row).
 template <int kKind>
 ffi::Error SparseUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xc, ffi::Buffer<ffi::F32> d,
                             ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> acc, ffi::Buffer<ffi::F32> colsum,
                             ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> hp,
                             ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> acc_out, float inv_m,
                             float eps, float clip, int64_t threads) {
-  auto dims = v.dimensions();
-  if (dims.size() < 2) return ffi::Error::InvalidArgument("sparse_update: weights must be at least 2-D");
-  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
-  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
-  if (lr.element_count() != members || hp.element_count() != members ||
-      colsum.element_count() != members * out || beta.element_count() != members * out ||
-      acc.element_count() != v.element_count())
-    return ffi::Error::InvalidArgument("sparse_update: operand shapes do not match the weights");
-  if (out % 8 != 0) return ffi::Error::InvalidArgument("sparse_update: the number of units must be a multiple of 8");
-  int64_t batch;
-  if (auto e = CheckSparse("sparse_update", xc, d, members, in, out, batch); e.failure()) return e;
-  std::vector<SparseColumns> cols(members);
-  for (int64_t p = 0; p < members; ++p) BuildColumns(d.typed_data() + p * batch * out, batch, out, cols[p]);
+  Shape sh;
+  if (auto e = CheckShapes("sparse_update", v, {&acc}, colsum, beta, lr, hp, 1, sh); e.failure()) return e;
   auto rows = clip > 0.0f ? UpdateRows<kKind, true> : UpdateRows<kKind, false>;
-  auto run = [&](int64_t p, int64_t r0, int64_t r1) {
-    std::vector<float> tile(8 * out);
-    const int64_t base = p * in * out;
-    for (int64_t r = r0; r < r1; r += 8) {
-      const int64_t n = std::min<int64_t>(8, r1 - r), o = base + r * out;
-      SparseGrad(xc.typed_data() + p * batch * in, in, cols[p], out, r, n, tile.data());
-      rows(tile.data(), v.typed_data() + o, acc.typed_data() + o, colsum.typed_data() + p * out,
-           beta.typed_data() + p * out, inv_m, lr.typed_data()[p], hp.typed_data()[p], eps, clip, 0, n, out,
-           v_out->typed_data() + o, acc_out->typed_data() + o);
-    }
-  };
-  ForRowGroups(pool, threads, members, in, run);
-  return ffi::Error::Success();
+  const int64_t out = sh.out;
+  return ForSparseRowGroups(pool, threads, "sparse_update", xc, d, sh, [&](int64_t p, int64_t r, int64_t n, const float* tile) {
+    const int64_t o = (p * sh.in + r) * out;
+    rows(tile, v.typed_data() + o, acc.typed_data() + o, colsum.typed_data() + p * out, beta.typed_data() + p * out,
+         inv_m, lr.typed_data()[p], hp.typed_data()[p], eps, clip, 0, n, out, v_out->typed_data() + o,
+         acc_out->typed_data() + o);
+  });
 }
 
 ffi::Error SparseAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xc, ffi::Buffer<ffi::F32> d,
@@ -379,118 +387,46 @@ ffi::Error SparseAdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xc, ffi::B
                           ffi::Buffer<ffi::F32> colsum, ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> lr,
                           ffi::Buffer<ffi::F32> hp, ffi::ResultBuffer<ffi::F32> v_out, ffi::ResultBuffer<ffi::F32> mu_out,
                           ffi::ResultBuffer<ffi::F32> nu_out, float inv_m, float eps, float clip, int64_t threads) {
-  auto dims = v.dimensions();
-  if (dims.size() < 2) return ffi::Error::InvalidArgument("sparse_adam: weights must be at least 2-D");
-  const int64_t in = dims[dims.size() - 2], out = dims[dims.size() - 1];
-  const int64_t members = in * out ? v.element_count() / (in * out) : 0;
-  if (lr.element_count() != members || hp.element_count() != 4 * members ||
-      colsum.element_count() != members * out || beta.element_count() != members * out ||
-      mu.element_count() != v.element_count() || nu.element_count() != v.element_count())
-    return ffi::Error::InvalidArgument("sparse_adam: operand shapes do not match the weights");
-  if (out % 8 != 0) return ffi::Error::InvalidArgument("sparse_adam: the number of units must be a multiple of 8");
-  int64_t batch;
-  if (auto e = CheckSparse("sparse_adam", xc, d, members, in, out, batch); e.failure()) return e;
-  std::vector<SparseColumns> cols(members);
-  for (int64_t p = 0; p < members; ++p) BuildColumns(d.typed_data() + p * batch * out, batch, out, cols[p]);
+  Shape sh;
+  if (auto e = CheckShapes("sparse_adam", v, {&mu, &nu}, colsum, beta, lr, hp, 4, sh); e.failure()) return e;
   auto rows = clip > 0.0f ? AdamRows<true> : AdamRows<false>;
-  auto run = [&](int64_t p, int64_t r0, int64_t r1) {
-    std::vector<float> tile(8 * out);
-    const int64_t base = p * in * out;
+  const int64_t out = sh.out;
+  return ForSparseRowGroups(pool, threads, "sparse_adam", xc, d, sh, [&](int64_t p, int64_t r, int64_t n, const float* tile) {
+    const int64_t o = (p * sh.in + r) * out;
     const float* h = hp.typed_data() + 4 * p;
-    for (int64_t r = r0; r < r1; r += 8) {
-      const int64_t n = std::min<int64_t>(8, r1 - r), o = base + r * out;
-      SparseGrad(xc.typed_data() + p * batch * in, in, cols[p], out, r, n, tile.data());
-      rows(tile.data(), v.typed_data() + o, mu.typed_data() + o, nu.typed_data() + o, colsum.typed_data() + p * out,
-           beta.typed_data() + p * out, inv_m, lr.typed_data()[p], h[0], h[1], h[2], h[3], eps, clip, 0, n, out,
-           v_out->typed_data() + o, mu_out->typed_data() + o, nu_out->typed_data() + o);
-    }
-  };
-  ForRowGroups(pool, threads, members, in, run);
-  return ffi::Error::Success();
+    rows(tile, v.typed_data() + o, mu.typed_data() + o, nu.typed_data() + o, colsum.typed_data() + p * out,
+         beta.typed_data() + p * out, inv_m, lr.typed_data()[p], h[0], h[1], h[2], h[3], eps, clip, 0, n, out,
+         v_out->typed_data() + o, mu_out->typed_data() + o, nu_out->typed_data() + o);
+  });
+}
+
+// The FFI binding of an update: the thread pool, kArgs float32 buffers, kRets float32 results, and the
+// attributes every update takes.
+template <int kArgs, int kRets, typename Binding>
+auto UpdateBinding(Binding b) {
+  if constexpr (kArgs > 0) {
+    return UpdateBinding<kArgs - 1, kRets>(std::move(b).template Arg<ffi::Buffer<ffi::F32>>());
+  } else if constexpr (kRets > 0) {
+    return UpdateBinding<0, kRets - 1>(std::move(b).template Ret<ffi::Buffer<ffi::F32>>());
+  } else {
+    return std::move(b).template Attr<float>("inv_m").template Attr<float>("eps").template Attr<float>("clip").template Attr<int64_t>(
+        "threads");
+  }
+}
+
+template <int kArgs, int kRets>
+auto UpdateBinding() {
+  return UpdateBinding<kArgs, kRets>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>());
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedAdam, FusedAdamImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("inv_m")
-                                  .Attr<float>("eps")
-                                  .Attr<float>("clip")
-                                  .Attr<int64_t>("threads"));
-
-#define CL_SWEEP_DEFINE_HANDLER(name, kind)                          \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, FusedUpdateImpl<kind>,        \
-                                ffi::Ffi::Bind()                     \
-                                    .Ctx<ffi::ThreadPool>()          \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Ret<ffi::Buffer<ffi::F32>>()    \
-                                    .Ret<ffi::Buffer<ffi::F32>>()    \
-                                    .Attr<float>("inv_m")            \
-                                    .Attr<float>("eps")              \
-                                    .Attr<float>("clip")             \
-                                    .Attr<int64_t>("threads"));
-
-CL_SWEEP_DEFINE_HANDLER(ClSweepFusedAdagrad, kAdagrad)
-CL_SWEEP_DEFINE_HANDLER(ClSweepFusedRmsprop, kRmsprop)
-CL_SWEEP_DEFINE_HANDLER(ClSweepFusedSgdm, kSgdm)
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepSparseAdam, SparseAdamImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("inv_m")
-                                  .Attr<float>("eps")
-                                  .Attr<float>("clip")
-                                  .Attr<int64_t>("threads"));
-
-#define CL_SWEEP_DEFINE_SPARSE_HANDLER(name, kind)                   \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, SparseUpdateImpl<kind>,        \
-                                ffi::Ffi::Bind()                     \
-                                    .Ctx<ffi::ThreadPool>()          \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Arg<ffi::Buffer<ffi::F32>>()    \
-                                    .Ret<ffi::Buffer<ffi::F32>>()    \
-                                    .Ret<ffi::Buffer<ffi::F32>>()    \
-                                    .Attr<float>("inv_m")            \
-                                    .Attr<float>("eps")              \
-                                    .Attr<float>("clip")             \
-                                    .Attr<int64_t>("threads"));
-
-CL_SWEEP_DEFINE_SPARSE_HANDLER(ClSweepSparseAdagrad, kAdagrad)
-CL_SWEEP_DEFINE_SPARSE_HANDLER(ClSweepSparseRmsprop, kRmsprop)
-CL_SWEEP_DEFINE_SPARSE_HANDLER(ClSweepSparseSgdm, kSgdm)
+// Dense: g, v, the state(s), colsum, beta, lr, hp -> v and the state(s). Sparse: x_c and d in place of g.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedAdagrad, FusedUpdateImpl<kAdagrad>, (UpdateBinding<7, 2>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedRmsprop, FusedUpdateImpl<kRmsprop>, (UpdateBinding<7, 2>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedSgdm, FusedUpdateImpl<kSgdm>, (UpdateBinding<7, 2>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepFusedAdam, FusedAdamImpl, (UpdateBinding<8, 3>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepSparseAdagrad, SparseUpdateImpl<kAdagrad>, (UpdateBinding<8, 2>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepSparseRmsprop, SparseUpdateImpl<kRmsprop>, (UpdateBinding<8, 2>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepSparseSgdm, SparseUpdateImpl<kSgdm>, (UpdateBinding<8, 2>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClSweepSparseAdam, SparseAdamImpl, (UpdateBinding<9, 3>()));
